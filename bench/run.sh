@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# clearbg end-to-end benchmark, run by hand on an otherwise idle machine (never from a test).
+# What it measures and how the ratios are defined: bench/README.md.
+#
+#   bench/run.sh                          all tiers, 10 s and 60 s 1280x720 30 fps clips
+#   TIERS="light human" bench/run.sh      some tiers
+#   QUICK=1 bench/run.sh                  smoke run on 1 s (and 2 s) clips
+#   REPEAT=3 bench/run.sh                 best of 3 per tool
+#   SECONDS_SHORT=10 SECONDS_LONG=60      clip lengths
+#
+# Writes bench/out/results.md (also printed), the clips, every output and per-run logs.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+export CLEARBG_HOME="${CLEARBG_HOME:-$HOME/.cache/clearbg}"
+
+TIERS="${TIERS:-light human original pro}"
+REPEAT="${REPEAT:-1}"
+if [[ "${QUICK:-0}" == 1 ]]; then
+    SECONDS_SHORT="${SECONDS_SHORT:-1}"
+    SECONDS_LONG="${SECONDS_LONG:-2}"
+else
+    SECONDS_SHORT="${SECONDS_SHORT:-10}"
+    SECONDS_LONG="${SECONDS_LONG:-60}"
+fi
+FPS=30
+OUT=bench/out
+LOGS="$OUT/logs"
+RESULTS="$OUT/results.tsv"
+CLEARBG=target/release/clearbg
+INFER=target/release/examples/infer_only
+PY="$CLEARBG_HOME/venv/bin/python"
+SOURCE="$CLEARBG_HOME/fixtures/carphone.mp4"
+# clearbg's WebM flags (crates/engine/src/video.rs); the transcode must do the same encoder work.
+VP9=(-c:v libvpx-vp9 -pix_fmt yuva420p -b:v 0 -crf 32 -deadline realtime -cpu-used 8 -row-mt 1)
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+for tier in $TIERS; do
+    case "$tier" in light|human|original|pro) ;; *) die "unknown tier '$tier' in TIERS" ;; esac
+done
+[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive integer"
+# GNU time, not the shell keyword: it reports peak RSS (%M).
+[[ -x /usr/bin/time ]] || die "GNU time is missing: apt-get install time"
+[[ -x "$PY" && -f "$SOURCE" ]] || die "set-up step not done: run 'make setup' (needs $PY and $SOURCE)"
+
+# Cheap when up to date; the example is not part of `cargo build --release`.
+cargo build --release --quiet --bin clearbg --example infer_only
+
+mkdir -p "$OUT" "$LOGS"
+: >"$RESULTS"
+
+# A 1280x720 30 fps H.264 clip of a real person, with an AAC audio track, made once.
+# carphone (176x144, a man talking in a car, no audio) is looped, upscaled and cropped to 16:9
+# (cropped high so the head stays in frame); mild temporal noise gives the encoders camera-like
+# detail to work on instead of a smooth upscale; a sine tone stands in for speech.
+make_clip() {
+    local secs=$1 path=$2
+    [[ -s "$path" ]] && return
+    echo "making $path" >&2
+    ffmpeg -nostdin -v error -y -stream_loop -1 -i "$SOURCE" \
+        -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+        -filter_complex "[0:v]fps=$FPS,scale=1280:-2:flags=bicubic,crop=1280:720:0:(ih-oh)/6,noise=alls=8:allf=t,format=yuv420p[v]" \
+        -map "[v]" -map 1:a -t "$secs" \
+        -c:v libx264 -preset veryfast -crf 20 -c:a aac -b:a 128k -movflags +faststart "$path.tmp.mp4"
+    mv "$path.tmp.mp4" "$path"
+}
+
+# Frames in a video, by decoding it (libvpx for VP9 so alpha is decoded too, as a player would).
+count_frames() {
+    local decoder=()
+    [[ "$1" == *.webm ]] && decoder=(-c:v libvpx-vp9)
+    ffmpeg -nostdin -v error "${decoder[@]}" -i "$1" -map 0:v:0 -f null - -progress pipe:1 |
+        sed -n 's/^frame=//p' | tail -n 1
+}
+
+audio_codec() {
+    ffprobe -v error -select_streams a:0 -show_entries stream=codec_name -of csv=p=0 "$1"
+}
+
+# measure TIER TOOL CLIP_SECS OUTPUT -- COMMAND...
+# Runs COMMAND REPEAT times under GNU time; keeps the fastest run's frames and fps, the largest
+# peak RSS, and appends one row to results.tsv. fps comes from the tool itself where it reports
+# it (model loading excluded), else from frames / wall time.
+measure() {
+    local tier=$1 tool=$2 secs=$3 output=$4
+    shift 5
+    local tag="${tier}_${secs}s_${tool}" best_fps=0 best_wall="" best_frames="" max_rss=0
+    local i wall rss frames fps
+    for ((i = 1; i <= REPEAT; i++)); do
+        echo "  $tag (run $i/$REPEAT)" >&2
+        if ! /usr/bin/time -f '%e %M' -o "$LOGS/$tag.time" "$@" >"$LOGS/$tag.out" 2>"$LOGS/$tag.err"; then
+            cat "$LOGS/$tag.err" >&2
+            die "$tag failed (logs in $LOGS)"
+        fi
+        read -r wall rss <"$LOGS/$tag.time"
+        case "$tool" in
+            clearbg) # "300 frames, 41.2 fps, 7.3 s, ..."
+                read -r frames _ fps _ <"$LOGS/$tag.out"; fps=${fps%,} ;;
+            infer_only | baseline) # {"frames":N,"seconds":S,"fps":F}
+                frames=$(sed -n 's/.*"frames": *\([0-9]*\).*/\1/p' "$LOGS/$tag.out")
+                fps=$(sed -n 's/.*"fps": *\([0-9.]*\).*/\1/p' "$LOGS/$tag.out") ;;
+            ffmpeg)
+                frames=$(count_frames "$output")
+                fps=$(awk -v f="$frames" -v w="$wall" 'BEGIN { printf "%.3f", f / (w > 0 ? w : 1e-9) }') ;;
+        esac
+        [[ -n "$frames" && -n "$fps" ]] || die "$tag: could not read frames/fps from $LOGS/$tag.out"
+        if awk -v a="$fps" -v b="$best_fps" 'BEGIN { exit !(a > b) }'; then
+            best_fps=$fps best_wall=$wall best_frames=$frames
+        fi
+        if ((rss > max_rss)); then max_rss=$rss; fi
+    done
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tier" "$tool" "$secs" "$best_frames" "$best_fps" "$best_wall" "$max_rss" >>"$RESULTS"
+}
+
+# check TIER TOOL SECS OUTPUT EXPECTED_FRAMES: the output decodes, with every frame and the audio.
+check_output() {
+    local tag="$1_$3s_$2" output=$4 expected=$5 got audio
+    got=$(count_frames "$output")
+    audio=$(audio_codec "$output")
+    if [[ "$got" != "$expected" || "$audio" != opus ]]; then
+        echo "WARNING: $tag: $output decodes to ${got:-no} frames (clip: $expected), audio '${audio:-none}'" | tee -a "$LOGS/warnings.txt" >&2
+    fi
+}
+
+SHORT="$OUT/clip_720p${FPS}_${SECONDS_SHORT}s.mp4"
+LONG="$OUT/clip_720p${FPS}_${SECONDS_LONG}s.mp4"
+make_clip "$SECONDS_SHORT" "$SHORT"
+if [[ " $TIERS " == *" light "* ]]; then make_clip "$SECONDS_LONG" "$LONG"; fi
+SHORT_FRAMES=$(count_frames "$SHORT")
+: >"$LOGS/warnings.txt"
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+for tier in $TIERS; do
+    echo "tier $tier" >&2
+    o="$OUT/${tier}_${SECONDS_SHORT}s"
+    measure "$tier" clearbg "$SECONDS_SHORT" "$o.clearbg.webm" -- \
+        "$CLEARBG" remove "$SHORT" -o "$o.clearbg.webm" --model "$tier" -q
+    check_output "$tier" clearbg "$SECONDS_SHORT" "$o.clearbg.webm" "$SHORT_FRAMES"
+    measure "$tier" infer_only "$SECONDS_SHORT" - -- "$INFER" "$tier" "$SHORT"
+    measure "$tier" baseline "$SECONDS_SHORT" "$o.baseline.webm" -- \
+        "$PY" bench/baseline.py "$tier" "$SHORT" "$o.baseline.webm"
+    check_output "$tier" baseline "$SECONDS_SHORT" "$o.baseline.webm" "$SHORT_FRAMES"
+    if [[ "$tier" == light ]]; then
+        # The floor without any model: decode, alpha plane, VP9 with clearbg's flags, audio.
+        measure light ffmpeg "$SECONDS_SHORT" "$o.ffmpeg.webm" -- \
+            ffmpeg -nostdin -v error -y -i "$SHORT" -map 0:v:0 -map '0:a?' -vf format=yuva420p "${VP9[@]}" \
+            -c:a libopus -b:a 96k -f webm "$o.ffmpeg.webm"
+        check_output light ffmpeg "$SECONDS_SHORT" "$o.ffmpeg.webm" "$SHORT_FRAMES"
+        # Constant memory: the same tier on a clip 6x as long.
+        ol="$OUT/light_${SECONDS_LONG}s"
+        measure light clearbg "$SECONDS_LONG" "$ol.clearbg.webm" -- \
+            "$CLEARBG" remove "$LONG" -o "$ol.clearbg.webm" --model light -q
+        check_output light clearbg "$SECONDS_LONG" "$ol.clearbg.webm" "$(count_frames "$LONG")"
+    fi
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# Machine facts go with the numbers: they are meaningless without them.
+{
+    echo "# clearbg benchmark"
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), nproc $(nproc)," \
+        "memory $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "- load average (1/5/15 min): before $LOAD_BEFORE, after $LOAD_AFTER"
+    echo "- $(ffmpeg -version | head -n 1 | cut -d' ' -f1-3); onnxruntime $("$PY" -c 'import onnxruntime; print(onnxruntime.__version__)');" \
+        "$(rustc --version | cut -d' ' -f1-2); clearbg at $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit')" \
+        "$([[ -n "$(git status --porcelain 2>/dev/null)" ]] && echo '(uncommitted changes)')"
+    echo "- clips: 1280x720 ${FPS} fps H.264 + AAC, ${SECONDS_SHORT} s ($SHORT_FRAMES frames) and ${SECONDS_LONG} s; best of $REPEAT run(s)"
+    echo
+    "$PY" - "$RESULTS" "$FPS" "$SECONDS_SHORT" "$SECONDS_LONG" <<'EOF'
+import sys
+path, clip_fps, short, long_ = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+rows = {}
+for line in open(path):
+    tier, tool, secs, frames, fps, wall, rss = line.rstrip("\n").split("\t")
+    rows[tier, tool, secs] = dict(frames=int(frames), fps=float(fps), wall=float(wall), rss=int(rss) / 1024)
+tiers = list(dict.fromkeys(k[0] for k in rows))
+
+def ratio(tier, other, goal):
+    a, b = rows.get((tier, "clearbg", short)), rows.get((tier, other, short))
+    if not a or not b:
+        return "–"
+    r = a["fps"] / b["fps"]
+    return f"{r:.2f} {'ok' if r >= goal else 'MISS'}"
+
+print("| tier | frames | clearbg fps | real-time factor | wall s | peak RSS MB | ÷ inference alone [≥ 0.9] | ÷ Python baseline [≥ 1.5] | ÷ ffmpeg transcode [≥ 0.8] |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for t in tiers:
+    c = rows[t, "clearbg", short]
+    print(f"| {t} | {c['frames']} | {c['fps']:.1f} | {c['fps'] / clip_fps:.2f} | {c['wall']:.1f} | {c['rss']:.0f} | "
+          f"{ratio(t, 'infer_only', 0.9)} | {ratio(t, 'baseline', 1.5)} | {ratio(t, 'ffmpeg', 0.8)} |")
+a, b = rows.get(("light", "clearbg", short)), rows.get(("light", "clearbg", long_))
+if a and b:
+    growth = b["rss"] / a["rss"] - 1
+    print(f"\nConstant memory (light): peak RSS {a['rss']:.0f} MB on the {short} s clip, {b['rss']:.0f} MB on the "
+          f"{long_} s clip ({growth:+.1%}) [goal within ±10%]: {'ok' if abs(growth) <= 0.10 else 'MISS'}")
+print("\nEvery run (fps: the tool's own count where it reports one, model loading excluded; "
+      "wall: the whole process; peak RSS: the largest single process, see README):\n")
+print("| tier | tool | clip s | frames | fps | wall s | peak RSS MB |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for (t, tool, secs), r in rows.items():
+    print(f"| {t} | {tool} | {secs} | {r['frames']} | {r['fps']:.2f} | {r['wall']:.2f} | {r['rss']:.0f} |")
+EOF
+    if [[ -s "$LOGS/warnings.txt" ]]; then
+        echo
+        echo "Warnings:"
+        sed 's/^/- /' "$LOGS/warnings.txt"
+    fi
+} | tee "$OUT/results.md"

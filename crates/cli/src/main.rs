@@ -1,0 +1,79 @@
+//! `clearbg`: the command line. Glue only: parse flags, call the engine, print results.
+
+mod remove;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use clearbg_engine::{model, Home, Runtime};
+
+/// Self-hosted video background removal.
+#[derive(Parser)]
+#[command(name = "clearbg", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Remove (or replace) the background of a video file.
+    Remove(remove::RemoveArgs),
+    /// List the installed models: tier, file, sha256, licence, input size, and whether it loads.
+    Models,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("CLEARBG_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Remove(args) => remove::run(args),
+        Command::Models => list_models(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("clearbg: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn list_models() -> anyhow::Result<ExitCode> {
+    let home = Home::from_env();
+    let runtime = Runtime::load(&home, 1);
+    match &runtime {
+        Ok(rt) => println!("ONNX Runtime {} from {}", rt.version(), home.ort_library().display()),
+        Err(e) => println!("ONNX Runtime: {e}"),
+    }
+    println!("models in {}", home.models_dir().display());
+    let statuses = model::inspect(&home, runtime.as_ref().ok());
+    println!("{:<9} {:<26} {:<64} {:<8} {:<30} {}", "TIER", "FILE", "SHA256", "LOADS", "INPUT", "LICENCE");
+    for tier in model::Tier::ALL {
+        for file in tier.files() {
+            let status = statuses.iter().find(|s| s.model.file == *file).expect("every tier file is catalogued");
+            let loads = if status.problem.is_none() { "yes" } else { "no" };
+            println!(
+                "{:<9} {:<26} {:<64} {:<8} {:<30} {}",
+                tier.name(),
+                file,
+                status.sha256.as_deref().unwrap_or("-"),
+                loads,
+                status.model.input,
+                status.model.licence
+            );
+        }
+    }
+    let problems: Vec<_> = statuses.iter().filter_map(|s| s.problem.as_ref().map(|p| (s.model.file, p))).collect();
+    for (file, problem) in &problems {
+        println!("{file}: {problem}");
+    }
+    if runtime.is_err() || !problems.is_empty() {
+        println!("run `make setup` to install what is missing");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,116 @@
+//! `clearbg remove`: one video in, one file out, with a progress bar.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use clearbg_engine::output::{parse_offset, parse_size};
+use clearbg_engine::{
+    remove_background, Background, Composition, Home, Limits, OutputFormat, Progress, RemoveRequest, Runtime, Segmenter,
+    Tier, VideoInfo,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Flags of `clearbg remove`.
+#[derive(Args)]
+pub struct RemoveArgs {
+    /// The input video.
+    input: PathBuf,
+    /// The output file; its extension picks the format unless --format is given.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Model tier: light (people, fastest), human (portrait matting), original (any subject), pro (best).
+    #[arg(long, default_value = "original")]
+    model: String,
+    /// Output format: webm, mov, mp4, gif, webp, png_sequence, matte.
+    #[arg(long)]
+    format: Option<String>,
+    /// Background: transparent, green, white, black, blue, #RRGGBB, r,g,b (floats 0-1), or an image file.
+    #[arg(long, default_value = "transparent")]
+    bg: String,
+    /// Output canvas size, WIDTHxHEIGHT (default: the input's size).
+    #[arg(long)]
+    canvas: Option<String>,
+    /// Where the subject sits on the canvas: top-left ... center ... bottom-right.
+    #[arg(long, default_value = "center")]
+    anchor: String,
+    /// Scale of the subject.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Offset of the subject from its anchor in pixels, X,Y.
+    #[arg(long, default_value = "0,0", allow_hyphen_values = true)]
+    offset: String,
+    /// Inference threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl RemoveArgs {
+    fn request(&self) -> clearbg_engine::Result<(Tier, RemoveRequest)> {
+        let tier: Tier = self.model.parse()?;
+        let format = match &self.format {
+            Some(f) => f.parse()?,
+            None => OutputFormat::from_path(&self.output)?,
+        };
+        let composition = Composition {
+            canvas: self.canvas.as_deref().map(parse_size).transpose()?,
+            anchor: self.anchor.parse()?,
+            scale: self.scale,
+            offset: parse_offset(&self.offset)?,
+        };
+        let request = RemoveRequest {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            format,
+            background: self.bg.parse::<Background>()?,
+            composition,
+            limits: Limits::default(),
+        };
+        request.validate()?;
+        Ok((tier, request))
+    }
+}
+
+/// Draws the progress bar on stderr.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, info: &VideoInfo, total_frames: u64) {
+        self.0.set_length(total_frames);
+        self.0.set_message(format!("{}x{} @ {:.2} fps", info.width, info.height, info.fps.as_f64()));
+    }
+    fn advance(&self, frames_done: u64) {
+        self.0.set_position(frames_done);
+    }
+}
+
+pub fn run(args: RemoveArgs) -> anyhow::Result<ExitCode> {
+    let (tier, request) = args.request()?;
+    let home = Home::from_env();
+    let runtime = Runtime::load(&home, args.threads)?;
+    let mut segmenter = Segmenter::new(&runtime, &home, tier)?;
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} frames {per_sec} ETA {eta} {msg}")
+            .expect("valid template"),
+    );
+    let bar = Bar(bar);
+    let result = remove_background(&mut segmenter, &request, &bar);
+    bar.0.finish_and_clear();
+    let summary = result?;
+    println!(
+        "{} frames, {:.1} fps, {:.1} s, {} bytes, sha256 {} -> {} ({}, {})",
+        summary.frames,
+        summary.fps,
+        summary.wall.as_secs_f64(),
+        summary.output_bytes,
+        summary.sha256,
+        request.output.display(),
+        summary.format.name(),
+        summary.tier.name(),
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,37 @@
+//! # clearbg-engine
+//!
+//! Everything clearbg knows about pixels, and nothing about HTTP, jobs or databases.
+//!
+//! A video flows through [`pipeline::remove_background`] in concurrent stages joined by bounded
+//! queues, so memory stays flat however long the video is:
+//!
+//! ```text
+//! probe ─► decode (ffmpeg child, raw RGB) ─► segment (ONNX model, low-res mask)
+//!       ─► matte (temporal stabilisation + guided upsampling to full resolution)
+//!       ─► encode (ffmpeg child: background, composition, format, original audio)
+//! ```
+//!
+//! - [`probe`] reads a video's facts with ffprobe and refuses what we cannot or will not process.
+//! - [`model`] pins, verifies and runs the neural models behind the four tiers.
+//! - [`matte`] turns a low-resolution mask into a steady full-resolution alpha matte.
+//! - [`output`] describes what the user asked for: format, background, composition.
+//! - [`pipeline`] runs the stages and reports progress; it is the only entry point a service needs.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod frame;
+pub mod home;
+pub mod matte;
+pub mod model;
+pub mod output;
+pub mod pipeline;
+pub mod probe;
+mod process;
+mod video;
+
+pub use error::{EngineError, Result};
+pub use home::Home;
+pub use model::{Runtime, Segmenter, Tier};
+pub use output::{Anchor, Background, Composition, OutputFormat};
+pub use pipeline::{remove_background, Progress, RemoveRequest, Summary};
+pub use probe::{probe, Limits, VideoInfo};

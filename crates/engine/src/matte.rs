@@ -1,0 +1,257 @@
+//! From a model's low-resolution mask to a full-resolution, temporally steady alpha matte.
+//!
+//! Models see the frame at 256-1024 px; users want alpha at 4K. Plain bilinear upsampling of
+//! the mask gives soft, blocky edges, so the mask is upsampled with a *fast guided filter*
+//! (He & Sun, 2015): on the mask's grid each window fits `alpha ≈ a·luma + b`, and the smoothed
+//! `a`, `b` are upsampled and applied to the full-resolution luma, so edges snap to the frame's
+//! own edges. Per-frame models also flicker on parts of the picture that do not move; the
+//! [`TemporalStabiliser`] blends each mask with the previous one wherever the frame did not
+//! change, and lets moving parts through untouched.
+
+use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+
+use crate::frame::Mask;
+
+/// Mean over a (2r+1)² window, clipped at the borders; O(1) per pixel.
+pub fn box_mean(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    let mut tmp = vec![0f32; w * h];
+    let mut row_sum = vec![0f32; w + 1];
+    for y in 0..h {
+        let row = &src[y * w..(y + 1) * w];
+        for x in 0..w {
+            row_sum[x + 1] = row_sum[x] + row[x];
+        }
+        for x in 0..w {
+            let (lo, hi) = (x.saturating_sub(r), (x + r + 1).min(w));
+            tmp[y * w + x] = (row_sum[hi] - row_sum[lo]) / (hi - lo) as f32;
+        }
+    }
+    let mut out = vec![0f32; w * h];
+    let mut col_sum = vec![0f32; w];
+    // Running column sums over the vertical window, row by row.
+    let mut top = 0usize;
+    let mut bottom = 0usize; // rows [top, bottom) are in col_sum
+    for y in 0..h {
+        let (lo, hi) = (y.saturating_sub(r), (y + r + 1).min(h));
+        while bottom < hi {
+            for (c, v) in col_sum.iter_mut().zip(&tmp[bottom * w..(bottom + 1) * w]) {
+                *c += v;
+            }
+            bottom += 1;
+        }
+        while top < lo {
+            for (c, v) in col_sum.iter_mut().zip(&tmp[top * w..(top + 1) * w]) {
+                *c -= v;
+            }
+            top += 1;
+        }
+        let inv = 1.0 / (hi - lo) as f32;
+        for (o, c) in out[y * w..(y + 1) * w].iter_mut().zip(&col_sum) {
+            *o = c * inv;
+        }
+    }
+    out
+}
+
+/// Bilinear resize of a single-channel float image.
+pub fn resize_plane(resizer: &mut Resizer, src: &[f32], w: u32, h: u32, to_w: u32, to_h: u32) -> Vec<f32> {
+    if (w, h) == (to_w, to_h) {
+        return src.to_vec();
+    }
+    let src = ImageRef::new(w, h, bytemuck::cast_slice(src), PixelType::F32).expect("plane matches its size");
+    let mut dst = Image::new(to_w, to_h, PixelType::F32);
+    resizer
+        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
+        .expect("same pixel types");
+    dst.buffer().chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// How the guided filter treats edges.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeParams {
+    /// Window radius on the mask's grid.
+    pub radius: usize,
+    /// Regularisation: smaller follows the frame's edges more closely.
+    pub eps: f32,
+}
+
+impl Default for EdgeParams {
+    fn default() -> Self {
+        EdgeParams { radius: 2, eps: 1e-3 }
+    }
+}
+
+/// Upsamples `mask` to the full frame with the frame's luma as guide.
+///
+/// `guide_lo` is the luma resized to the mask's grid, `guide` the full-resolution luma
+/// (`width`x`height`). Returns alpha in [0,1] at full resolution.
+pub fn guided_upsample(
+    resizer: &mut Resizer,
+    mask: &Mask,
+    guide_lo: &[f32],
+    guide: &[f32],
+    width: u32,
+    height: u32,
+    params: EdgeParams,
+) -> Vec<f32> {
+    let (w, h, r) = (mask.width as usize, mask.height as usize, params.radius);
+    let p = &mask.data;
+    let ip: Vec<f32> = guide_lo.iter().zip(p).map(|(i, p)| i * p).collect();
+    let ii: Vec<f32> = guide_lo.iter().map(|i| i * i).collect();
+    let mean_i = box_mean(guide_lo, w, h, r);
+    let mean_p = box_mean(p, w, h, r);
+    let mean_ip = box_mean(&ip, w, h, r);
+    let mean_ii = box_mean(&ii, w, h, r);
+    let mut a = vec![0f32; w * h];
+    let mut b = vec![0f32; w * h];
+    for k in 0..w * h {
+        let cov = mean_ip[k] - mean_i[k] * mean_p[k];
+        let var = mean_ii[k] - mean_i[k] * mean_i[k];
+        a[k] = cov / (var + params.eps);
+        b[k] = mean_p[k] - a[k] * mean_i[k];
+    }
+    let a = resize_plane(resizer, &box_mean(&a, w, h, r), mask.width, mask.height, width, height);
+    let b = resize_plane(resizer, &box_mean(&b, w, h, r), mask.width, mask.height, width, height);
+    guide.iter().zip(a.iter().zip(&b)).map(|(i, (a, b))| (a * i + b).clamp(0.0, 1.0)).collect()
+}
+
+/// Keeps the matte still where the picture is still.
+///
+/// Works on the mask's grid. A pixel whose guide changed by less than `still` since the last
+/// frame only moves `follow` of the way towards the new mask value; a pixel that changed by more
+/// than `moving` takes the new value at once; in between, the weight ramps. A scene cut (most
+/// of the picture changed) resets the history.
+#[derive(Debug, Clone)]
+pub struct TemporalStabiliser {
+    previous: Option<(Vec<f32>, Vec<f32>)>,
+    /// Fraction of the new value a still pixel takes per frame.
+    pub follow: f32,
+    /// Luma change below which a pixel counts as still.
+    pub still: f32,
+    /// Luma change above which a pixel counts as moving.
+    pub moving: f32,
+}
+
+impl Default for TemporalStabiliser {
+    fn default() -> Self {
+        TemporalStabiliser { previous: None, follow: 0.3, still: 0.02, moving: 0.08 }
+    }
+}
+
+impl TemporalStabiliser {
+    /// Stabilises `mask` in place against the previous frame; `guide_lo` is this frame's luma on
+    /// the mask's grid.
+    pub fn apply(&mut self, mask: &mut Mask, guide_lo: &[f32]) {
+        let (w, h) = (mask.width as usize, mask.height as usize);
+        if let Some((prev_alpha, prev_guide)) = &self.previous {
+            if prev_alpha.len() == mask.data.len() {
+                let diff: Vec<f32> = guide_lo.iter().zip(prev_guide).map(|(a, b)| (a - b).abs()).collect();
+                // Smooth the difference so sensor noise on one pixel does not count as motion.
+                let motion = box_mean(&diff, w, h, 1);
+                let mean_motion = motion.iter().sum::<f32>() / motion.len().max(1) as f32;
+                if mean_motion < 0.15 {
+                    let span = (self.moving - self.still).max(1e-6);
+                    for ((alpha, prev), m) in mask.data.iter_mut().zip(prev_alpha).zip(&motion) {
+                        let moving = ((m - self.still) / span).clamp(0.0, 1.0);
+                        let weight = moving + (1.0 - moving) * self.follow;
+                        *alpha = prev + weight * (*alpha - prev);
+                    }
+                }
+            }
+        }
+        self.previous = Some((mask.data.clone(), guide_lo.to_vec()));
+    }
+}
+
+/// `pro` fusion: ISNet decides what the subject is; near its outline, MODNet's finer portrait
+/// matte may add detail (hair) that ISNet cut off. Returns a mask on ISNet's grid.
+pub fn fuse_detail(isnet: &Mask, modnet: &Mask) -> Mask {
+    let mut resizer = Resizer::new();
+    let (w, h) = (isnet.width as usize, isnet.height as usize);
+    let detail = resize_plane(&mut resizer, &modnet.data, modnet.width, modnet.height, isnet.width, isnet.height);
+    let subject: Vec<f32> = isnet.data.iter().map(|&a| if a >= 0.5 { 1.0 } else { 0.0 }).collect();
+    // Any subject pixel within ~2% of the frame: MODNet may contribute there, nowhere else.
+    let near = box_mean(&subject, w, h, (w.max(h) / 50).max(1));
+    let data = isnet
+        .data
+        .iter()
+        .zip(&detail)
+        .zip(&near)
+        .map(|((&i, &m), &n)| if n > 0.0 { i.max(m) } else { i })
+        .collect();
+    Mask { width: isnet.width, height: isnet.height, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_mean_matches_a_direct_sum() {
+        let (w, h, r) = (7usize, 5usize, 2usize);
+        let src: Vec<f32> = (0..w * h).map(|i| ((i * 37) % 11) as f32).collect();
+        let fast = box_mean(&src, w, h, r);
+        for y in 0..h {
+            for x in 0..w {
+                let (mut s, mut n) = (0.0, 0.0);
+                for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
+                    for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
+                        s += src[yy * w + xx];
+                        n += 1.0;
+                    }
+                }
+                assert!((fast[y * w + x] - s / n).abs() < 1e-4, "({x},{y})");
+            }
+        }
+    }
+
+    /// A blocky low-res mask of a bright square becomes a sharp edge where the frame's edge is.
+    #[test]
+    fn guided_upsampling_snaps_to_the_frames_edge() {
+        let (fw, fh) = (128u32, 128u32);
+        // Full-res frame: bright square from x=45 to x=83 (not aligned to the 8x grid).
+        let guide: Vec<f32> = (0..fw * fh)
+            .map(|i| {
+                let (x, y) = (i % fw, i / fw);
+                if (45..83).contains(&x) && (45..83).contains(&y) { 0.9 } else { 0.1 }
+            })
+            .collect();
+        let mut resizer = Resizer::new();
+        let guide_lo = resize_plane(&mut resizer, &guide, fw, fh, 16, 16);
+        let mask = Mask { width: 16, height: 16, data: guide_lo.iter().map(|&g| ((g - 0.1) / 0.8).clamp(0.0, 1.0)).collect() };
+        let alpha = guided_upsample(&mut resizer, &mask, &guide_lo, &guide, fw, fh, EdgeParams::default());
+        let at = |x: u32, y: u32| alpha[(y * fw + x) as usize];
+        assert!(at(64, 64) > 0.95, "inside {}", at(64, 64));
+        assert!(at(10, 10) < 0.05, "outside {}", at(10, 10));
+        // One pixel either side of the true edge: a hard step, not a ramp over 8 pixels.
+        assert!(at(45, 64) - at(43, 64) > 0.6, "edge {} -> {}", at(43, 64), at(45, 64));
+    }
+
+    #[test]
+    fn still_pixels_are_steadied_and_moving_pixels_follow() {
+        let mut stab = TemporalStabiliser::default();
+        let guide = vec![0.5f32; 16];
+        let mut first = Mask { width: 4, height: 4, data: vec![1.0; 16] };
+        stab.apply(&mut first, &guide);
+        // Same picture, the model flickers to 0: the matte barely moves.
+        let mut flicker = Mask { width: 4, height: 4, data: vec![0.0; 16] };
+        stab.apply(&mut flicker, &guide);
+        assert!((flicker.data[5] - 0.7).abs() < 1e-5, "{}", flicker.data[5]);
+        // The picture changes everywhere a little (motion): the new mask is taken as is.
+        let moved = vec![0.6f32; 16];
+        let mut follow = Mask { width: 4, height: 4, data: vec![0.0; 16] };
+        stab.apply(&mut follow, &moved);
+        assert_eq!(follow.data[5], 0.0);
+    }
+
+    #[test]
+    fn pro_fusion_adds_detail_only_near_the_subject() {
+        let (w, h) = (100u32, 100u32);
+        let isnet = Mask { width: w, height: h, data: (0..w * h).map(|i| if i % w < 50 { 1.0 } else { 0.0 }).collect() };
+        let modnet = Mask { width: w, height: h, data: vec![0.4; (w * h) as usize] };
+        let fused = fuse_detail(&isnet, &modnet);
+        assert_eq!(fused.data[(50 * w + 10) as usize], 1.0); // inside: ISNet
+        assert_eq!(fused.data[(50 * w + 51) as usize], 0.4); // just outside: MODNet's detail
+        assert_eq!(fused.data[(50 * w + 99) as usize], 0.0); // far away: ISNet's background
+    }
+}

@@ -1,0 +1,42 @@
+//! The neural models: which file serves which tier, how it is verified and loaded, and how a
+//! frame becomes a foreground mask ([`Segmenter`]).
+//!
+//! | tier | model | good at | CPU cost (2 threads) |
+//! |---|---|---|---|
+//! | `light` | MediaPipe selfie segmentation, 256x256 | people; fastest; coarse edges | ~1 ms |
+//! | `human` | MODNet portrait matting, short side 512 | people, real hair matte | ~110-190 ms |
+//! | `original` | ISNet (DIS), 1024x1024 | any salient subject | ~750 ms |
+//! | `pro` | ISNet 1024 fused with MODNet near the subject, finer edges | best quality | ~900 ms |
+
+mod catalogue;
+mod runtime;
+mod segmenter;
+
+pub use catalogue::{ModelFile, ModelStatus, Tier, MODEL_FILES};
+pub use runtime::Runtime;
+pub use segmenter::Segmenter;
+
+use crate::error::EngineError;
+use crate::home::Home;
+
+/// Checks every model file: present, matching its pinned sha256, and loadable by ONNX Runtime
+/// (when `runtime` is given). Never fails: problems are reported per file.
+pub fn inspect(home: &Home, runtime: Option<&Runtime>) -> Vec<ModelStatus> {
+    let dir = home.models_dir();
+    MODEL_FILES
+        .iter()
+        .map(|model| {
+            let path = dir.join(model.file);
+            let sha256 = catalogue::sha256_of(&path).ok();
+            let problem = match catalogue::verify(&dir, model.file) {
+                Err(EngineError::ModelMissing { reason, .. }) => Some(reason),
+                Err(other) => Some(other.to_string()),
+                Ok(_) => match runtime {
+                    None => Some("ONNX Runtime is not available".into()),
+                    Some(rt) => rt.session(&path).err().map(|e| format!("does not load: {e}")),
+                },
+            };
+            ModelStatus { model: *model, sha256, problem }
+        })
+        .collect()
+}

@@ -1,0 +1,184 @@
+//! Frame → foreground mask at the model's own resolution, with each model's exact pre- and
+//! post-processing (see `shared/reference/models.md` §3).
+
+use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use ndarray::Array4;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::catalogue::{verify, Tier, MODNET, SELFIE};
+use super::runtime::Runtime;
+use crate::error::{EngineError, Result};
+use crate::frame::{Mask, RgbFrame};
+use crate::home::Home;
+use crate::matte;
+
+/// One network and how to feed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Net {
+    /// MediaPipe selfie: 256x256 stretched, RGB in [0,1].
+    Selfie,
+    /// MODNet: short side 512 (MODNet's reference-size rule), multiples of 32, (v-127.5)/127.5.
+    Modnet,
+    /// ISNet (imgly): 1024x1024 stretched, (v-128)/256.
+    Isnet,
+}
+
+impl Net {
+    fn from_file(file: &str) -> Net {
+        match file {
+            SELFIE => Net::Selfie,
+            MODNET => Net::Modnet,
+            _ => Net::Isnet,
+        }
+    }
+
+    /// (mean, std) of the per-channel normalisation `x = (v - mean) / std`.
+    fn normalisation(self) -> (f32, f32) {
+        match self {
+            Net::Selfie => (0.0, 255.0),
+            Net::Modnet => (127.5, 127.5),
+            Net::Isnet => (128.0, 256.0),
+        }
+    }
+
+    /// The input size (width, height) for a frame of `w`x`h`.
+    fn input_size(self, w: u32, h: u32) -> (u32, u32) {
+        match self {
+            Net::Selfie => (256, 256),
+            Net::Isnet => (1024, 1024),
+            Net::Modnet => {
+                const REF: u32 = 512;
+                let (mut rw, mut rh) = (w, h);
+                if w.max(h) < REF || w.min(h) > REF {
+                    if w >= h {
+                        rh = REF;
+                        rw = (w as f64 / h as f64 * REF as f64) as u32;
+                    } else {
+                        rw = REF;
+                        rh = (h as f64 / w as f64 * REF as f64) as u32;
+                    }
+                }
+                ((rw - rw % 32).max(32), (rh - rh % 32).max(32))
+            }
+        }
+    }
+}
+
+struct LoadedNet {
+    net: Net,
+    session: Session,
+}
+
+/// Runs a tier's model(s) on frames. Not thread-safe; one per pipeline.
+pub struct Segmenter {
+    tier: Tier,
+    nets: Vec<LoadedNet>,
+    resizer: Resizer,
+}
+
+impl Segmenter {
+    /// Verifies and loads the model files of `tier`.
+    pub fn new(runtime: &Runtime, home: &Home, tier: Tier) -> Result<Segmenter> {
+        let dir = home.models_dir();
+        let nets = tier
+            .files()
+            .iter()
+            .map(|file| {
+                verify(&dir, file)?;
+                let session = runtime.session(&dir.join(file)).map_err(|e| EngineError::ModelMissing {
+                    file: file.to_string(),
+                    reason: format!("ONNX Runtime could not load it: {e}"),
+                })?;
+                Ok(LoadedNet { net: Net::from_file(file), session })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Segmenter { tier, nets, resizer: Resizer::new() })
+    }
+
+    /// The tier this segmenter runs.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// The foreground probability of `frame`, at the model's resolution (for `pro`, ISNet's).
+    pub fn segment(&mut self, frame: &RgbFrame) -> Result<Mask> {
+        let mut masks = Vec::with_capacity(self.nets.len());
+        for i in 0..self.nets.len() {
+            let net = self.nets[i].net;
+            let input = self.prepare(net, frame)?;
+            masks.push(run(&mut self.nets[i].session, input)?);
+        }
+        match self.tier {
+            Tier::Pro => {
+                let modnet = masks.pop().expect("pro runs MODNet second");
+                let isnet = masks.pop().expect("pro runs ISNet first");
+                Ok(matte::fuse_detail(&isnet, &modnet))
+            }
+            _ => Ok(masks.pop().expect("one net per tier")),
+        }
+    }
+
+    /// Resizes (bilinear) and normalises a frame into the NCHW tensor `net` expects.
+    fn prepare(&mut self, net: Net, frame: &RgbFrame) -> Result<Array4<f32>> {
+        let (w, h) = net.input_size(frame.width, frame.height);
+        let resized;
+        let rgb: &[u8] = if (w, h) == (frame.width, frame.height) {
+            &frame.data
+        } else {
+            let src = ImageRef::new(frame.width, frame.height, &frame.data, PixelType::U8x3)
+                .map_err(|e| EngineError::Inference(format!("frame buffer: {e}")))?;
+            let mut dst = Image::new(w, h, PixelType::U8x3);
+            self.resizer
+                .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
+                .map_err(|e| EngineError::Inference(format!("resizing the frame: {e}")))?;
+            resized = dst.into_vec();
+            &resized
+        };
+        let (mean, std) = net.normalisation();
+        let plane = (w * h) as usize;
+        let mut tensor = Array4::<f32>::zeros((1, 3, h as usize, w as usize));
+        let out = tensor.as_slice_mut().expect("fresh arrays are contiguous");
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        let inv = 1.0 / std;
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            r[i] = (px[0] as f32 - mean) * inv;
+            g[i] = (px[1] as f32 - mean) * inv;
+            b[i] = (px[2] as f32 - mean) * inv;
+        }
+        Ok(tensor)
+    }
+}
+
+/// Runs one network; every model here has one input `input` and a [1,1,H,W] output `output`.
+fn run(session: &mut Session, input: Array4<f32>) -> Result<Mask> {
+    let outputs = session.run(ort::inputs!["input" => TensorRef::from_array_view(&input)?])?;
+    let (shape, data) = outputs["output"].try_extract_tensor::<f32>()?;
+    let dims: Vec<i64> = shape.iter().copied().collect();
+    let [1, 1, h, w] = dims[..] else {
+        return Err(EngineError::Inference(format!("unexpected output shape {dims:?}")));
+    };
+    Ok(Mask { width: w as u32, height: h as u32, data: data.iter().map(|v| v.clamp(0.0, 1.0)).collect() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modnet_follows_the_reference_size_rule() {
+        assert_eq!(Net::Modnet.input_size(1280, 720), (896, 512));
+        assert_eq!(Net::Modnet.input_size(176, 144), (608, 512));
+        assert_eq!(Net::Modnet.input_size(720, 1280), (512, 896));
+        // One side above and one below 512: kept, floored to /32.
+        assert_eq!(Net::Modnet.input_size(640, 480), (640, 480));
+        assert_eq!(Net::Modnet.input_size(1, 1), (512, 512));
+    }
+
+    #[test]
+    fn fixed_size_models_stretch() {
+        assert_eq!(Net::Selfie.input_size(1920, 1080), (256, 256));
+        assert_eq!(Net::Isnet.input_size(33, 4000), (1024, 1024));
+    }
+}

@@ -1,0 +1,318 @@
+//! The whole job: probe, then decode → segment → matte → encode as concurrent stages.
+//!
+//! Stages are threads joined by bounded channels (a few frames each), so a long video never
+//! holds more than a handful of frames in memory. When any stage stops, the channels it held
+//! close, every other stage stops at its next send or receive, and both ffmpeg children are
+//! killed and reaped; the output is written to a temporary file beside the target and only
+//! renamed into place when everything succeeded, so a failure never leaves a partial file.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use fast_image_resize::Resizer;
+use sha2::{Digest, Sha256};
+
+use crate::error::{EngineError, Result};
+use crate::frame::{Mask, RgbFrame};
+use crate::matte::{self, EdgeParams, TemporalStabiliser};
+use crate::model::{Segmenter, Tier};
+use crate::output::{Background, Composition, OutputFormat};
+use crate::probe::{self, Limits, VideoInfo};
+use crate::process::Child;
+use crate::video::{self, EncoderTarget, FrameReader};
+
+/// Frames in flight between two stages.
+const QUEUE_DEPTH: usize = 3;
+
+/// One background-removal job.
+#[derive(Debug, Clone)]
+pub struct RemoveRequest {
+    /// The input video.
+    pub input: PathBuf,
+    /// Where the result goes; written atomically.
+    pub output: PathBuf,
+    /// Output format.
+    pub format: OutputFormat,
+    /// Background behind the subject.
+    pub background: Background,
+    /// Placement of the subject.
+    pub composition: Composition,
+    /// Input limits.
+    pub limits: Limits,
+}
+
+impl RemoveRequest {
+    /// Checks that the options make sense together, before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        self.composition.validate()?;
+        if self.format == OutputFormat::Mp4 && self.background.is_transparent() {
+            return Err(EngineError::InvalidOptions(
+                "mp4 cannot carry transparency: choose a background (for example --bg green or --bg '#ffffff') or a format with alpha (webm, mov, gif, webp, png_sequence)".into(),
+            ));
+        }
+        if let Background::Image(path) = &self.background {
+            if !path.is_file() {
+                return Err(EngineError::InvalidOptions(format!("background image {} does not exist", path.display())));
+            }
+        }
+        if self.input == self.output {
+            return Err(EngineError::InvalidOptions("the output would overwrite the input".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Receives progress and answers whether to stop. Called from the pipeline's writer thread.
+pub trait Progress: Sync {
+    /// The input was probed; `total_frames` is the number of frames expected.
+    fn start(&self, _info: &VideoInfo, _total_frames: u64) {}
+    /// `frames_done` frames have been handed to the encoder.
+    fn advance(&self, _frames_done: u64) {}
+    /// Return true to stop as soon as possible (the job then fails with `cancelled`).
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// No progress reporting.
+impl Progress for () {}
+
+/// What a finished job produced.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Frames processed.
+    pub frames: u64,
+    /// Processing speed, frames per second of wall time.
+    pub fps: f64,
+    /// Wall time of the whole job.
+    pub wall: Duration,
+    /// The output's size in bytes.
+    pub output_bytes: u64,
+    /// The output's sha256, hex.
+    pub sha256: String,
+    /// The input as probed.
+    pub input: VideoInfo,
+    /// The tier that ran.
+    pub tier: Tier,
+    /// The format written.
+    pub format: OutputFormat,
+}
+
+/// Removes the background of `request.input` with `segmenter` and writes `request.output`.
+pub fn remove_background(segmenter: &mut Segmenter, request: &RemoveRequest, progress: &dyn Progress) -> Result<Summary> {
+    let started = Instant::now();
+    request.validate()?;
+    let info = probe::probe(&request.input, &request.limits)?;
+    progress.start(&info, info.expected_frames);
+    let out_dir = match request.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let part = tempfile::Builder::new()
+        .prefix(".clearbg-")
+        .suffix(".part")
+        .tempfile_in(&out_dir)
+        .map_err(EngineError::io(format!("creating a file in {}", out_dir.display())))?;
+    let png_dir = match request.format {
+        OutputFormat::PngSequence => Some(
+            tempfile::Builder::new()
+                .prefix(".clearbg-frames-")
+                .tempdir_in(&out_dir)
+                .map_err(EngineError::io(format!("creating a directory in {}", out_dir.display())))?,
+        ),
+        _ => None,
+    };
+    let target = match &png_dir {
+        Some(dir) => EncoderTarget::PngDirectory(dir.path()),
+        None => EncoderTarget::File(part.path()),
+    };
+    let encoder_args =
+        video::encoder_args(&request.input, &info, request.format, &request.background, &request.composition, target);
+    let frames = run_stages(segmenter, &request.input, &info, &encoder_args, progress)?;
+    if let Some(dir) = &png_dir {
+        zip_frames(dir.path(), part.as_file())?;
+    }
+    let (output_bytes, sha256) = hash_file(part.path())?;
+    // Temporary files are private (0600); the result is an ordinary file.
+    std::fs::set_permissions(part.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(EngineError::io("setting the output's permissions"))?;
+    part.persist(&request.output)
+        .map_err(|e| EngineError::io(format!("writing {}", request.output.display()))(e.error))?;
+    let wall = started.elapsed();
+    Ok(Summary {
+        frames,
+        fps: frames as f64 / wall.as_secs_f64().max(1e-9),
+        wall,
+        output_bytes,
+        sha256,
+        input: info,
+        tier: segmenter.tier(),
+        format: request.format,
+    })
+}
+
+/// Runs decode → segment → matte → encode; returns the number of frames written.
+fn run_stages(
+    segmenter: &mut Segmenter,
+    input: &Path,
+    info: &VideoInfo,
+    encoder_args: &[String],
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let mut decoder = Child::spawn("ffmpeg", &video::decoder_args(input, info), "decode", false)?;
+    let mut encoder = Child::spawn("ffmpeg", encoder_args, "encode", true)?;
+    let decoded = decoder.take_stdout();
+    let mut encoder_stdin = encoder.take_stdin();
+    let stop = AtomicBool::new(false);
+    let frames_decoded = AtomicU64::new(0);
+    let tier = segmenter.tier();
+
+    let (frame_tx, frame_rx) = sync_channel::<RgbFrame>(QUEUE_DEPTH);
+    let (mask_tx, mask_rx) = sync_channel::<(RgbFrame, Mask)>(QUEUE_DEPTH);
+    let (rgba_tx, rgba_rx) = sync_channel::<Vec<u8>>(QUEUE_DEPTH);
+
+    let (decode_result, segment_result, matte_result, write_result) = std::thread::scope(|s| {
+        let decode = s.spawn(|| decode_stage(decoded, info, frame_tx, &stop, &frames_decoded));
+        let segment = s.spawn(|| segment_stage(segmenter, frame_rx, mask_tx));
+        let matte = s.spawn(move || matte_stage(tier, mask_rx, rgba_tx));
+        let write = write_stage(&mut encoder_stdin, rgba_rx, progress, &stop);
+        drop(encoder_stdin);
+        if write.is_err() || stop.load(Ordering::SeqCst) {
+            // Unblock a decoder stuck writing into a pipe nobody reads any more.
+            stop.store(true, Ordering::SeqCst);
+            decoder.kill();
+        }
+        let join = |r: std::thread::Result<Result<()>>| r.unwrap_or_else(|_| Err(EngineError::Inference("a pipeline stage panicked".into())));
+        (join(decode.join()), join(segment.join()), join(matte.join()), write)
+    });
+    let stopped_early = stop.load(Ordering::SeqCst);
+    if progress.cancelled() {
+        return Err(EngineError::Cancelled);
+    }
+    let decoder_status = decoder.finish();
+    let encoder_status = encoder.finish();
+    // The first real cause wins; "the next stage hung up" is only an echo of it.
+    segment_result?;
+    matte_result?;
+    encoder_status?;
+    let written = write_result?;
+    if !stopped_early {
+        decoder_status?;
+    }
+    decode_result?;
+    let decoded = frames_decoded.load(Ordering::SeqCst);
+    if decoded == 0 {
+        return Err(EngineError::InvalidInput("no frame could be decoded from the video".into()));
+    }
+    if written != decoded {
+        return Err(EngineError::Ffmpeg { stage: "encode", message: format!("wrote {written} of {decoded} frames") });
+    }
+    Ok(written)
+}
+
+fn decode_stage(
+    source: impl Read,
+    info: &VideoInfo,
+    tx: SyncSender<RgbFrame>,
+    stop: &AtomicBool,
+    count: &AtomicU64,
+) -> Result<()> {
+    let mut reader = FrameReader::new(source, info.width, info.height);
+    while let Some(frame) = reader.next_frame()? {
+        if stop.load(Ordering::SeqCst) || tx.send(frame).is_err() {
+            break;
+        }
+        count.fetch_add(1, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+fn segment_stage(segmenter: &mut Segmenter, rx: Receiver<RgbFrame>, tx: SyncSender<(RgbFrame, Mask)>) -> Result<()> {
+    for frame in rx {
+        let mask = segmenter.segment(&frame)?;
+        if tx.send((frame, mask)).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Edge refinement per tier: `pro` follows the frame's edges more closely.
+fn edge_params(tier: Tier) -> EdgeParams {
+    match tier {
+        Tier::Pro => EdgeParams { radius: 3, eps: 2e-4 },
+        Tier::Original => EdgeParams { radius: 3, eps: 1e-3 },
+        Tier::Light | Tier::Human => EdgeParams::default(),
+    }
+}
+
+fn matte_stage(tier: Tier, rx: Receiver<(RgbFrame, Mask)>, tx: SyncSender<Vec<u8>>) -> Result<()> {
+    let mut resizer = Resizer::new();
+    let mut stabiliser = TemporalStabiliser::default();
+    let params = edge_params(tier);
+    for (frame, mut mask) in rx {
+        let luma = frame.luma();
+        let guide_lo = matte::resize_plane(&mut resizer, &luma, frame.width, frame.height, mask.width, mask.height);
+        stabiliser.apply(&mut mask, &guide_lo);
+        let alpha = matte::guided_upsample(&mut resizer, &mask, &guide_lo, &luma, frame.width, frame.height, params);
+        if tx.send(to_rgba(&frame, &alpha)).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Straight (not premultiplied) RGBA: what every encoder here expects.
+fn to_rgba(frame: &RgbFrame, alpha: &[f32]) -> Vec<u8> {
+    let mut rgba = Vec::with_capacity(alpha.len() * 4);
+    for (px, a) in frame.data.chunks_exact(3).zip(alpha) {
+        rgba.extend_from_slice(&[px[0], px[1], px[2], (a * 255.0 + 0.5) as u8]);
+    }
+    rgba
+}
+
+fn write_stage(sink: &mut impl Write, rx: Receiver<Vec<u8>>, progress: &dyn Progress, stop: &AtomicBool) -> Result<u64> {
+    let mut written = 0u64;
+    for rgba in rx {
+        if progress.cancelled() {
+            stop.store(true, Ordering::SeqCst);
+            return Err(EngineError::Cancelled);
+        }
+        // A failed write means the encoder died; its exit status says why.
+        sink.write_all(&rgba).map_err(EngineError::io("writing frames to the encoder"))?;
+        written += 1;
+        progress.advance(written);
+    }
+    Ok(written)
+}
+
+/// Packs the PNG frames into a zip, stored uncompressed (PNG is already compressed).
+fn zip_frames(dir: &Path, out: &File) -> Result<()> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(EngineError::io("listing PNG frames"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    let mut zip = zip::ZipWriter::new(out);
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let zip_err = |e: zip::result::ZipError| EngineError::Io { context: "writing the zip".into(), source: std::io::Error::other(e) };
+    for path in names {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("frame.png").to_string();
+        zip.start_file(name, options).map_err(zip_err)?;
+        let mut file = File::open(&path).map_err(EngineError::io("reading a PNG frame"))?;
+        std::io::copy(&mut file, &mut zip).map_err(EngineError::io("writing the zip"))?;
+    }
+    zip.finish().map_err(zip_err)?;
+    Ok(())
+}
+
+fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let mut file = File::open(path).map_err(EngineError::io("reading the output"))?;
+    let mut hasher = Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher).map_err(EngineError::io("hashing the output"))?;
+    Ok((bytes, hex::encode(hasher.finalize())))
+}

