@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Prints one JSON line, `{"frames":N,"seconds":S,"fps":F}`, where `seconds` is the sum of the
-//! `Segmenter::segment` calls only: decoding, model loading and start-up are excluded, so this is
-//! what the model costs per frame with nothing else in the way.
+//! `Segmenter::segment` calls only: decoding, model loading and start-up are excluded, and the
+//! decoder is kept idle while the clock runs, so this is what the model costs per frame with
+//! nothing else in the way.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -65,12 +66,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("starting ffmpeg: {e}"))?;
     let mut stdout = decoder.stdout.take().expect("stdout is piped");
 
-    // One frame buffer, refilled in place: frames are streamed, never accumulated, so a long
+    // Two frame buffers, refilled in place: frames are streamed, never accumulated, so a long
     // clip costs no more memory than a short one.
-    let mut frame = RgbFrame { width: info.width, height: info.height, data: vec![0; RgbFrame::byte_len(info.width, info.height)] };
+    let len = RgbFrame::byte_len(info.width, info.height);
+    let mut frame = RgbFrame { width: info.width, height: info.height, data: vec![0; len] };
+    let mut next = vec![0u8; len];
+    let mut next_filled = read_some(&mut stdout, &mut next)?;
     let mut frames = 0u64;
     let mut busy = Duration::ZERO;
-    while read_frame(&mut stdout, &mut frame.data)? {
+    while next_filled > 0 && fill(&mut stdout, &mut next, next_filled)? {
+        std::mem::swap(&mut frame.data, &mut next);
+        // Wait for the first bytes of the following frame before starting the clock: the decoder
+        // has then decoded and converted it and blocks on the full pipe, so it hardly competes
+        // with the model for the cores. (A trailing partial frame, from a decoder that died
+        // mid-write, is dropped: its exit status reports the problem.)
+        next_filled = read_some(&mut stdout, &mut next)?;
         let started = Instant::now();
         let mask = segmenter.segment(&frame)?;
         busy += started.elapsed();
@@ -89,16 +99,22 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Fills `buf` with the next frame; false at the end of the stream (a trailing partial frame,
-/// from a decoder that died mid-write, is dropped: its exit status reports the problem).
-fn read_frame(source: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match source.read(&mut buf[filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => filled += n,
+/// One read into `buf`: the number of bytes read, 0 at the end of the stream.
+fn read_some(source: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match source.read(buf) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            result => return result,
+        }
+    }
+}
+
+/// Completes `buf`, of which `filled` bytes are already read; false if the stream ends first.
+fn fill(source: &mut impl Read, buf: &mut [u8], mut filled: usize) -> std::io::Result<bool> {
+    while filled < buf.len() {
+        match read_some(source, &mut buf[filled..])? {
+            0 => return Ok(false),
+            n => filled += n,
         }
     }
     Ok(true)

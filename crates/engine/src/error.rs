@@ -57,6 +57,12 @@ pub enum EngineError {
     /// The caller asked us to stop.
     #[error("cancelled")]
     Cancelled,
+    /// No stage made progress for too long (a hung child process); the job was stopped.
+    #[error("no progress for {seconds} s: the job was stopped")]
+    Stalled {
+        /// The stall timeout that fired.
+        seconds: u64,
+    },
     /// Reading or writing a file failed.
     #[error("{context}: {source}")]
     Io {
@@ -82,6 +88,7 @@ impl EngineError {
             EngineError::Ffmpeg { stage: "encode", .. } => "encode_failed",
             EngineError::Ffmpeg { .. } => "decode_failed",
             EngineError::Cancelled => "cancelled",
+            EngineError::Stalled { .. } => "stalled",
             EngineError::Io { .. } => "io_error",
         }
     }
@@ -90,7 +97,10 @@ impl EngineError {
     pub fn is_input_error(&self) -> bool {
         matches!(
             self,
-            EngineError::InvalidInput(_) | EngineError::UnsupportedInput(_) | EngineError::InvalidOptions(_)
+            EngineError::InvalidInput(_)
+                | EngineError::UnsupportedInput(_)
+                | EngineError::InvalidOptions(_)
+                | EngineError::Ffmpeg { stage: "decode", .. }
         )
     }
 

@@ -63,7 +63,12 @@ pub fn resize_plane(resizer: &mut Resizer, src: &[f32], w: u32, h: u32, to_w: u3
     resizer
         .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
         .expect("same pixel types");
-    dst.buffer().chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect()
+    floats(dst.buffer())
+}
+
+/// Reads an image buffer of native-endian f32s (image buffers are bytes with no alignment promise).
+pub fn floats(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 /// How the guided filter treats edges.

@@ -10,7 +10,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use fast_image_resize::Resizer;
@@ -106,6 +107,9 @@ pub struct Summary {
 pub fn remove_background(segmenter: &mut Segmenter, request: &RemoveRequest, progress: &dyn Progress) -> Result<Summary> {
     let started = Instant::now();
     request.validate()?;
+    if let Background::Image(path) = &request.background {
+        probe::check_picture(path)?;
+    }
     let info = probe::probe(&request.input, &request.limits)?;
     progress.start(&info, info.expected_frames);
     let out_dir = match request.output.parent() {
@@ -132,7 +136,7 @@ pub fn remove_background(segmenter: &mut Segmenter, request: &RemoveRequest, pro
     };
     let encoder_args =
         video::encoder_args(&request.input, &info, request.format, &request.background, &request.composition, target);
-    let frames = run_stages(segmenter, &request.input, &info, &encoder_args, progress)?;
+    let frames = run_stages(segmenter, &request.input, &info, &encoder_args, request.limits.stall_timeout, progress)?;
     if let Some(dir) = &png_dir {
         zip_frames(dir.path(), part.as_file())?;
     }
@@ -155,43 +159,89 @@ pub fn remove_background(segmenter: &mut Segmenter, request: &RemoveRequest, pro
     })
 }
 
+/// Milliseconds since the job started at which some stage last moved a frame.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    fn idle(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::SeqCst)))
+    }
+}
+
 /// Runs decode → segment → matte → encode; returns the number of frames written.
 fn run_stages(
     segmenter: &mut Segmenter,
     input: &Path,
     info: &VideoInfo,
     encoder_args: &[String],
+    stall_timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<u64> {
-    let mut decoder = Child::spawn("ffmpeg", &video::decoder_args(input, info), "decode", false)?;
-    let mut encoder = Child::spawn("ffmpeg", encoder_args, "encode", true)?;
-    let decoded = decoder.take_stdout();
-    let mut encoder_stdin = encoder.take_stdin();
+    let decoder = Mutex::new(Child::spawn("ffmpeg", &video::decoder_args(input, info), "decode", false)?);
+    let encoder = Mutex::new(Child::spawn("ffmpeg", encoder_args, "encode", true)?);
+    let kill_children = || {
+        lock(&decoder).kill();
+        lock(&encoder).kill();
+    };
+    let decoded = lock(&decoder).take_stdout();
+    let mut encoder_stdin = lock(&encoder).take_stdin();
     let stop = AtomicBool::new(false);
+    let stalled = AtomicBool::new(false);
+    let activity = Activity::new();
     let frames_decoded = AtomicU64::new(0);
     let tier = segmenter.tier();
 
     let (frame_tx, frame_rx) = sync_channel::<RgbFrame>(QUEUE_DEPTH);
     let (mask_tx, mask_rx) = sync_channel::<(RgbFrame, Mask)>(QUEUE_DEPTH);
     let (rgba_tx, rgba_rx) = sync_channel::<Vec<u8>>(QUEUE_DEPTH);
+    let (done_tx, done_rx) = sync_channel::<()>(0);
 
     let (decode_result, segment_result, matte_result, write_result) = std::thread::scope(|s| {
-        let decode = s.spawn(|| decode_stage(decoded, info, frame_tx, &stop, &frames_decoded));
-        let segment = s.spawn(|| segment_stage(segmenter, frame_rx, mask_tx));
-        let matte = s.spawn(move || matte_stage(tier, mask_rx, rgba_tx));
-        let write = write_stage(&mut encoder_stdin, rgba_rx, progress, &stop);
+        // The watchdog: a child that neither reads nor writes would otherwise block a stage forever.
+        let (activity_ref, stalled_ref, stop_ref) = (&activity, &stalled, &stop);
+        s.spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(Duration::from_millis(200)) {
+                if activity_ref.idle() > stall_timeout {
+                    stalled_ref.store(true, Ordering::SeqCst);
+                    stop_ref.store(true, Ordering::SeqCst);
+                    kill_children();
+                    break;
+                }
+            }
+        });
+        let decode = s.spawn(|| decode_stage(decoded, info, frame_tx, &stop, &frames_decoded, &activity));
+        let segment = s.spawn(|| segment_stage(segmenter, frame_rx, mask_tx, &activity));
+        let matte = s.spawn(|| matte_stage(tier, mask_rx, rgba_tx, &activity));
+        let write = write_stage(&mut encoder_stdin, rgba_rx, progress, &stop, &activity);
         drop(encoder_stdin);
         if write.is_err() || stop.load(Ordering::SeqCst) {
             // Unblock a decoder stuck writing into a pipe nobody reads any more.
             stop.store(true, Ordering::SeqCst);
-            decoder.kill();
+            lock(&decoder).kill();
         }
         let join = |r: std::thread::Result<Result<()>>| r.unwrap_or_else(|_| Err(EngineError::Inference("a pipeline stage panicked".into())));
-        (join(decode.join()), join(segment.join()), join(matte.join()), write)
+        let results = (join(decode.join()), join(segment.join()), join(matte.join()), write);
+        drop(done_tx);
+        results
     });
+    let (decoder, encoder) = (into_inner(decoder), into_inner(encoder));
     let stopped_early = stop.load(Ordering::SeqCst);
     if progress.cancelled() {
         return Err(EngineError::Cancelled);
+    }
+    if stalled.load(Ordering::SeqCst) {
+        return Err(EngineError::Stalled { seconds: stall_timeout.as_secs() });
     }
     let decoder_status = decoder.finish();
     let encoder_status = encoder.finish();
@@ -200,18 +250,35 @@ fn run_stages(
     matte_result?;
     encoder_status?;
     let written = write_result?;
-    if !stopped_early {
-        decoder_status?;
-    }
+    let decoder_errors = if stopped_early { String::new() } else { decoder_status? };
     decode_result?;
     let decoded = frames_decoded.load(Ordering::SeqCst);
     if decoded == 0 {
         return Err(EngineError::InvalidInput("no frame could be decoded from the video".into()));
     }
+    // ffmpeg decodes what it can of a cut-off file, complains on stderr and exits 0. A short
+    // count alone may be loose metadata; a short count with decode errors is a broken file.
+    let last_error = decoder_errors.lines().rev().find(|l| !l.trim().is_empty());
+    if let Some(last_error) = last_error.filter(|_| (decoded as f64) < 0.9 * info.expected_frames as f64) {
+        return Err(EngineError::InvalidInput(format!(
+            "the video is truncated or corrupt: only {decoded} of its {} frames could be decoded (ffmpeg: {})",
+            info.expected_frames,
+            last_error.trim()
+        )));
+    }
     if written != decoded {
         return Err(EngineError::Ffmpeg { stage: "encode", message: format!("wrote {written} of {decoded} frames") });
     }
     Ok(written)
+}
+
+/// Locks a child; a panic elsewhere must not stop us from killing it.
+fn lock(child: &Mutex<Child>) -> std::sync::MutexGuard<'_, Child> {
+    child.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn into_inner(child: Mutex<Child>) -> Child {
+    child.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 fn decode_stage(
@@ -220,9 +287,11 @@ fn decode_stage(
     tx: SyncSender<RgbFrame>,
     stop: &AtomicBool,
     count: &AtomicU64,
+    activity: &Activity,
 ) -> Result<()> {
     let mut reader = FrameReader::new(source, info.width, info.height);
     while let Some(frame) = reader.next_frame()? {
+        activity.touch();
         if stop.load(Ordering::SeqCst) || tx.send(frame).is_err() {
             break;
         }
@@ -231,9 +300,15 @@ fn decode_stage(
     Ok(())
 }
 
-fn segment_stage(segmenter: &mut Segmenter, rx: Receiver<RgbFrame>, tx: SyncSender<(RgbFrame, Mask)>) -> Result<()> {
+fn segment_stage(
+    segmenter: &mut Segmenter,
+    rx: Receiver<RgbFrame>,
+    tx: SyncSender<(RgbFrame, Mask)>,
+    activity: &Activity,
+) -> Result<()> {
     for frame in rx {
         let mask = segmenter.segment(&frame)?;
+        activity.touch();
         if tx.send((frame, mask)).is_err() {
             break;
         }
@@ -250,7 +325,7 @@ fn edge_params(tier: Tier) -> EdgeParams {
     }
 }
 
-fn matte_stage(tier: Tier, rx: Receiver<(RgbFrame, Mask)>, tx: SyncSender<Vec<u8>>) -> Result<()> {
+fn matte_stage(tier: Tier, rx: Receiver<(RgbFrame, Mask)>, tx: SyncSender<Vec<u8>>, activity: &Activity) -> Result<()> {
     let mut resizer = Resizer::new();
     let mut stabiliser = TemporalStabiliser::default();
     let params = edge_params(tier);
@@ -259,6 +334,7 @@ fn matte_stage(tier: Tier, rx: Receiver<(RgbFrame, Mask)>, tx: SyncSender<Vec<u8
         let guide_lo = matte::resize_plane(&mut resizer, &luma, frame.width, frame.height, mask.width, mask.height);
         stabiliser.apply(&mut mask, &guide_lo);
         let alpha = matte::guided_upsample(&mut resizer, &mask, &guide_lo, &luma, frame.width, frame.height, params);
+        activity.touch();
         if tx.send(to_rgba(&frame, &alpha)).is_err() {
             break;
         }
@@ -275,7 +351,13 @@ fn to_rgba(frame: &RgbFrame, alpha: &[f32]) -> Vec<u8> {
     rgba
 }
 
-fn write_stage(sink: &mut impl Write, rx: Receiver<Vec<u8>>, progress: &dyn Progress, stop: &AtomicBool) -> Result<u64> {
+fn write_stage(
+    sink: &mut impl Write,
+    rx: Receiver<Vec<u8>>,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+    activity: &Activity,
+) -> Result<u64> {
     let mut written = 0u64;
     for rgba in rx {
         if progress.cancelled() {
@@ -285,6 +367,7 @@ fn write_stage(sink: &mut impl Write, rx: Receiver<Vec<u8>>, progress: &dyn Prog
         // A failed write means the encoder died; its exit status says why.
         sink.write_all(&rgba).map_err(EngineError::io("writing frames to the encoder"))?;
         written += 1;
+        activity.touch();
         progress.advance(written);
     }
     Ok(written)

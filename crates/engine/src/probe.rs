@@ -17,12 +17,19 @@ pub struct Limits {
     pub max_duration_secs: f64,
     /// Highest accepted frame rate; higher rates are almost always broken timestamps.
     pub max_fps: f64,
+    /// A job in which no frame moves for this long is stopped (a hung ffmpeg, say).
+    pub stall_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         // 8K on the long side, three hours, 240 fps: beyond any real upload we want to serve.
-        Limits { max_side: 8192, max_duration_secs: 3.0 * 3600.0, max_fps: 240.0 }
+        Limits {
+            max_side: 8192,
+            max_duration_secs: 3.0 * 3600.0,
+            max_fps: 240.0,
+            stall_timeout: std::time::Duration::from_secs(120),
+        }
     }
 }
 
@@ -114,6 +121,26 @@ struct SideData {
 
 /// Formats that are single pictures (or picture sequences), not videos.
 const IMAGE_FORMATS: &[&str] = &["png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "image2", "svg_pipe", "gif_pipe"];
+
+/// Checks that `path` is a picture ffmpeg can decode completely (a background image): a broken
+/// one would otherwise make the looping image input of the encoder spin forever.
+pub fn check_picture(path: &Path) -> Result<()> {
+    let args: Vec<String> = ["-nostdin", "-v", "error", "-i"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([path.to_string_lossy().into_owned()])
+        .chain(["-frames:v", "1", "-f", "null", "-"].iter().map(|s| s.to_string()))
+        .collect();
+    let bad = |why: String| EngineError::InvalidOptions(format!("background image {} is not a readable picture: {why}", path.display()));
+    let mut child = process::Child::spawn("ffmpeg", &args, "probe", false)?;
+    drop(child.take_stdout());
+    match child.finish() {
+        Ok(stderr) if stderr.trim().is_empty() => Ok(()),
+        Ok(stderr) => Err(bad(stderr.lines().last().unwrap_or_default().trim().to_string())),
+        Err(EngineError::Ffmpeg { message, .. }) => Err(bad(message)),
+        Err(other) => Err(other),
+    }
+}
 
 /// Probes `path` with ffprobe and checks it against `limits`.
 pub fn probe(path: &Path, limits: &Limits) -> Result<VideoInfo> {

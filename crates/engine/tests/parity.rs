@@ -1,0 +1,67 @@
+//! clearbg's masks at model resolution equal a reference Python ONNX Runtime run (numpy +
+//! Pillow pre-processing written from models.md) within 1e-3, on a real frame of a person.
+
+mod common;
+
+use std::process::Command;
+
+use clearbg_engine::frame::RgbFrame;
+use clearbg_engine::Tier;
+use common::*;
+
+/// Frame 60 of the carphone clip, as raw RGB.
+fn person_frame() -> RgbFrame {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(carphone())
+        .args(["-vf", "select=eq(n\\,60)", "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len(), 176 * 144 * 3);
+    RgbFrame { width: 176, height: 144, data: out.stdout }
+}
+
+fn assert_matches_reference(tier: Tier, net: &str, file: &str) {
+    let home = home();
+    let frame = person_frame();
+    let dir = tempfile::tempdir().unwrap();
+    let frame_path = dir.path().join("frame.rgb");
+    std::fs::write(&frame_path, &frame.data).unwrap();
+    let out_path = dir.path().join("mask.f32");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/segment.py");
+    let out = Command::new(home.python())
+        .arg(script)
+        .arg(home.models_dir().join(file))
+        .arg(net)
+        .arg(&frame_path)
+        .args(["176", "144"])
+        .arg(&out_path)
+        .output()
+        .expect("the set-up venv's python runs");
+    assert!(out.status.success(), "reference run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let dims: Vec<u32> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|v| v.parse().unwrap()).collect();
+    let reference: Vec<f32> =
+        std::fs::read(&out_path).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+
+    let mask = segmenter(tier).segment(&frame).unwrap();
+    assert_eq!((mask.height, mask.width), (dims[0], dims[1]), "{tier}: model resolution");
+    let max = mask.data.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max <= 1e-3, "{tier}: max abs difference {max} from the reference");
+    assert!(mask.coverage() > 0.1, "{tier}: the person is found ({:.2})", mask.coverage());
+}
+
+#[test]
+fn light_matches_the_reference() {
+    assert_matches_reference(Tier::Light, "selfie", "mp_selfie_256.onnx");
+}
+
+#[test]
+fn human_matches_the_reference() {
+    assert_matches_reference(Tier::Human, "modnet", "modnet_photographic.onnx");
+}
+
+#[test]
+fn original_matches_the_reference() {
+    assert_matches_reference(Tier::Original, "isnet", "isnet_fp32_dyn.onnx");
+}
