@@ -1,0 +1,144 @@
+//! Black-box tests of the built `clearbg` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn clearbg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clearbg")).args(args).output().expect("clearbg runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg").args(["-nostdin", "-v", "error", "-y"]).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// A short test clip with a tone.
+fn clip(dir: &Path) -> PathBuf {
+    let path = dir.join("in.mp4");
+    ffmpeg(&[
+        "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=10:duration=0.5", "-f", "lavfi", "-i", "sine=duration=0.5",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", path.to_str().unwrap(),
+    ]);
+    path
+}
+
+fn sha256_of(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    text(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+fn size_of(path: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0:s=x"])
+        .arg(path)
+        .output()
+        .unwrap();
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn remove_writes_the_format_its_extension_names_and_summarises() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path());
+    let out = dir.path().join("cut.gif");
+    let run = clearbg(&["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "light"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let stdout = text(&run.stdout);
+    let summary = stdout.lines().last().unwrap();
+    assert!(summary.starts_with("5 frames, "), "{summary}");
+    assert!(summary.contains(&format!("sha256 {}", sha256_of(&out))), "{summary}");
+    assert!(summary.contains(&format!("{} bytes", std::fs::metadata(&out).unwrap().len())), "{summary}");
+    assert!(summary.ends_with("(gif, light)"), "{summary}");
+    let probe = Command::new("ffprobe").args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"]).arg(&out).output().unwrap();
+    assert_eq!(text(&probe.stdout).trim(), "gif");
+}
+
+#[test]
+fn composition_flags_place_the_subject_on_a_coloured_canvas() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path());
+    let out = dir.path().join("placed.mp4");
+    let run = clearbg(&[
+        "remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "light", "--bg", "#ff0000",
+        "--canvas", "320x240", "--anchor", "top-left", "--scale", "0.5", "--offset", "-10,20",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(size_of(&out), "320x240");
+}
+
+#[test]
+fn bad_input_fails_with_one_line_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("notes.mp4");
+    std::fs::write(&input, "not a video").unwrap();
+    let out = dir.path().join("out.webm");
+    let run = clearbg(&["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "light"]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = text(&run.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("clearbg: invalid input: not a readable video file"), "{stderr}");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the input is left");
+}
+
+#[test]
+fn contradictory_or_unknown_options_are_refused_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path());
+    let input = input.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["-o", "x.mp4"], "mp4 cannot carry transparency"),
+        (&["-o", "x.webm", "--model", "turbo"], "unknown model \"turbo\""),
+        (&["-o", "x.avi"], "cannot tell the output format"),
+        (&["-o", "x.webm", "--format", "mkv"], "unknown output format \"mkv\""),
+        (&["-o", "x.webm", "--anchor", "upper-left"], "unknown anchor"),
+    ];
+    for (flags, reason) in cases {
+        let mut args = vec!["remove", input];
+        args.extend_from_slice(flags);
+        let run = clearbg(&args);
+        assert_eq!(run.status.code(), Some(1), "{flags:?}");
+        assert!(text(&run.stderr).contains(reason), "{flags:?}: {}", text(&run.stderr));
+    }
+}
+
+#[test]
+fn models_lists_every_tier_and_that_it_loads() {
+    let run = clearbg(&["models"]);
+    assert!(run.status.success(), "{}{}", text(&run.stdout), text(&run.stderr));
+    let stdout = text(&run.stdout);
+    for (tier, file) in [
+        ("light", "mp_selfie_256.onnx"),
+        ("human", "modnet_photographic.onnx"),
+        ("original", "isnet_fp32_dyn.onnx"),
+        ("pro", "isnet_fp32_dyn.onnx"),
+        ("pro", "modnet_photographic.onnx"),
+    ] {
+        let line = stdout.lines().find(|l| l.starts_with(tier) && l.contains(file)).unwrap_or_else(|| panic!("{tier} {file}:\n{stdout}"));
+        assert!(line.contains(" yes "), "{line}");
+        assert!(line.contains("Apache-2.0") || line.contains("MIT"), "{line}");
+    }
+}
+
+#[test]
+fn a_missing_runtime_is_an_error_that_names_the_setup_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path());
+    let out = dir.path().join("out.webm");
+    let empty_home = dir.path().join("no-home");
+    let run = Command::new(env!("CARGO_BIN_EXE_clearbg"))
+        .env("CLEARBG_HOME", &empty_home)
+        .args(["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "an error, not a panic");
+    let stderr = text(&run.stderr);
+    assert!(stderr.contains("ONNX Runtime could not be loaded") && stderr.contains("make setup"), "{stderr}");
+    let models = Command::new(env!("CARGO_BIN_EXE_clearbg")).env("CLEARBG_HOME", &empty_home).arg("models").output().unwrap();
+    assert_eq!(models.status.code(), Some(1));
+    assert!(text(&models.stdout).contains("make setup"));
+}
