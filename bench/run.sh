@@ -41,7 +41,11 @@ for tier in $TIERS; do
 done
 [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive integer"
 # GNU time, not the shell keyword: it reports peak RSS (%M).
-[[ -x /usr/bin/time ]] || die "GNU time is missing: apt-get install time"
+if [[ ! -x /usr/bin/time ]]; then
+    echo "installing GNU time (Debian package 'time')" >&2
+    sudo_=(); [[ $(id -u) == 0 ]] || sudo_=(sudo)
+    "${sudo_[@]}" apt-get install -y -q time >/dev/null || die "could not install GNU time: apt-get install time"
+fi
 [[ -x "$PY" && -f "$SOURCE" ]] || die "set-up step not done: run 'make setup' (needs $PY and $SOURCE)"
 
 # Cheap when up to date; the example is not part of `cargo build --release`.

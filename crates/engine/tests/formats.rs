@@ -137,3 +137,32 @@ fn every_tier_writes_every_format() {
         }
     }
 }
+
+/// An image background is scaled to cover the frame and shows wherever the subject is not.
+#[test]
+fn an_image_background_shows_around_the_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = lavfi_clip(dir.path(), "in.mp4", "96x64", 10, 0.3, false);
+    let picture = home().fixtures_dir().join("astronaut.png");
+    let mut seg = segmenter(Tier::Light);
+    let zip = dir.path().join("alpha.zip");
+    run(&mut seg, &request(&input, &zip, OutputFormat::PngSequence, Background::Transparent)).unwrap();
+    let alpha = decode_png_zip(&zip, dir.path()).alpha(0);
+    let mp4 = dir.path().join("over-picture.mp4");
+    run(&mut seg, &request(&input, &mp4, OutputFormat::Mp4, Background::Image(picture.clone()))).unwrap();
+    let got = decode_rgba(&mp4, None);
+    assert_eq!((got.width, got.height, got.frames.len()), (96, 64, 3));
+    // The picture as it should appear: scaled to cover 96x64, centre-cropped.
+    let expected_bg = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(&picture)
+        .args(["-vf", "scale=96:64:force_original_aspect_ratio=increase,crop=96:64", "-f", "rawvideo", "-pix_fmt", "rgba", "pipe:1"])
+        .output()
+        .unwrap()
+        .stdout;
+    let background: Vec<usize> = (0..alpha.len()).filter(|&k| alpha[k] == 0).collect();
+    assert!(background.len() > 100, "the clip has background pixels");
+    let pick = |img: &[u8]| background.iter().flat_map(|k| img[k * 4..k * 4 + 3].to_vec()).collect::<Vec<u8>>();
+    let (mean, _) = diff(&pick(&got.frames[0]), &pick(&expected_bg));
+    assert!(mean < 12.0, "background differs from the picture by {mean:.1} on average");
+}
