@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 use clearbg_engine::output::{parse_offset, parse_size};
 use clearbg_engine::{
-    remove_background, Background, Composition, Home, Limits, OutputFormat, Progress, RemoveRequest, Runtime, Segmenter,
-    Tier, VideoInfo,
+    remove_background, Background, Composition, Home, Limits, OutputFormat, Progress, RemoveRequest, Runtime,
+    Segmenter, Tier, VideoInfo,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -94,8 +94,10 @@ pub fn run(args: RemoveArgs) -> anyhow::Result<ExitCode> {
     let mut segmenter = Segmenter::new(&runtime, &home, tier)?;
     let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} frames {per_sec} ETA {eta} {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} frames {per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template"),
     );
     let bar = Bar(bar);
     let result = remove_background(&mut segmenter, &request, &bar);

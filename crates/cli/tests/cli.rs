@@ -20,8 +20,24 @@ fn ffmpeg(args: &[&str]) {
 fn clip(dir: &Path) -> PathBuf {
     let path = dir.join("in.mp4");
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=10:duration=0.5", "-f", "lavfi", "-i", "sine=duration=0.5",
-        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", path.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x64:rate=10:duration=0.5",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=0.5",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        path.to_str().unwrap(),
     ]);
     path
 }
@@ -53,7 +69,11 @@ fn remove_writes_the_format_its_extension_names_and_summarises() {
     assert!(summary.contains(&format!("sha256 {}", sha256_of(&out))), "{summary}");
     assert!(summary.contains(&format!("{} bytes", std::fs::metadata(&out).unwrap().len())), "{summary}");
     assert!(summary.ends_with("(gif, light)"), "{summary}");
-    let probe = Command::new("ffprobe").args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"]).arg(&out).output().unwrap();
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+        .arg(&out)
+        .output()
+        .unwrap();
     assert_eq!(text(&probe.stdout).trim(), "gif");
 }
 
@@ -63,8 +83,22 @@ fn composition_flags_place_the_subject_on_a_coloured_canvas() {
     let input = clip(dir.path());
     let out = dir.path().join("placed.mp4");
     let run = clearbg(&[
-        "remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "light", "--bg", "#ff0000",
-        "--canvas", "320x240", "--anchor", "top-left", "--scale", "0.5", "--offset", "-10,20",
+        "remove",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "light",
+        "--bg",
+        "#ff0000",
+        "--canvas",
+        "320x240",
+        "--anchor",
+        "top-left",
+        "--scale",
+        "0.5",
+        "--offset",
+        "-10,20",
     ]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(size_of(&out), "320x240");
@@ -118,7 +152,10 @@ fn models_lists_every_tier_and_that_it_loads() {
         ("pro", "isnet_fp32_dyn.onnx"),
         ("pro", "modnet_photographic.onnx"),
     ] {
-        let line = stdout.lines().find(|l| l.starts_with(tier) && l.contains(file)).unwrap_or_else(|| panic!("{tier} {file}:\n{stdout}"));
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(tier) && l.contains(file))
+            .unwrap_or_else(|| panic!("{tier} {file}:\n{stdout}"));
         assert!(line.contains(" yes "), "{line}");
         assert!(line.contains("Apache-2.0") || line.contains("MIT"), "{line}");
     }
@@ -138,7 +175,8 @@ fn a_missing_runtime_is_an_error_that_names_the_setup_command() {
     assert_eq!(run.status.code(), Some(1), "an error, not a panic");
     let stderr = text(&run.stderr);
     assert!(stderr.contains("ONNX Runtime could not be loaded") && stderr.contains("make setup"), "{stderr}");
-    let models = Command::new(env!("CARGO_BIN_EXE_clearbg")).env("CLEARBG_HOME", &empty_home).arg("models").output().unwrap();
+    let models =
+        Command::new(env!("CARGO_BIN_EXE_clearbg")).env("CLEARBG_HOME", &empty_home).arg("models").output().unwrap();
     assert_eq!(models.status.code(), Some(1));
     assert!(text(&models.stdout).contains("make setup"));
 }

@@ -17,13 +17,10 @@ pub struct Home {
 impl Home {
     /// The home named by `$CLEARBG_HOME`, else `~/.cache/clearbg`.
     pub fn from_env() -> Home {
-        let root = std::env::var_os("CLEARBG_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
-                home.join(".cache").join("clearbg")
-            });
+        let root = std::env::var_os("CLEARBG_HOME").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+            home.join(".cache").join("clearbg")
+        });
         Home { root }
     }
 

@@ -177,13 +177,8 @@ pub fn fuse_detail(isnet: &Mask, modnet: &Mask) -> Mask {
     let subject: Vec<f32> = isnet.data.iter().map(|&a| if a >= 0.5 { 1.0 } else { 0.0 }).collect();
     // Any subject pixel within ~2% of the frame: MODNet may contribute there, nowhere else.
     let near = box_mean(&subject, w, h, (w.max(h) / 50).max(1));
-    let data = isnet
-        .data
-        .iter()
-        .zip(&detail)
-        .zip(&near)
-        .map(|((&i, &m), &n)| if n > 0.0 { i.max(m) } else { i })
-        .collect();
+    let data =
+        isnet.data.iter().zip(&detail).zip(&near).map(|((&i, &m), &n)| if n > 0.0 { i.max(m) } else { i }).collect();
     Mask { width: isnet.width, height: isnet.height, data }
 }
 
@@ -218,12 +213,17 @@ mod tests {
         let guide: Vec<f32> = (0..fw * fh)
             .map(|i| {
                 let (x, y) = (i % fw, i / fw);
-                if (45..83).contains(&x) && (45..83).contains(&y) { 0.9 } else { 0.1 }
+                if (45..83).contains(&x) && (45..83).contains(&y) {
+                    0.9
+                } else {
+                    0.1
+                }
             })
             .collect();
         let mut resizer = Resizer::new();
         let guide_lo = resize_plane(&mut resizer, &guide, fw, fh, 16, 16);
-        let mask = Mask { width: 16, height: 16, data: guide_lo.iter().map(|&g| ((g - 0.1) / 0.8).clamp(0.0, 1.0)).collect() };
+        let mask =
+            Mask { width: 16, height: 16, data: guide_lo.iter().map(|&g| ((g - 0.1) / 0.8).clamp(0.0, 1.0)).collect() };
         let alpha = guided_upsample(&mut resizer, &mask, &guide_lo, &guide, fw, fh, EdgeParams::default());
         let at = |x: u32, y: u32| alpha[(y * fw + x) as usize];
         assert!(at(64, 64) > 0.95, "inside {}", at(64, 64));
@@ -252,7 +252,8 @@ mod tests {
     #[test]
     fn pro_fusion_adds_detail_only_near_the_subject() {
         let (w, h) = (100u32, 100u32);
-        let isnet = Mask { width: w, height: h, data: (0..w * h).map(|i| if i % w < 50 { 1.0 } else { 0.0 }).collect() };
+        let isnet =
+            Mask { width: w, height: h, data: (0..w * h).map(|i| if i % w < 50 { 1.0 } else { 0.0 }).collect() };
         let modnet = Mask { width: w, height: h, data: vec![0.4; (w * h) as usize] };
         let fused = fuse_detail(&isnet, &modnet);
         assert_eq!(fused.data[(50 * w + 10) as usize], 1.0); // inside: ISNet

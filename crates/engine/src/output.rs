@@ -318,8 +318,11 @@ impl Composition {
 
 /// Parses `WxH` (as `--canvas` takes it).
 pub fn parse_size(s: &str) -> Result<(u32, u32)> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| EngineError::InvalidOptions(format!("{s:?} is not WIDTHxHEIGHT")))?;
-    let parse = |v: &str| v.trim().parse::<u32>().map_err(|_| EngineError::InvalidOptions(format!("{s:?} is not WIDTHxHEIGHT")));
+    let (w, h) =
+        s.split_once(['x', 'X']).ok_or_else(|| EngineError::InvalidOptions(format!("{s:?} is not WIDTHxHEIGHT")))?;
+    let parse = |v: &str| {
+        v.trim().parse::<u32>().map_err(|_| EngineError::InvalidOptions(format!("{s:?} is not WIDTHxHEIGHT")))
+    };
     Ok((parse(w)?, parse(h)?))
 }
 

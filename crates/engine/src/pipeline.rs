@@ -104,7 +104,11 @@ pub struct Summary {
 }
 
 /// Removes the background of `request.input` with `segmenter` and writes `request.output`.
-pub fn remove_background(segmenter: &mut Segmenter, request: &RemoveRequest, progress: &dyn Progress) -> Result<Summary> {
+pub fn remove_background(
+    segmenter: &mut Segmenter,
+    request: &RemoveRequest,
+    progress: &dyn Progress,
+) -> Result<Summary> {
     let started = Instant::now();
     request.validate()?;
     if let Background::Image(path) = &request.background {
@@ -230,7 +234,9 @@ fn run_stages(
             stop.store(true, Ordering::SeqCst);
             lock(&decoder).kill();
         }
-        let join = |r: std::thread::Result<Result<()>>| r.unwrap_or_else(|_| Err(EngineError::Inference("a pipeline stage panicked".into())));
+        let join = |r: std::thread::Result<Result<()>>| {
+            r.unwrap_or_else(|_| Err(EngineError::Inference("a pipeline stage panicked".into())))
+        };
         let results = (join(decode.join()), join(segment.join()), join(matte.join()), write);
         drop(done_tx);
         results
@@ -382,7 +388,10 @@ fn zip_frames(dir: &Path, out: &File) -> Result<()> {
     names.sort();
     let mut zip = zip::ZipWriter::new(out);
     let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    let zip_err = |e: zip::result::ZipError| EngineError::Io { context: "writing the zip".into(), source: std::io::Error::other(e) };
+    let zip_err = |e: zip::result::ZipError| EngineError::Io {
+        context: "writing the zip".into(),
+        source: std::io::Error::other(e),
+    };
     for path in names {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("frame.png").to_string();
         zip.start_file(name, options).map_err(zip_err)?;

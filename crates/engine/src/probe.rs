@@ -131,7 +131,9 @@ pub fn check_picture(path: &Path) -> Result<()> {
         .chain([path.to_string_lossy().into_owned()])
         .chain(["-frames:v", "1", "-f", "null", "-"].iter().map(|s| s.to_string()))
         .collect();
-    let bad = |why: String| EngineError::InvalidOptions(format!("background image {} is not a readable picture: {why}", path.display()));
+    let bad = |why: String| {
+        EngineError::InvalidOptions(format!("background image {} is not a readable picture: {why}", path.display()))
+    };
     let mut child = process::Child::spawn("ffmpeg", &args, "probe", false)?;
     drop(child.take_stdout());
     match child.finish() {
@@ -190,9 +192,7 @@ fn interpret(out: ProbeOutput, limits: &Limits) -> Result<VideoInfo> {
         ));
     }
     if IMAGE_FORMATS.contains(&format_name.as_str()) {
-        return Err(EngineError::InvalidInput(format!(
-            "this is a still image ({format_name}), not a video"
-        )));
+        return Err(EngineError::InvalidInput(format!("this is a still image ({format_name}), not a video")));
     }
     let (w, h) = (video.width.unwrap_or(0), video.height.unwrap_or(0));
     if w == 0 || h == 0 {
@@ -226,7 +226,8 @@ fn interpret(out: ProbeOutput, limits: &Limits) -> Result<VideoInfo> {
             limits.max_fps
         )));
     }
-    let parse_secs = |s: &Option<String>| s.as_deref().and_then(|d| d.parse::<f64>().ok()).filter(|d| d.is_finite() && *d > 0.0);
+    let parse_secs =
+        |s: &Option<String>| s.as_deref().and_then(|d| d.parse::<f64>().ok()).filter(|d| d.is_finite() && *d > 0.0);
     let duration_secs = parse_secs(&video.duration)
         .or_else(|| parse_secs(&out.format.as_ref().and_then(|f| f.duration.clone())))
         .unwrap_or(0.0);
@@ -237,9 +238,7 @@ fn interpret(out: ProbeOutput, limits: &Limits) -> Result<VideoInfo> {
         )));
     }
     let counted = video.nb_frames.as_deref().and_then(|n| n.parse::<u64>().ok()).filter(|n| *n > 0);
-    let expected_frames = counted
-        .unwrap_or_else(|| (duration_secs * fps.as_f64()).round() as u64)
-        .max(1);
+    let expected_frames = counted.unwrap_or_else(|| (duration_secs * fps.as_f64()).round() as u64).max(1);
     Ok(VideoInfo {
         width,
         height,
@@ -273,9 +272,12 @@ mod tests {
 
     #[test]
     fn missing_frame_count_falls_back_to_duration_times_fps() {
-        let info = parse(r#"{"streams":[{"codec_type":"video","codec_name":"vp9","width":64,"height":48,
+        let info = parse(
+            r#"{"streams":[{"codec_type":"video","codec_name":"vp9","width":64,"height":48,
             "avg_frame_rate":"30000/1001","tags":{"alpha_mode":"1"}},{"codec_type":"audio"}],
-            "format":{"format_name":"matroska,webm","duration":"2.002"}}"#).unwrap();
+            "format":{"format_name":"matroska,webm","duration":"2.002"}}"#,
+        )
+        .unwrap();
         assert_eq!(info.expected_frames, 60);
         assert!(info.vpx_alpha && info.has_audio);
         assert_eq!(info.fps.to_string(), "30000/1001");
@@ -285,7 +287,10 @@ mod tests {
     fn audio_only_and_absurd_inputs_are_refused_with_reasons() {
         let audio = parse(r#"{"streams":[{"codec_type":"audio"}],"format":{"format_name":"mp3"}}"#).unwrap_err();
         assert!(audio.to_string().contains("audio but no video"), "{audio}");
-        let huge = parse(r#"{"streams":[{"codec_type":"video","width":100000,"height":10,"avg_frame_rate":"30/1"}],"format":{}}"#).unwrap_err();
+        let huge = parse(
+            r#"{"streams":[{"codec_type":"video","width":100000,"height":10,"avg_frame_rate":"30/1"}],"format":{}}"#,
+        )
+        .unwrap_err();
         assert_eq!(huge.code(), "unsupported_input");
         let long = parse(r#"{"streams":[{"codec_type":"video","width":10,"height":10,"avg_frame_rate":"30/1","duration":"99999999"}],"format":{}}"#).unwrap_err();
         assert!(long.to_string().contains("longer than the limit"), "{long}");

@@ -120,10 +120,7 @@ fn describe_failure(status: ExitStatus, stderr: &str) -> String {
 pub(crate) fn run_to_string(program: &str, args: &[String], stage: &'static str) -> Result<String> {
     let mut child = Child::spawn(program, args, stage, false)?;
     let mut out = String::new();
-    child
-        .take_stdout()
-        .read_to_string(&mut out)
-        .map_err(EngineError::io(format!("reading {program} output")))?;
+    child.take_stdout().read_to_string(&mut out).map_err(EngineError::io(format!("reading {program} output")))?;
     child.finish()?;
     Ok(out)
 }

@@ -109,9 +109,18 @@ pub(crate) fn encoder_args(
         graph.push(fg);
         let canvas = match background {
             Background::Transparent => format!("color=c=black@0.0:s={cw}x{ch}:r={fps},format=rgba[bg]"),
-            Background::Color([r, g, b]) => format!("color=c=0x{r:02X}{g:02X}{b:02X}:s={cw}x{ch}:r={fps},format=rgba[bg]"),
+            Background::Color([r, g, b]) => {
+                format!("color=c=0x{r:02X}{g:02X}{b:02X}:s={cw}x{ch}:r={fps},format=rgba[bg]")
+            }
             Background::Image(path) => {
-                args.extend(["-framerate".into(), fps.clone(), "-loop".into(), "1".into(), "-i".into(), path_arg(path)]);
+                args.extend([
+                    "-framerate".into(),
+                    fps.clone(),
+                    "-loop".into(),
+                    "1".into(),
+                    "-i".into(),
+                    path_arg(path),
+                ]);
                 format!(
                     "[{next_input}:v]scale={cw}:{ch}:force_original_aspect_ratio=increase,crop={cw}:{ch},setsar=1,format=rgba[bg]"
                 )
@@ -125,7 +134,9 @@ pub(crate) fn encoder_args(
     let alpha = background.is_transparent();
     let even = "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0";
     let tail = match format {
-        OutputFormat::Webm | OutputFormat::Webp => (if alpha { "format=yuva420p" } else { "format=yuv420p" }).to_string(),
+        OutputFormat::Webm | OutputFormat::Webp => {
+            (if alpha { "format=yuva420p" } else { "format=yuv420p" }).to_string()
+        }
         OutputFormat::Mov => (if alpha { "format=yuva444p10le" } else { "format=yuv444p10le" }).to_string(),
         OutputFormat::Mp4 => format!("{even},format=yuv420p"),
         OutputFormat::Matte => format!("alphaextract,{even},format=yuv420p"),
@@ -143,10 +154,48 @@ pub(crate) fn encoder_args(
         args.extend(["-map".into(), format!("{i}:a:0?")]);
     }
     let codec: &[&str] = match format {
-        OutputFormat::Webm => &["-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "32", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1", "-c:a", "libopus", "-b:a", "96k", "-f", "webm"],
-        OutputFormat::Mov => &["-c:v", "prores_aw", "-profile:v", "4", "-vendor", "apl0", "-c:a", "aac", "-b:a", "192k", "-f", "mov"],
-        OutputFormat::Mp4 => &["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", "-f", "mp4"],
-        OutputFormat::Matte => &["-c:v", "libx264", "-preset", "veryfast", "-crf", "12", "-movflags", "+faststart", "-f", "mp4"],
+        OutputFormat::Webm => &[
+            "-c:v",
+            "libvpx-vp9",
+            "-b:v",
+            "0",
+            "-crf",
+            "32",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-row-mt",
+            "1",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "96k",
+            "-f",
+            "webm",
+        ],
+        OutputFormat::Mov => {
+            &["-c:v", "prores_aw", "-profile:v", "4", "-vendor", "apl0", "-c:a", "aac", "-b:a", "192k", "-f", "mov"]
+        }
+        OutputFormat::Mp4 => &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "18",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "192k",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+        ],
+        OutputFormat::Matte => {
+            &["-c:v", "libx264", "-preset", "veryfast", "-crf", "12", "-movflags", "+faststart", "-f", "mp4"]
+        }
         OutputFormat::Gif => &["-loop", "0", "-f", "gif"],
         OutputFormat::Webp => &["-c:v", "libwebp_anim", "-lossless", "0", "-quality", "80", "-loop", "0", "-f", "webp"],
         OutputFormat::PngSequence => &["-c:v", "png", "-f", "image2"],

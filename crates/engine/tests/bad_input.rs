@@ -50,7 +50,16 @@ fn truncated_files_are_refused_whether_or_not_the_index_survived() {
     let dir = tempfile::tempdir().unwrap();
     for (name, faststart) in [("index-at-end.mp4", false), ("index-first.mp4", true)] {
         let full = dir.path().join(format!("full-{name}"));
-        let mut args = vec!["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=4", "-c:v", "libx264", "-preset", "ultrafast"];
+        let mut args = vec![
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25:duration=4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ];
         if faststart {
             args.extend(["-movflags", "+faststart"]);
         }
@@ -77,7 +86,17 @@ fn audio_only_is_refused() {
 fn animated_webp_input_is_refused_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     let webp = dir.path().join("anim.webp");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", "-c:v", "libwebp_anim", "-loop", "0", webp.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=10:duration=1",
+        "-c:v",
+        "libwebp_anim",
+        "-loop",
+        "0",
+        webp.to_str().unwrap(),
+    ]);
     let err = refused(&webp);
     assert_eq!(err.code(), "unsupported_input");
     assert!(err.to_string().contains("WebP"), "{err}");
@@ -103,7 +122,17 @@ fn absurd_duration_is_refused_before_decoding() {
     let dir = tempfile::tempdir().unwrap();
     // Three hours and a bit at 1 fps and 16x16: small to make, too long to accept.
     let long = dir.path().join("long.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "color=s=16x16:r=1:d=11000", "-c:v", "libx264", "-preset", "ultrafast", long.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=s=16x16:r=1:d=11000",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        long.to_str().unwrap(),
+    ]);
     let started = std::time::Instant::now();
     let err = refused(&long);
     assert!(err.to_string().contains("longer than the limit"), "{err}");

@@ -12,10 +12,26 @@ fn person_clip_with_audio(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("person.mp4");
     let src = carphone();
     ffmpeg(&[
-        "-i", src.to_str().unwrap(),
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1",
-        "-t", "1", "-vf", "fps=12", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-shortest", path.to_str().unwrap(),
+        "-i",
+        src.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000:duration=1",
+        "-t",
+        "1",
+        "-vf",
+        "fps=12",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        path.to_str().unwrap(),
     ]);
     path
 }
@@ -113,7 +129,8 @@ fn transparent_mp4_is_refused_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let input = lavfi_clip(dir.path(), "in.mp4", "64x48", 10, 0.3, false);
     let out = dir.path().join("out.mp4");
-    let err = run(&mut segmenter(Tier::Light), &request(&input, &out, OutputFormat::Mp4, Background::Transparent)).unwrap_err();
+    let err = run(&mut segmenter(Tier::Light), &request(&input, &out, OutputFormat::Mp4, Background::Transparent))
+        .unwrap_err();
     assert_eq!(err.code(), "invalid_options");
     assert!(err.to_string().contains("mp4 cannot carry transparency"), "{err}");
     assert!(!out.exists());
@@ -127,7 +144,8 @@ fn every_tier_writes_every_format() {
     for tier in Tier::ALL {
         let mut seg = segmenter(tier);
         for format in OutputFormat::ALL {
-            let bg = if format == OutputFormat::Mp4 { Background::Color([255, 255, 255]) } else { Background::Transparent };
+            let bg =
+                if format == OutputFormat::Mp4 { Background::Color([255, 255, 255]) } else { Background::Transparent };
             let out = dir.path().join(format!("{}-{}.{}", tier.name(), format.name(), format.extension()));
             let summary = run(&mut seg, &request(&input, &out, format, bg))
                 .unwrap_or_else(|e| panic!("{tier} × {}: {e}", format.name()));
@@ -156,7 +174,15 @@ fn an_image_background_shows_around_the_subject() {
     let expected_bg = std::process::Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(&picture)
-        .args(["-vf", "scale=96:64:force_original_aspect_ratio=increase,crop=96:64", "-f", "rawvideo", "-pix_fmt", "rgba", "pipe:1"])
+        .args([
+            "-vf",
+            "scale=96:64:force_original_aspect_ratio=increase,crop=96:64",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgba",
+            "pipe:1",
+        ])
         .output()
         .unwrap()
         .stdout;

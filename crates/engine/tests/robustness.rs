@@ -28,7 +28,9 @@ fn rotation_metadata_is_applied() {
     let rotated = dir.path().join("rotated.mp4");
     ffmpeg(&["-i", plain.to_str().unwrap(), "-c", "copy", "-metadata:s:v:0", "rotate=90", rotated.to_str().unwrap()]);
     let out = dir.path().join("out.webm");
-    let summary = run(&mut segmenter(Tier::Light), &request(&rotated, &out, OutputFormat::Webm, Background::Transparent)).unwrap();
+    let summary =
+        run(&mut segmenter(Tier::Light), &request(&rotated, &out, OutputFormat::Webm, Background::Transparent))
+            .unwrap();
     assert_eq!((summary.input.width, summary.input.height), (48, 64));
     assert_eq!(video_size(&out), (48, 64));
     assert_eq!(frame_count(&out), 5);
@@ -40,8 +42,22 @@ fn odd_sizes_work_in_every_codec() {
     // 4:4:4 H.264 can be odd-sized (4:2:0 cannot; testsrc2 is 4:2:0 too): a 65x49 input.
     let odd = dir.path().join("odd.mp4");
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc=size=65x49:rate=10:duration=0.3", "-f", "lavfi", "-i", "sine=duration=0.3",
-        "-c:v", "libx264", "-pix_fmt", "yuv444p", "-c:a", "aac", "-shortest", odd.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=65x49:rate=10:duration=0.3",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=0.3",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv444p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        odd.to_str().unwrap(),
     ]);
     assert_eq!(video_size(&odd), (65, 49));
     let mut seg = segmenter(Tier::Light);
@@ -60,13 +76,30 @@ fn variable_frame_rate_keeps_duration_and_audio_in_sync() {
     // Frames at irregular times: the first second at 30 fps, then every third frame.
     let vfr = dir.path().join("vfr.mp4");
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=30:duration=3",
-        "-f", "lavfi", "-i", "sine=duration=3",
-        "-vf", "select='lt(n\\,30)+not(mod(n\\,3))'", "-fps_mode", "vfr",
-        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", vfr.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x64:rate=30:duration=3",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=3",
+        "-vf",
+        "select='lt(n\\,30)+not(mod(n\\,3))'",
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-shortest",
+        vfr.to_str().unwrap(),
     ]);
     let out = dir.path().join("vfr.webm");
-    let summary = run(&mut segmenter(Tier::Light), &request(&vfr, &out, OutputFormat::Webm, Background::Transparent)).unwrap();
+    let summary =
+        run(&mut segmenter(Tier::Light), &request(&vfr, &out, OutputFormat::Webm, Background::Transparent)).unwrap();
     let probe = probe_json(&out);
     let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
     assert!((duration - 3.0).abs() < 0.25, "duration {duration}");
@@ -79,7 +112,17 @@ fn variable_frame_rate_keeps_duration_and_audio_in_sync() {
 fn silent_and_single_frame_clips_work() {
     let dir = tempfile::tempdir().unwrap();
     let one = dir.path().join("one.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "1", "-c:v", "libx264", one.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=25",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "libx264",
+        one.to_str().unwrap(),
+    ]);
     let mut seg = segmenter(Tier::Light);
     for format in [OutputFormat::Webm, OutputFormat::Mov, OutputFormat::Gif] {
         let out = dir.path().join(format!("one.{}", format.extension()));
@@ -95,7 +138,8 @@ fn four_k_input_keeps_its_resolution() {
     let dir = tempfile::tempdir().unwrap();
     let uhd = lavfi_clip(dir.path(), "uhd.mp4", "3840x2160", 10, 0.3, false);
     let out = dir.path().join("uhd.webm");
-    let summary = run(&mut segmenter(Tier::Light), &request(&uhd, &out, OutputFormat::Webm, Background::Transparent)).unwrap();
+    let summary =
+        run(&mut segmenter(Tier::Light), &request(&uhd, &out, OutputFormat::Webm, Background::Transparent)).unwrap();
     assert_eq!(summary.frames, 3);
     assert_eq!(video_size(&out), (3840, 2160));
 }
@@ -106,7 +150,17 @@ fn four_k_input_keeps_its_resolution() {
 fn the_person_in_real_footage_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("carphone-1s.mp4");
-    ffmpeg(&["-i", carphone().to_str().unwrap(), "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", clip.to_str().unwrap()]);
+    ffmpeg(&[
+        "-i",
+        carphone().to_str().unwrap(),
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        clip.to_str().unwrap(),
+    ]);
     for tier in [Tier::Light, Tier::Human] {
         let out = dir.path().join(format!("{tier}.zip"));
         run(&mut segmenter(tier), &request(&clip, &out, OutputFormat::PngSequence, Background::Transparent)).unwrap();
@@ -205,7 +259,11 @@ fn a_background_that_is_not_a_picture_is_refused_before_any_work() {
     std::fs::write(&cut, &png[..png.len() / 2]).unwrap();
     for picture in [bogus, cut] {
         let out = dir.path().join("out.mp4");
-        let err = run(&mut segmenter(Tier::Light), &request(&clip, &out, OutputFormat::Mp4, Background::Image(picture.clone()))).unwrap_err();
+        let err = run(
+            &mut segmenter(Tier::Light),
+            &request(&clip, &out, OutputFormat::Mp4, Background::Image(picture.clone())),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "invalid_options", "{err}");
         assert!(err.to_string().contains("not a readable picture"), "{err}");
         assert!(!out.exists());
@@ -232,8 +290,12 @@ fn cancelling_stops_quickly_and_reaps_both_children() {
     let out = out_dir.join("out.webm");
     let progress = CancelAfter(10, AtomicU64::new(0));
     let started = Instant::now();
-    let err = remove_background(&mut segmenter(Tier::Light), &request(&clip, &out, OutputFormat::Webm, Background::Transparent), &progress)
-        .unwrap_err();
+    let err = remove_background(
+        &mut segmenter(Tier::Light),
+        &request(&clip, &out, OutputFormat::Webm, Background::Transparent),
+        &progress,
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "cancelled");
     assert!(progress.1.load(Ordering::SeqCst) < 100, "stopped soon after asking");
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -264,6 +326,7 @@ fn composition_places_the_subject_on_a_larger_canvas() {
     });
     assert!(outside.map(|(_, a)| *a as u32).max().unwrap() == 0, "the canvas is transparent outside the subject");
     // Subject pixels keep the video's colours (the test card is never black everywhere).
-    let rgb_inside: u32 = (71..95).flat_map(|y| (158..190).map(move |x| y * 200 + x)).map(|k| decoded.frames[0][k * 4] as u32).sum();
+    let rgb_inside: u32 =
+        (71..95).flat_map(|y| (158..190).map(move |x| y * 200 + x)).map(|k| decoded.frames[0][k * 4] as u32).sum();
     assert!(rgb_inside > 0);
 }

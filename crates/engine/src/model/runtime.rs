@@ -28,11 +28,8 @@ impl Runtime {
     /// Loads ONNX Runtime from `home` (once per process) and uses `threads` intra-op threads
     /// per model (0 = one per available core).
     pub fn load(home: &Home, threads: usize) -> Result<Runtime> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            threads
-        };
+        let threads =
+            if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
         let mut slot = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(env) = slot.as_ref() {
             return Ok(Runtime { env: env.clone(), threads });
@@ -52,7 +49,11 @@ impl Runtime {
 
     /// ONNX Runtime's version string, for `clearbg models`.
     pub fn version(&self) -> String {
-        ort::info().split(',').find_map(|p| p.trim().strip_prefix("ORT Build Info: git-branch=rel-")).unwrap_or("1.32").to_string()
+        ort::info()
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix("ORT Build Info: git-branch=rel-"))
+            .unwrap_or("1.32")
+            .to_string()
     }
 
     /// Opens a model file as a session tuned for frame-by-frame CPU inference.

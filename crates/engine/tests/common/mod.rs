@@ -35,7 +35,11 @@ pub fn carphone() -> PathBuf {
 
 /// Runs ffmpeg and panics with its stderr if it fails.
 pub fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg").args(["-nostdin", "-hide_banner", "-v", "error", "-y"]).args(args).output().expect("ffmpeg runs");
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg runs");
     assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -47,7 +51,10 @@ pub fn lavfi_clip(dir: &Path, name: &str, size: &str, fps: u32, seconds: f64, au
     );
     let mut args: Vec<String> = vec!["-f".into(), "lavfi".into(), "-i".into(), video];
     if audio {
-        args.extend(["-f", "lavfi", "-i", &format!("sine=frequency=440:sample_rate=48000:duration={seconds}")].map(String::from));
+        args.extend(
+            ["-f", "lavfi", "-i", &format!("sine=frequency=440:sample_rate=48000:duration={seconds}")]
+                .map(String::from),
+        );
         args.extend(["-c:a", "aac", "-shortest"].map(String::from));
     }
     args.extend(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"].map(String::from));
