@@ -15,6 +15,7 @@
 //! - [`model`] pins, verifies and runs the neural models behind the four tiers.
 //! - [`matte`] turns a low-resolution mask into a steady full-resolution alpha matte.
 //! - [`output`] describes what the user asked for: format, background, composition.
+//! - [`video`] holds the ffmpeg command lines, decoder and encoders.
 //! - [`pipeline`] runs the stages and reports progress; it is the only entry point a service needs.
 #![deny(missing_docs)]
 
@@ -27,7 +28,7 @@ pub mod output;
 pub mod pipeline;
 pub mod probe;
 mod process;
-mod video;
+pub mod video;
 
 pub use error::{EngineError, Result};
 pub use home::Home;

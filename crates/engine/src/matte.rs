@@ -71,6 +71,19 @@ pub fn floats(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
+/// Bilinear resize of a single-channel 8-bit plane.
+pub fn resize_bytes(resizer: &mut Resizer, src: &[u8], w: u32, h: u32, to_w: u32, to_h: u32) -> Vec<u8> {
+    if (w, h) == (to_w, to_h) {
+        return src.to_vec();
+    }
+    let src = ImageRef::new(w, h, src, PixelType::U8).expect("plane matches its size");
+    let mut dst = Image::new(to_w, to_h, PixelType::U8);
+    resizer
+        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
+        .expect("same pixel types");
+    dst.into_vec()
+}
+
 /// How the guided filter treats edges.
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeParams {
@@ -88,17 +101,17 @@ impl Default for EdgeParams {
 
 /// Upsamples `mask` to the full frame with the frame's luma as guide.
 ///
-/// `guide_lo` is the luma resized to the mask's grid, `guide` the full-resolution luma
-/// (`width`x`height`). Returns alpha in [0,1] at full resolution.
+/// `guide_lo` is the luma in [0,1] resized to the mask's grid, `guide` the full-resolution 8-bit
+/// luma plane (`width`x`height`). Returns 8-bit alpha at full resolution.
 pub fn guided_upsample(
     resizer: &mut Resizer,
     mask: &Mask,
     guide_lo: &[f32],
-    guide: &[f32],
+    guide: &[u8],
     width: u32,
     height: u32,
     params: EdgeParams,
-) -> Vec<f32> {
+) -> Vec<u8> {
     let (w, h, r) = (mask.width as usize, mask.height as usize, params.radius);
     let p = &mask.data;
     let ip: Vec<f32> = guide_lo.iter().zip(p).map(|(i, p)| i * p).collect();
@@ -117,7 +130,11 @@ pub fn guided_upsample(
     }
     let a = resize_plane(resizer, &box_mean(&a, w, h, r), mask.width, mask.height, width, height);
     let b = resize_plane(resizer, &box_mean(&b, w, h, r), mask.width, mask.height, width, height);
-    guide.iter().zip(a.iter().zip(&b)).map(|(i, (a, b))| (a * i + b).clamp(0.0, 1.0)).collect()
+    guide
+        .iter()
+        .zip(a.iter().zip(&b))
+        .map(|(&i, (a, b))| ((a * (i as f32 * (1.0 / 255.0)) + b).clamp(0.0, 1.0) * 255.0 + 0.5) as u8)
+        .collect()
 }
 
 /// Keeps the matte still where the picture is still.
@@ -210,22 +227,23 @@ mod tests {
     fn guided_upsampling_snaps_to_the_frames_edge() {
         let (fw, fh) = (128u32, 128u32);
         // Full-res frame: bright square from x=45 to x=83 (not aligned to the 8x grid).
-        let guide: Vec<f32> = (0..fw * fh)
+        let guide: Vec<u8> = (0..fw * fh)
             .map(|i| {
                 let (x, y) = (i % fw, i / fw);
                 if (45..83).contains(&x) && (45..83).contains(&y) {
-                    0.9
+                    230
                 } else {
-                    0.1
+                    25
                 }
             })
             .collect();
         let mut resizer = Resizer::new();
-        let guide_lo = resize_plane(&mut resizer, &guide, fw, fh, 16, 16);
+        let guide_lo: Vec<f32> =
+            resize_bytes(&mut resizer, &guide, fw, fh, 16, 16).iter().map(|&v| v as f32 / 255.0).collect();
         let mask =
             Mask { width: 16, height: 16, data: guide_lo.iter().map(|&g| ((g - 0.1) / 0.8).clamp(0.0, 1.0)).collect() };
         let alpha = guided_upsample(&mut resizer, &mask, &guide_lo, &guide, fw, fh, EdgeParams::default());
-        let at = |x: u32, y: u32| alpha[(y * fw + x) as usize];
+        let at = |x: u32, y: u32| alpha[(y * fw + x) as usize] as f32 / 255.0;
         assert!(at(64, 64) > 0.95, "inside {}", at(64, 64));
         assert!(at(10, 10) < 0.05, "outside {}", at(10, 10));
         // One pixel either side of the true edge: a hard step, not a ramp over 8 pixels.

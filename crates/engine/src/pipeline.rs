@@ -18,7 +18,7 @@ use fast_image_resize::Resizer;
 use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
-use crate::frame::{Mask, RgbFrame};
+use crate::frame::{Mask, YuvFrame};
 use crate::matte::{self, EdgeParams, TemporalStabiliser};
 use crate::model::{Segmenter, Tier};
 use crate::output::{Background, Composition, OutputFormat};
@@ -206,9 +206,9 @@ fn run_stages(
     let frames_decoded = AtomicU64::new(0);
     let tier = segmenter.tier();
 
-    let (frame_tx, frame_rx) = sync_channel::<RgbFrame>(QUEUE_DEPTH);
-    let (mask_tx, mask_rx) = sync_channel::<(RgbFrame, Mask)>(QUEUE_DEPTH);
-    let (rgba_tx, rgba_rx) = sync_channel::<Vec<u8>>(QUEUE_DEPTH);
+    let (frame_tx, frame_rx) = sync_channel::<YuvFrame>(QUEUE_DEPTH);
+    let (mask_tx, mask_rx) = sync_channel::<(YuvFrame, Mask)>(QUEUE_DEPTH);
+    let (matted_tx, matted_rx) = sync_channel::<(YuvFrame, Vec<u8>)>(QUEUE_DEPTH);
     let (done_tx, done_rx) = sync_channel::<()>(0);
 
     let (decode_result, segment_result, matte_result, write_result) = std::thread::scope(|s| {
@@ -226,8 +226,8 @@ fn run_stages(
         });
         let decode = s.spawn(|| decode_stage(decoded, info, frame_tx, &stop, &frames_decoded, &activity));
         let segment = s.spawn(|| segment_stage(segmenter, frame_rx, mask_tx, &activity));
-        let matte = s.spawn(|| matte_stage(tier, mask_rx, rgba_tx, &activity));
-        let write = write_stage(&mut encoder_stdin, rgba_rx, progress, &stop, &activity);
+        let matte = s.spawn(|| matte_stage(tier, mask_rx, matted_tx, &activity));
+        let write = write_stage(&mut encoder_stdin, matted_rx, progress, &stop, &activity);
         drop(encoder_stdin);
         if write.is_err() || stop.load(Ordering::SeqCst) {
             // Unblock a decoder stuck writing into a pipe nobody reads any more.
@@ -290,12 +290,12 @@ fn into_inner(child: Mutex<Child>) -> Child {
 fn decode_stage(
     source: impl Read,
     info: &VideoInfo,
-    tx: SyncSender<RgbFrame>,
+    tx: SyncSender<YuvFrame>,
     stop: &AtomicBool,
     count: &AtomicU64,
     activity: &Activity,
 ) -> Result<()> {
-    let mut reader = FrameReader::new(source, info.width, info.height);
+    let mut reader = FrameReader::new(source, info);
     while let Some(frame) = reader.next_frame()? {
         activity.touch();
         if stop.load(Ordering::SeqCst) || tx.send(frame).is_err() {
@@ -308,12 +308,12 @@ fn decode_stage(
 
 fn segment_stage(
     segmenter: &mut Segmenter,
-    rx: Receiver<RgbFrame>,
-    tx: SyncSender<(RgbFrame, Mask)>,
+    rx: Receiver<YuvFrame>,
+    tx: SyncSender<(YuvFrame, Mask)>,
     activity: &Activity,
 ) -> Result<()> {
     for frame in rx {
-        let mask = segmenter.segment(&frame)?;
+        let mask = segmenter.segment_yuv(&frame)?;
         activity.touch();
         if tx.send((frame, mask)).is_err() {
             break;
@@ -331,47 +331,50 @@ fn edge_params(tier: Tier) -> EdgeParams {
     }
 }
 
-fn matte_stage(tier: Tier, rx: Receiver<(RgbFrame, Mask)>, tx: SyncSender<Vec<u8>>, activity: &Activity) -> Result<()> {
+fn matte_stage(
+    tier: Tier,
+    rx: Receiver<(YuvFrame, Mask)>,
+    tx: SyncSender<(YuvFrame, Vec<u8>)>,
+    activity: &Activity,
+) -> Result<()> {
     let mut resizer = Resizer::new();
     let mut stabiliser = TemporalStabiliser::default();
     let params = edge_params(tier);
     for (frame, mut mask) in rx {
-        let luma = frame.luma();
-        let guide_lo = matte::resize_plane(&mut resizer, &luma, frame.width, frame.height, mask.width, mask.height);
+        let guide_lo: Vec<f32> =
+            matte::resize_bytes(&mut resizer, frame.y(), frame.width, frame.height, mask.width, mask.height)
+                .into_iter()
+                .map(|v| v as f32 * (1.0 / 255.0))
+                .collect();
         stabiliser.apply(&mut mask, &guide_lo);
-        let alpha = matte::guided_upsample(&mut resizer, &mask, &guide_lo, &luma, frame.width, frame.height, params);
+        let alpha =
+            matte::guided_upsample(&mut resizer, &mask, &guide_lo, frame.y(), frame.width, frame.height, params);
         activity.touch();
-        if tx.send(to_rgba(&frame, &alpha)).is_err() {
+        if tx.send((frame, alpha)).is_err() {
             break;
         }
     }
     Ok(())
 }
 
-/// Straight (not premultiplied) RGBA: what every encoder here expects.
-fn to_rgba(frame: &RgbFrame, alpha: &[f32]) -> Vec<u8> {
-    let mut rgba = Vec::with_capacity(alpha.len() * 4);
-    for (px, a) in frame.data.chunks_exact(3).zip(alpha) {
-        rgba.extend_from_slice(&[px[0], px[1], px[2], (a * 255.0 + 0.5) as u8]);
-    }
-    rgba
-}
-
+/// Hands the encoder each frame as YUVA 4:2:0: the decoder's own planes, then the alpha plane.
 fn write_stage(
     sink: &mut impl Write,
-    rx: Receiver<Vec<u8>>,
+    rx: Receiver<(YuvFrame, Vec<u8>)>,
     progress: &dyn Progress,
     stop: &AtomicBool,
     activity: &Activity,
 ) -> Result<u64> {
     let mut written = 0u64;
-    for rgba in rx {
+    for (frame, alpha) in rx {
         if progress.cancelled() {
             stop.store(true, Ordering::SeqCst);
             return Err(EngineError::Cancelled);
         }
         // A failed write means the encoder died; its exit status says why.
-        sink.write_all(&rgba).map_err(EngineError::io("writing frames to the encoder"))?;
+        sink.write_all(&frame.data)
+            .and_then(|_| sink.write_all(&alpha))
+            .map_err(EngineError::io("writing frames to the encoder"))?;
         written += 1;
         activity.touch();
         progress.advance(written);

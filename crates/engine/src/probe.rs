@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{EngineError, Result};
+use crate::frame::ColorSpace;
 use crate::process;
 
 /// Limits that protect the machine from absurd inputs.
@@ -83,6 +84,8 @@ pub struct VideoInfo {
     pub vpx_alpha: bool,
     /// True when the input has at least one audio stream.
     pub has_audio: bool,
+    /// The colour matrix and range of the decoded frames.
+    pub color: ColorSpace,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +111,9 @@ struct ProbeStream {
     r_frame_rate: Option<String>,
     nb_frames: Option<String>,
     duration: Option<String>,
+    pix_fmt: Option<String>,
+    color_space: Option<String>,
+    color_range: Option<String>,
     #[serde(default)]
     tags: std::collections::HashMap<String, String>,
     #[serde(default)]
@@ -158,7 +164,7 @@ pub fn probe(path: &Path, limits: &Limits) -> Result<VideoInfo> {
     }
     let args: Vec<String> = [
         "-v", "error", "-of", "json", "-show_entries",
-        "format=duration,format_name:stream=index,codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,duration:stream_tags=rotate,alpha_mode:stream_side_data=rotation",
+        "format=duration,format_name:stream=index,codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,duration,pix_fmt,color_space,color_range:stream_tags=rotate,alpha_mode:stream_side_data=rotation",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -250,6 +256,12 @@ fn interpret(out: ProbeOutput, limits: &Limits) -> Result<VideoInfo> {
             && matches!(codec.as_str(), "vp9" | "vp8"),
         codec,
         has_audio,
+        color: ColorSpace {
+            bt709: video.color_space.as_deref() == Some("bt709"),
+            // JPEG-style "yuvj" formats are full range whatever the tag says.
+            full_range: video.color_range.as_deref() == Some("pc")
+                || video.pix_fmt.as_deref().is_some_and(|f| f.starts_with("yuvj")),
+        },
     })
 }
 

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::error::{EngineError, Result};
-use crate::frame::RgbFrame;
+use crate::frame::YuvFrame;
 use crate::output::{Background, Composition, OutputFormat};
 use crate::probe::VideoInfo;
 
@@ -18,12 +18,16 @@ fn path_arg(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// Arguments for the decoder: raw RGB at a constant frame rate on stdout.
+/// Arguments for the decoder: raw planar YUV 4:2:0 at a constant frame rate on stdout.
+///
+/// YUV, not RGB: most inputs already are 4:2:0, so ffmpeg converts nothing, the pipe carries
+/// half the bytes, and the encoder gets the same planes back (measured: RGBA pipes cost a 720p
+/// VP9 job ~35% more than the plain transcode, YUVA pipes ~10%).
 ///
 /// Variable-frame-rate input is resampled to its average rate (`-fps_mode cfr -r`) so that the
 /// frame count matches duration × fps and the original audio stays in sync; the CLI applies
 /// rotation metadata itself (autorotate).
-pub(crate) fn decoder_args(input: &Path, info: &VideoInfo) -> Vec<String> {
+pub fn decoder_args(input: &Path, info: &VideoInfo) -> Vec<String> {
     let mut args = strings(&["-nostdin", "-hide_banner", "-v", "error"]);
     if info.vpx_alpha {
         // The native VP8/VP9 decoders drop alpha side data; libvpx reads it.
@@ -33,26 +37,29 @@ pub(crate) fn decoder_args(input: &Path, info: &VideoInfo) -> Vec<String> {
     args.extend(["-i".into(), path_arg(input)]);
     args.extend(strings(&["-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "cfr", "-r"]));
     args.push(info.fps.to_string());
-    args.extend(strings(&["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]));
+    // Full-range sources stay full range ("yuvj"), so no stage converts the range either.
+    let pix_fmt = if info.color.full_range { "yuvj420p" } else { "yuv420p" };
+    args.extend(strings(&["-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]));
     args
 }
 
 /// Reads whole frames from the decoder's stdout.
-pub(crate) struct FrameReader<R> {
+pub struct FrameReader<R> {
     source: R,
-    width: u32,
-    height: u32,
+    info: VideoInfo,
 }
 
 impl<R: Read> FrameReader<R> {
-    pub(crate) fn new(source: R, width: u32, height: u32) -> Self {
-        FrameReader { source, width, height }
+    /// Reads frames of `info`'s size from `source`.
+    pub fn new(source: R, info: &VideoInfo) -> Self {
+        FrameReader { source, info: info.clone() }
     }
 
     /// The next frame, `None` at the end of the stream. A frame cut short at the end (a decoder
     /// that died mid-write) is dropped: the decoder's exit status reports the problem.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<RgbFrame>> {
-        let mut data = vec![0u8; RgbFrame::byte_len(self.width, self.height)];
+    pub fn next_frame(&mut self) -> Result<Option<YuvFrame>> {
+        let (width, height) = (self.info.width, self.info.height);
+        let mut data = vec![0u8; YuvFrame::byte_len(width, height)];
         let mut filled = 0;
         while filled < data.len() {
             match self.source.read(&mut data[filled..]) {
@@ -62,7 +69,7 @@ impl<R: Read> FrameReader<R> {
                 Err(e) => return Err(EngineError::io("reading decoded frames")(e)),
             }
         }
-        Ok(Some(RgbFrame { width: self.width, height: self.height, data }))
+        Ok(Some(YuvFrame { width, height, color: self.info.color, data }))
     }
 }
 
@@ -72,7 +79,7 @@ pub(crate) enum EncoderTarget<'a> {
     PngDirectory(&'a Path),
 }
 
-/// Arguments for the encoder of `format`: RGBA `width`x`height` frames on stdin, `input` as
+/// Arguments for the encoder of `format`: YUVA 4:2:0 `width`x`height` frames on stdin, `input` as
 /// the source of audio, the background and composition applied with ffmpeg's filters.
 pub(crate) fn encoder_args(
     input: &Path,
@@ -85,7 +92,19 @@ pub(crate) fn encoder_args(
     let (w, h) = (info.width, info.height);
     let fps = info.fps.to_string();
     let mut args = strings(&["-nostdin", "-hide_banner", "-v", "error", "-y"]);
-    args.extend(strings(&["-f", "rawvideo", "-pix_fmt", "rgba", "-s"]));
+    // Tag the raw frames with the source's colour space so conversions to RGB are right.
+    let (matrix, range) = info.color.ffmpeg_names();
+    args.extend(strings(&[
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuva420p",
+        "-colorspace",
+        matrix,
+        "-color_range",
+        range,
+        "-s",
+    ]));
     args.push(format!("{w}x{h}"));
     args.extend(["-framerate".into(), fps.clone(), "-i".into(), "pipe:0".into()]);
     let mut next_input = 1;

@@ -65,3 +65,20 @@ fn human_matches_the_reference() {
 fn original_matches_the_reference() {
     assert_matches_reference(Tier::Original, "isnet", "isnet_fp32_dyn.onnx");
 }
+
+/// The pipeline feeds the models from YUV planes (resized first, converted to RGB after): the
+/// masks agree with the RGB path above up to the colour conversion's rounding.
+#[test]
+fn the_yuv_path_agrees_with_the_rgb_path() {
+    let frame = person_frame();
+    let yuv = clearbg_engine::frame::YuvFrame::from_rgb(&frame);
+    for tier in [Tier::Light, Tier::Human] {
+        let mut seg = segmenter(tier);
+        let from_rgb = seg.segment(&frame).unwrap();
+        let from_yuv = seg.segment_yuv(&yuv).unwrap();
+        assert_eq!((from_rgb.width, from_rgb.height), (from_yuv.width, from_yuv.height));
+        let mean = from_rgb.data.iter().zip(&from_yuv.data).map(|(a, b)| (a - b).abs()).sum::<f32>()
+            / from_rgb.data.len() as f32;
+        assert!(mean < 0.02, "{tier}: mean difference {mean}");
+    }
+}

@@ -9,7 +9,7 @@ use ort::value::TensorRef;
 use super::catalogue::{verify, Tier, MODNET, SELFIE};
 use super::runtime::Runtime;
 use crate::error::{EngineError, Result};
-use crate::frame::{Mask, RgbFrame};
+use crate::frame::{Mask, RgbFrame, YuvFrame};
 use crate::home::Home;
 use crate::matte;
 
@@ -101,13 +101,23 @@ impl Segmenter {
         self.tier
     }
 
-    /// The foreground probability of `frame`, at the model's resolution (for `pro`, ISNet's).
+    /// The foreground probability of an RGB `frame`, at the model's resolution (for `pro`,
+    /// ISNet's). Pre-processing is exactly models.md's, which the parity tests check.
     pub fn segment(&mut self, frame: &RgbFrame) -> Result<Mask> {
+        self.segment_with(|resizer, net| prepare_rgb(resizer, net, frame))
+    }
+
+    /// The same for a YUV frame, as the pipeline has it: the planes are resized to the model's
+    /// size first and only those few pixels are converted to RGB.
+    pub fn segment_yuv(&mut self, frame: &YuvFrame) -> Result<Mask> {
+        self.segment_with(|resizer, net| Ok(prepare_yuv(resizer, net, frame)))
+    }
+
+    fn segment_with(&mut self, mut prepare: impl FnMut(&mut Resizer, Net) -> Result<Array4<f32>>) -> Result<Mask> {
         let mut masks = Vec::with_capacity(self.nets.len());
-        for i in 0..self.nets.len() {
-            let net = self.nets[i].net;
-            let input = self.prepare(net, frame)?;
-            masks.push(run(&mut self.nets[i].session, input)?);
+        for loaded in &mut self.nets {
+            let input = prepare(&mut self.resizer, loaded.net)?;
+            masks.push(run(&mut loaded.session, input)?);
         }
         match self.tier {
             Tier::Pro => {
@@ -118,41 +128,58 @@ impl Segmenter {
             _ => Ok(masks.pop().expect("one net per tier")),
         }
     }
+}
 
-    /// Resizes (bilinear) and normalises a frame into the NCHW tensor `net` expects.
-    ///
-    /// The resize runs on floats: rounding to 8 bits in between would move the models' output
-    /// by up to 0.4 at edges, and the reference implementation (Pillow in mode "F") does not.
-    fn prepare(&mut self, net: Net, frame: &RgbFrame) -> Result<Array4<f32>> {
-        let (w, h) = net.input_size(frame.width, frame.height);
-        let pixels: Vec<f32> = frame.data.iter().map(|&v| v as f32).collect();
-        let resized;
-        let rgb: &[f32] = if (w, h) == (frame.width, frame.height) {
-            &pixels
-        } else {
-            let src = ImageRef::new(frame.width, frame.height, bytemuck::cast_slice(&pixels), PixelType::F32x3)
-                .map_err(|e| EngineError::Inference(format!("frame buffer: {e}")))?;
-            let mut dst = Image::new(w, h, PixelType::F32x3);
-            self.resizer
-                .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
-                .map_err(|e| EngineError::Inference(format!("resizing the frame: {e}")))?;
-            resized = matte::floats(dst.buffer());
-            &resized
-        };
-        let (mean, std) = net.normalisation();
-        let plane = (w * h) as usize;
-        let mut tensor = Array4::<f32>::zeros((1, 3, h as usize, w as usize));
-        let out = tensor.as_slice_mut().expect("fresh arrays are contiguous");
-        let (r, rest) = out.split_at_mut(plane);
-        let (g, b) = rest.split_at_mut(plane);
-        let inv = 1.0 / std;
-        for (i, px) in rgb.chunks_exact(3).enumerate() {
-            r[i] = (px[0] - mean) * inv;
-            g[i] = (px[1] - mean) * inv;
-            b[i] = (px[2] - mean) * inv;
-        }
-        Ok(tensor)
+/// Resizes (bilinear) and normalises an RGB frame into the NCHW tensor `net` expects.
+///
+/// The resize runs on floats: rounding to 8 bits in between would move the models' output
+/// by up to 0.4 at edges, and the reference implementation (Pillow in mode "F") does not.
+fn prepare_rgb(resizer: &mut Resizer, net: Net, frame: &RgbFrame) -> Result<Array4<f32>> {
+    let (w, h) = net.input_size(frame.width, frame.height);
+    let pixels: Vec<f32> = frame.data.iter().map(|&v| v as f32).collect();
+    let resized;
+    let rgb: &[f32] = if (w, h) == (frame.width, frame.height) {
+        &pixels
+    } else {
+        let src = ImageRef::new(frame.width, frame.height, bytemuck::cast_slice(&pixels), PixelType::F32x3)
+            .map_err(|e| EngineError::Inference(format!("frame buffer: {e}")))?;
+        let mut dst = Image::new(w, h, PixelType::F32x3);
+        resizer
+            .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
+            .map_err(|e| EngineError::Inference(format!("resizing the frame: {e}")))?;
+        resized = matte::floats(dst.buffer());
+        &resized
+    };
+    Ok(normalise(net, w, h, rgb.chunks_exact(3).map(|p| [p[0], p[1], p[2]])))
+}
+
+/// Resizes the Y, U and V planes to the model's size, then converts those pixels to RGB.
+fn prepare_yuv(resizer: &mut Resizer, net: Net, frame: &YuvFrame) -> Array4<f32> {
+    let (w, h) = net.input_size(frame.width, frame.height);
+    let (cw, ch) = YuvFrame::chroma_size(frame.width, frame.height);
+    let (u, v) = frame.uv();
+    let y = matte::resize_bytes(resizer, frame.y(), frame.width, frame.height, w, h);
+    let u = matte::resize_bytes(resizer, u, cw, ch, w, h);
+    let v = matte::resize_bytes(resizer, v, cw, ch, w, h);
+    let color = frame.color;
+    normalise(net, w, h, (0..y.len()).map(|i| color.to_rgb(y[i] as f32, u[i] as f32, v[i] as f32)))
+}
+
+/// `x = (v - mean) / std` per channel, into NCHW.
+fn normalise(net: Net, w: u32, h: u32, rgb: impl Iterator<Item = [f32; 3]>) -> Array4<f32> {
+    let (mean, std) = net.normalisation();
+    let plane = (w * h) as usize;
+    let mut tensor = Array4::<f32>::zeros((1, 3, h as usize, w as usize));
+    let out = tensor.as_slice_mut().expect("fresh arrays are contiguous");
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    let inv = 1.0 / std;
+    for (i, px) in rgb.enumerate() {
+        r[i] = (px[0] - mean) * inv;
+        g[i] = (px[1] - mean) * inv;
+        b[i] = (px[2] - mean) * inv;
     }
+    tensor
 }
 
 /// Runs one network; every model here has one input `input` and a [1,1,H,W] output `output`.
