@@ -14,6 +14,10 @@ use crate::frame::Mask;
 
 /// Mean over a (2r+1)² window, clipped at the borders; O(1) per pixel.
 pub fn box_mean(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    // Window sizes are clipped at the borders; their inverses are computed once per row/column.
+    let inverse_counts =
+        |n: usize| -> Vec<f32> { (0..n).map(|i| 1.0 / ((i + r + 1).min(n) - i.saturating_sub(r)) as f32).collect() };
+    let (inv_x, inv_y) = (inverse_counts(w), inverse_counts(h));
     let mut tmp = vec![0f32; w * h];
     let mut row_sum = vec![0f32; w + 1];
     for y in 0..h {
@@ -21,9 +25,9 @@ pub fn box_mean(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
         for x in 0..w {
             row_sum[x + 1] = row_sum[x] + row[x];
         }
+        let out = &mut tmp[y * w..(y + 1) * w];
         for x in 0..w {
-            let (lo, hi) = (x.saturating_sub(r), (x + r + 1).min(w));
-            tmp[y * w + x] = (row_sum[hi] - row_sum[lo]) / (hi - lo) as f32;
+            out[x] = (row_sum[(x + r + 1).min(w)] - row_sum[x.saturating_sub(r)]) * inv_x[x];
         }
     }
     let mut out = vec![0f32; w * h];
@@ -45,7 +49,7 @@ pub fn box_mean(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
             }
             top += 1;
         }
-        let inv = 1.0 / (hi - lo) as f32;
+        let inv = inv_y[y];
         for (o, c) in out[y * w..(y + 1) * w].iter_mut().zip(&col_sum) {
             *o = c * inv;
         }

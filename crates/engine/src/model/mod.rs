@@ -33,7 +33,7 @@ pub fn inspect(home: &Home, runtime: Option<&Runtime>) -> Vec<ModelStatus> {
                 Err(other) => Some(other.to_string()),
                 Ok(_) => match runtime {
                     None => Some("ONNX Runtime is not available".into()),
-                    Some(rt) => rt.session(&path).err().map(|e| format!("does not load: {e}")),
+                    Some(rt) => rt.session(&path, false).err().map(|e| format!("does not load: {e}")),
                 },
             };
             ModelStatus { model: *model, sha256, problem }

@@ -56,11 +56,12 @@ impl Runtime {
             .to_string()
     }
 
-    /// Opens a model file as a session tuned for frame-by-frame CPU inference.
-    pub(crate) fn session(&self, path: &Path) -> Result<Session> {
+    /// Opens a model file as a session tuned for frame-by-frame CPU inference. `tiny` models
+    /// (about a millisecond a frame) run on one thread: waking a pool costs them more than it saves.
+    pub(crate) fn session(&self, path: &Path, tiny: bool) -> Result<Session> {
         let session = Session::builder(&self.env)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?
-            .with_intra_threads(self.threads)?
+            .with_intra_threads(if tiny { 1 } else { self.threads })?
             .with_inter_threads(1)?
             // Spinning workers steal the core that decode, matting and encode need.
             .with_intra_op_spinning(false)?

@@ -86,10 +86,11 @@ impl Segmenter {
             .iter()
             .map(|file| {
                 verify(&dir, file)?;
-                let session = runtime.session(&dir.join(file)).map_err(|e| EngineError::ModelMissing {
-                    file: file.to_string(),
-                    reason: format!("ONNX Runtime could not load it: {e}"),
-                })?;
+                let session =
+                    runtime.session(&dir.join(file), *file == SELFIE).map_err(|e| EngineError::ModelMissing {
+                        file: file.to_string(),
+                        reason: format!("ONNX Runtime could not load it: {e}"),
+                    })?;
                 Ok(LoadedNet { net: Net::from_file(file), session })
             })
             .collect::<Result<Vec<_>>>()?;
