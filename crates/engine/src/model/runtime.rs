@@ -56,8 +56,8 @@ impl Runtime {
             .to_string()
     }
 
-    /// Opens a model file as a session tuned for frame-by-frame CPU inference. `tiny` models
-    /// (about a millisecond a frame) run on one thread: waking a pool costs them more than it saves.
+    /// Opens a model file as a session tuned for frame-by-frame CPU inference; `tiny` models run
+    /// on one thread.
     pub(crate) fn session(&self, path: &Path, tiny: bool) -> Result<Session> {
         let session = Session::builder(&self.env)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?

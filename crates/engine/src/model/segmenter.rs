@@ -33,6 +33,11 @@ impl Net {
         }
     }
 
+    /// About a millisecond a frame: better on one thread than waking a pool.
+    fn is_tiny(self) -> bool {
+        self == Net::Selfie
+    }
+
     /// (mean, std) of the per-channel normalisation `x = (v - mean) / std`.
     fn normalisation(self) -> (f32, f32) {
         match self {
@@ -86,12 +91,12 @@ impl Segmenter {
             .iter()
             .map(|file| {
                 verify(&dir, file)?;
-                let session =
-                    runtime.session(&dir.join(file), *file == SELFIE).map_err(|e| EngineError::ModelMissing {
-                        file: file.to_string(),
-                        reason: format!("ONNX Runtime could not load it: {e}"),
-                    })?;
-                Ok(LoadedNet { net: Net::from_file(file), session })
+                let net = Net::from_file(file);
+                let session = runtime.session(&dir.join(file), net.is_tiny()).map_err(|e| EngineError::ModelMissing {
+                    file: file.to_string(),
+                    reason: format!("ONNX Runtime could not load it: {e}"),
+                })?;
+                Ok(LoadedNet { net, session })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Segmenter { tier, nets, resizer: Resizer::new() })
