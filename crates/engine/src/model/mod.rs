@@ -3,10 +3,10 @@
 //!
 //! | tier | model | good at | CPU cost (2 threads) |
 //! |---|---|---|---|
-//! | `light` | MediaPipe selfie segmentation, 256x256 | people; fastest; coarse edges | ~1 ms |
-//! | `human` | MODNet portrait matting, short side 512 | people, real hair matte | ~110-190 ms |
-//! | `original` | ISNet (DIS), 1024x1024 | any salient subject | ~750 ms |
-//! | `pro` | ISNet 1024 fused with MODNet near the subject, finer edges | best quality | ~900 ms |
+//! | `light` | MediaPipe selfie segmentation, 256x256 | people; fastest; coarse edges | ~5 ms |
+//! | `human` | MODNet portrait matting, short side 512 | people, real hair matte | ~0.5 s at 720p |
+//! | `original` | ISNet (DIS), 1024x1024 | any salient subject | ~0.75-2 s |
+//! | `pro` | ISNet 1024 fused with MODNet near the subject, finer edges | best quality | ~1-2.4 s |
 
 mod catalogue;
 mod runtime;

@@ -92,10 +92,11 @@ impl Segmenter {
             .map(|file| {
                 verify(&dir, file)?;
                 let net = Net::from_file(file);
-                let session = runtime.session(&dir.join(file), net.is_tiny()).map_err(|e| EngineError::ModelMissing {
-                    file: file.to_string(),
-                    reason: format!("ONNX Runtime could not load it: {e}"),
-                })?;
+                let session =
+                    runtime.session(&dir.join(file), net.is_tiny()).map_err(|e| EngineError::ModelMissing {
+                        file: file.to_string(),
+                        reason: format!("ONNX Runtime could not load it: {e}"),
+                    })?;
                 Ok(LoadedNet { net, session })
             })
             .collect::<Result<Vec<_>>>()?;
