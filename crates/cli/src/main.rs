@@ -72,6 +72,10 @@ fn list_models() -> anyhow::Result<ExitCode> {
             );
         }
     }
+    println!();
+    for tier in model::Tier::ALL {
+        println!("{:<9} {}", tier.name(), tier.summary());
+    }
     let problems: Vec<_> = statuses.iter().filter_map(|s| s.problem.as_ref().map(|p| (s.model.file, p))).collect();
     for (file, problem) in &problems {
         println!("{file}: {problem}");

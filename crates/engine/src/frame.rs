@@ -1,4 +1,5 @@
-//! Plain pixel buffers passed between the pipeline's stages.
+//! Plain pixel buffers: the YUV frames passed between the pipeline's stages, RGB frames for
+//! callers that have RGB, and masks.
 
 /// An RGB frame, 8 bits per channel, rows packed without padding.
 #[derive(Debug, Clone)]
@@ -9,21 +10,6 @@ pub struct RgbFrame {
     pub height: u32,
     /// `width * height * 3` bytes.
     pub data: Vec<u8>,
-}
-
-impl RgbFrame {
-    /// Bytes in one frame of this size.
-    pub fn byte_len(width: u32, height: u32) -> usize {
-        width as usize * height as usize * 3
-    }
-
-    /// Luma in [0,1] (BT.601 weights): the guide for edge-aware upsampling and motion checks.
-    pub fn luma(&self) -> Vec<f32> {
-        self.data
-            .chunks_exact(3)
-            .map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) * (1.0 / 255.0))
-            .collect()
-    }
 }
 
 /// A single-channel float image in [0,1]: a model's foreground probability or an alpha matte.

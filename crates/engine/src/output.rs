@@ -60,18 +60,6 @@ impl OutputFormat {
         }
     }
 
-    /// The MIME type of the output file.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            OutputFormat::Webm => "video/webm",
-            OutputFormat::Mov => "video/quicktime",
-            OutputFormat::Mp4 | OutputFormat::Matte => "video/mp4",
-            OutputFormat::Gif => "image/gif",
-            OutputFormat::Webp => "image/webp",
-            OutputFormat::PngSequence => "application/zip",
-        }
-    }
-
     /// True when the format can carry transparency.
     pub fn supports_alpha(self) -> bool {
         !matches!(self, OutputFormat::Mp4 | OutputFormat::Matte)
