@@ -242,7 +242,7 @@ fn an_encoder_that_dies_fails_the_job_and_stops_the_decoder() {
 
 #[test]
 fn an_encoder_that_hangs_is_stopped_by_the_watchdog() {
-    let limits = clearbg_engine::Limits { stall_timeout: Duration::from_secs(2), ..Default::default() };
+    let limits = clearbg_engine::Limits { stall_timeout: Duration::from_secs(5), ..Default::default() };
     let err = run_with_encoder_signal("-STOP", limits);
     assert_eq!(err.code(), "stalled", "{err}");
 }
