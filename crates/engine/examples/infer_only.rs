@@ -63,9 +63,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(frame) = next {
         next = frames_in.next_frame()?;
         let started = Instant::now();
-        let mask = segmenter.segment_yuv(&frame)?;
+        let segmented = segmenter.segment_yuv(&frame)?;
         busy += started.elapsed();
-        std::hint::black_box(mask);
+        std::hint::black_box(segmented);
         frames += 1;
     }
     let status = decoder.wait()?;

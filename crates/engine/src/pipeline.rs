@@ -207,7 +207,7 @@ fn run_stages(
     let tier = segmenter.tier();
 
     let (frame_tx, frame_rx) = sync_channel::<YuvFrame>(QUEUE_DEPTH);
-    let (mask_tx, mask_rx) = sync_channel::<(YuvFrame, Mask)>(QUEUE_DEPTH);
+    let (mask_tx, mask_rx) = sync_channel::<(YuvFrame, Mask, Vec<u8>)>(QUEUE_DEPTH);
     let (matted_tx, matted_rx) = sync_channel::<(YuvFrame, Vec<u8>)>(QUEUE_DEPTH);
     let (done_tx, done_rx) = sync_channel::<()>(0);
 
@@ -309,13 +309,13 @@ fn decode_stage(
 fn segment_stage(
     segmenter: &mut Segmenter,
     rx: Receiver<YuvFrame>,
-    tx: SyncSender<(YuvFrame, Mask)>,
+    tx: SyncSender<(YuvFrame, Mask, Vec<u8>)>,
     activity: &Activity,
 ) -> Result<()> {
     for frame in rx {
-        let mask = segmenter.segment_yuv(&frame)?;
+        let (mask, luma) = segmenter.segment_yuv(&frame)?;
         activity.touch();
-        if tx.send((frame, mask)).is_err() {
+        if tx.send((frame, mask, luma)).is_err() {
             break;
         }
     }
@@ -333,19 +333,22 @@ fn edge_params(tier: Tier) -> EdgeParams {
 
 fn matte_stage(
     tier: Tier,
-    rx: Receiver<(YuvFrame, Mask)>,
+    rx: Receiver<(YuvFrame, Mask, Vec<u8>)>,
     tx: SyncSender<(YuvFrame, Vec<u8>)>,
     activity: &Activity,
 ) -> Result<()> {
     let mut resizer = Resizer::new();
     let mut stabiliser = TemporalStabiliser::default();
     let params = edge_params(tier);
-    for (frame, mut mask) in rx {
-        let guide_lo: Vec<f32> =
+    for (frame, mut mask, luma) in rx {
+        // The segmenter's resized Y plane is on the mask's grid whenever the model's output is as
+        // large as its input (all models here); otherwise resize the frame's own.
+        let luma = if luma.len() == mask.data.len() {
+            luma
+        } else {
             matte::resize_bytes(&mut resizer, frame.y(), frame.width, frame.height, mask.width, mask.height)
-                .into_iter()
-                .map(|v| v as f32 * (1.0 / 255.0))
-                .collect();
+        };
+        let guide_lo: Vec<f32> = luma.into_iter().map(|v| v as f32 * (1.0 / 255.0)).collect();
         stabiliser.apply(&mut mask, &guide_lo);
         let alpha =
             matte::guided_upsample(&mut resizer, &mask, &guide_lo, frame.y(), frame.width, frame.height, params);

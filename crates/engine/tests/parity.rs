@@ -75,7 +75,7 @@ fn the_yuv_path_agrees_with_the_rgb_path() {
     for tier in [Tier::Light, Tier::Human] {
         let mut seg = segmenter(tier);
         let from_rgb = seg.segment(&frame).unwrap();
-        let from_yuv = seg.segment_yuv(&yuv).unwrap();
+        let (from_yuv, _) = seg.segment_yuv(&yuv).unwrap();
         assert_eq!((from_rgb.width, from_rgb.height), (from_yuv.width, from_yuv.height));
         let mean = from_rgb.data.iter().zip(&from_yuv.data).map(|(a, b)| (a - b).abs()).sum::<f32>()
             / from_rgb.data.len() as f32;

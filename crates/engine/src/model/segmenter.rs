@@ -115,9 +115,17 @@ impl Segmenter {
     }
 
     /// The same for a YUV frame, as the pipeline has it: the planes are resized to the model's
-    /// size first and only those few pixels are converted to RGB.
-    pub fn segment_yuv(&mut self, frame: &YuvFrame) -> Result<Mask> {
-        self.segment_with(|resizer, net| Ok(prepare_yuv(resizer, net, frame)))
+    /// size first and only those few pixels are converted to RGB. Also returns the Y plane on the
+    /// mask's grid (the first model's input grid), which the matting needs as its guide: resized
+    /// once here rather than again per frame downstream.
+    pub fn segment_yuv(&mut self, frame: &YuvFrame) -> Result<(Mask, Vec<u8>)> {
+        let mut guide = None;
+        let mask = self.segment_with(|resizer, net| {
+            let (tensor, luma) = prepare_yuv(resizer, net, frame);
+            guide.get_or_insert(luma);
+            Ok(tensor)
+        })?;
+        Ok((mask, guide.expect("every tier runs at least one model")))
     }
 
     fn segment_with(&mut self, mut prepare: impl FnMut(&mut Resizer, Net) -> Result<Array4<f32>>) -> Result<Mask> {
@@ -161,7 +169,8 @@ fn prepare_rgb(resizer: &mut Resizer, net: Net, frame: &RgbFrame) -> Result<Arra
 }
 
 /// Resizes the Y, U and V planes to the model's size, then converts those pixels to RGB.
-fn prepare_yuv(resizer: &mut Resizer, net: Net, frame: &YuvFrame) -> Array4<f32> {
+/// Returns the tensor and the resized Y plane.
+fn prepare_yuv(resizer: &mut Resizer, net: Net, frame: &YuvFrame) -> (Array4<f32>, Vec<u8>) {
     let (w, h) = net.input_size(frame.width, frame.height);
     let (cw, ch) = YuvFrame::chroma_size(frame.width, frame.height);
     let (u, v) = frame.uv();
@@ -169,7 +178,8 @@ fn prepare_yuv(resizer: &mut Resizer, net: Net, frame: &YuvFrame) -> Array4<f32>
     let u = matte::resize_bytes(resizer, u, cw, ch, w, h);
     let v = matte::resize_bytes(resizer, v, cw, ch, w, h);
     let color = frame.color;
-    normalise(net, w, h, (0..y.len()).map(|i| color.to_rgb(y[i] as f32, u[i] as f32, v[i] as f32)))
+    let tensor = normalise(net, w, h, (0..y.len()).map(|i| color.to_rgb(y[i] as f32, u[i] as f32, v[i] as f32)));
+    (tensor, y)
 }
 
 /// `x = (v - mean) / std` per channel, into NCHW.
