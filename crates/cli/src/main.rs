@@ -1,6 +1,7 @@
 //! `clearbg`: the command line. Glue only: parse flags, call the engine, print results.
 
 mod remove;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,9 @@ use clearbg_engine::{model, Home, Runtime};
 #[derive(Parser)]
 #[command(name = "clearbg", version, about)]
 struct Cli {
+    /// Log lines as text for people or JSON for machines.
+    #[arg(long, global = true, env = "CLEARBG_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,17 +30,21 @@ enum Command {
     Remove(remove::RemoveArgs),
     /// List the installed models: tier, file, sha256, licence, input size, and whether it loads.
     Models,
+    /// Run the HTTP API (RemoveBGVideo-compatible) with embedded workers.
+    Serve(Box<clearbg_service::Config>),
+    /// Manage API keys in the service's database.
+    #[command(subcommand)]
+    Keys(serve::KeysCommand),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("CLEARBG_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(&cli);
     let result = match cli.command {
         Command::Remove(args) => remove::run(args),
         Command::Models => list_models(),
+        Command::Serve(config) => serve::serve(*config),
+        Command::Keys(command) => serve::keys(command),
     };
     match result {
         Ok(code) => code,
@@ -44,6 +52,24 @@ fn main() -> ExitCode {
             eprintln!("clearbg: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs go to stderr (stdout carries results, such as a new key). `CLEARBG_LOG` sets the filter;
+/// the server logs every request and job at `info` by default, the one-shot commands only errors.
+fn init_logging(cli: &Cli) {
+    let default = if matches!(cli.command, Command::Serve(_)) { "info,sqlx=warn" } else { "error" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLEARBG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if cli.log_format == "json" {
+        builder.json().with_current_span(true).with_span_list(true).init();
+    } else {
+        builder.init();
     }
 }
 

@@ -1,0 +1,114 @@
+//! Settings: every one is a `clearbg serve` flag with a `CLEARBG_*` environment twin, and every
+//! one has an embedded default, so `clearbg serve` alone runs a complete service under `./data`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Where the state lives: all that `clearbg keys` needs.
+#[derive(Args, Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory for the database, local object storage and scratch files.
+    #[arg(long, env = "CLEARBG_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Database URL (default: a SQLite file in the data directory).
+    #[arg(long, env = "CLEARBG_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreConfig {
+    /// The database URL in use.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("clearbg.db").display()))
+    }
+}
+
+/// Settings of the service.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store: StoreConfig,
+    /// Address to listen on.
+    #[arg(long, env = "CLEARBG_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Object storage URL (default: file://<data dir>/objects).
+    #[arg(long, env = "CLEARBG_STORAGE_URL")]
+    pub storage_url: Option<String>,
+    /// Base of the URLs handed out (default: http://<listen>).
+    #[arg(long, env = "CLEARBG_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Token for the /v1/admin routes (X-Admin-Token); unset disables them.
+    #[arg(long, env = "CLEARBG_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Embedded workers (each runs one job at a time).
+    #[arg(long, env = "CLEARBG_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Allow video_url / bg_image_url on private, loopback and link-local addresses.
+    #[arg(long, env = "CLEARBG_ALLOW_PRIVATE_URLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub allow_private_urls: bool,
+    /// Secret for signed download URLs (default: generated once and kept in the database).
+    #[arg(long, env = "CLEARBG_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<String>,
+    /// Largest accepted upload or downloaded input, in bytes.
+    #[arg(long, env = "CLEARBG_MAX_UPLOAD_BYTES", default_value_t = 500 * 1000 * 1000)]
+    pub max_upload_bytes: u64,
+    /// Longest accepted input video.
+    #[arg(long, env = "CLEARBG_MAX_DURATION", default_value = "3h", value_parser = humantime::parse_duration)]
+    pub max_duration: Duration,
+    /// How long signed URLs stay valid.
+    #[arg(long, env = "CLEARBG_URL_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub url_ttl: Duration,
+    /// How long uploads and outputs are kept before the sweeper deletes them.
+    #[arg(long, env = "CLEARBG_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// How long a worker's claim on a job lasts without a heartbeat (a dead worker's job is
+    /// taken up again after this).
+    #[arg(long, env = "CLEARBG_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+    /// Attempts per job before it fails for good (an attempt ends when its worker is lost).
+    #[arg(long, env = "CLEARBG_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Time limit for downloading a video_url or bg_image_url.
+    #[arg(long, env = "CLEARBG_FETCH_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub fetch_timeout: Duration,
+    /// Inference threads per worker (0: one per core).
+    #[arg(long, env = "CLEARBG_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// A job with no frame progress for this long is stopped.
+    #[arg(long, env = "CLEARBG_STALL_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (use 1/0, true/false)")),
+    }
+}
+
+impl Config {
+    /// The object storage URL in use.
+    pub fn storage_url(&self) -> String {
+        self.storage_url.clone().unwrap_or_else(|| {
+            let dir = self.store.data_dir.join("objects");
+            let abs = std::path::absolute(&dir).unwrap_or(dir);
+            format!("file://{}", abs.display())
+        })
+    }
+
+    /// The public base URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+    }
+
+    /// Where workers keep their scratch files.
+    pub fn work_dir(&self) -> PathBuf {
+        self.store.data_dir.join("work")
+    }
+}

@@ -1,0 +1,103 @@
+//! The one error type of the HTTP API and its one response shape:
+//! `{"error":{"code","message","request_id"[,"details"]}}`.
+//!
+//! The request id comes from a task-local set by the request middleware, so every error — ours,
+//! a rejected JSON body, an unknown route — carries the same id as the `X-Request-Id` header.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+
+tokio::task_local! {
+    /// The id of the request being served (`req_…`).
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, or `None` outside a request (a worker, the sweeper).
+pub fn request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.clone()).ok()
+}
+
+/// One problem with one field of a request body or query.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FieldError {
+    /// The field, dotted for nested ones (`background.color`).
+    pub field: String,
+    /// Why it was refused.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+/// An API error: an HTTP status, a stable machine-readable code and a message for people.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code (`invalid_api_key`, `invalid_request`, …).
+    pub code: &'static str,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// Per-field problems, for 422s.
+    pub details: Vec<FieldError>,
+}
+
+impl ApiError {
+    /// An error with no field details.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), details: Vec::new() }
+    }
+
+    /// 422 `invalid_request` listing every problem found.
+    pub fn invalid(details: Vec<FieldError>) -> ApiError {
+        let message = details.iter().map(|d| format!("{}: {}", d.field, d.message)).collect::<Vec<_>>().join("; ");
+        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid_request", message, details }
+    }
+
+    /// 404 for a job that does not exist or belongs to another key (the two look the same).
+    pub fn job_not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "Job not found")
+    }
+
+    /// 500 that hides the cause from the client and logs it.
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %err, "{context}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", format!("{context} failed; try again"))
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> ApiError {
+        ApiError::internal("database", e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({
+            "code": self.code,
+            "message": self.message,
+            "request_id": request_id(),
+        });
+        if !self.details.is_empty() {
+            error["details"] = json!(self.details);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,66 @@
+//! `GET /files/{key}?expires&sig`: signed downloads of uploads and outputs, with Range support,
+//! the right Content-Type and a Content-Disposition that names the file.
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use crate::error::ApiError;
+use crate::App;
+
+/// The signature part of a file URL.
+#[derive(Deserialize)]
+pub struct Signature {
+    expires: Option<String>,
+    sig: Option<String>,
+}
+
+fn forbidden(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, code, message)
+}
+
+/// Serves one stored file if its link is intact and unexpired.
+pub async fn serve(
+    State(app): State<App>,
+    Path(key): Path<String>,
+    Query(q): Query<Signature>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (Some(expires), Some(sig)) = (q.expires.and_then(|e| e.parse::<i64>().ok()), q.sig) else {
+        return Err(forbidden("invalid_signature", "This link is not signed"));
+    };
+    if !app.signer.verify(&key, expires, &sig) {
+        return Err(forbidden("invalid_signature", "This link was altered; ask the API for a fresh one"));
+    }
+    if expires < chrono::Utc::now().timestamp() {
+        return Err(forbidden("url_expired", "This link has expired; ask the API for a fresh one"));
+    }
+    // Keys are made by this service (`uploads/<id>.<ext>`, `outputs/<id>.<ext>`); the signature
+    // already rules out anything else, this is a second lock on the door.
+    if key.split('/').any(|part| part.is_empty() || part == "..") {
+        return Err(forbidden("invalid_signature", "Bad file key"));
+    }
+    let Some(path) = app.storage.local_path(&key) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "This storage serves its own links"));
+    };
+    if !path.is_file() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The file is gone (deleted after the retention period)",
+        ));
+    }
+    let mut response = ServeFile::new(&path)
+        .oneshot(req)
+        .await
+        .map_err(|e| ApiError::internal("reading the file", e))?
+        .into_response();
+    let name = key.rsplit('/').next().unwrap_or("output");
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,294 @@
+//! `/v1/jobs`: create, start, poll, list, cancel, and the audit trail.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{json_body, ApiKey};
+use crate::error::{request_id, ApiError, ApiResult, FieldError};
+use crate::jobs::{background_view, parse_spec, InputRef, JobSpec, Mode, Status};
+use crate::store::{Conflict, JobRow, StoreError};
+use crate::App;
+
+/// How long `/cancel` waits for a running job's worker to stop before answering.
+const CANCEL_WAIT: Duration = Duration::from_secs(15);
+
+/// RFC 3339 UTC with milliseconds, from Unix milliseconds.
+pub(crate) fn timestamp(ms: Option<i64>) -> Value {
+    match ms.and_then(chrono::DateTime::from_timestamp_millis) {
+        Some(t) => json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        None => Value::Null,
+    }
+}
+
+/// A job as every route shows it: the documented fields plus what a user needs to debug.
+pub(crate) fn job_view(app: &App, row: &JobRow) -> Value {
+    let spec = row.spec();
+    let (bg_type, bg_color, background) = background_view(&spec.background);
+    let status = row.status();
+    let output = (status == Status::Completed && row.output_deleted_at.is_none())
+        .then(|| row.output_key.as_deref())
+        .flatten()
+        .map(|key| {
+            let expires = chrono::Utc::now().timestamp() + app.config.url_ttl.as_secs() as i64;
+            (app.signer.url(key, expires), expires)
+        });
+    let warnings: Value = serde_json::from_str(&row.warnings).unwrap_or(json!([]));
+    json!({
+        "id": row.id,
+        "job_id": row.id,
+        "status": status.as_str(),
+        "progress": (row.progress * 10.0).round() / 10.0,
+        "output_url": output.as_ref().map(|(url, _)| url),
+        "output_url_expires_at": output.as_ref().map(|(_, exp)| timestamp(Some(exp * 1000))),
+        "output_expired": row.output_deleted_at.is_some(),
+        "output_format": spec.output_format,
+        "output_sha256": row.output_sha256,
+        "output_size_bytes": row.output_size_bytes,
+        "duration_seconds": row.duration_seconds,
+        "frames": row.frames,
+        "error": row.error,
+        "error_code": row.error_code,
+        "warnings": warnings,
+        "model": spec.model,
+        "video_url": spec.video_url,
+        "input": spec.input,
+        "bg_type": bg_type,
+        "bg_color": bg_color,
+        "background": background,
+        "composition": spec.composition,
+        "text_prompt": spec.text_prompt,
+        "metadata": spec.metadata,
+        "preview_duration": spec.preview_duration,
+        "auto_start": spec.auto_start,
+        "webhook_url": spec.webhook_url,
+        "webhook_events": {},
+        "billing_status": Value::Null,
+        "attempts": row.attempts,
+        "cancel_requested": row.cancel_requested != 0,
+        "created_at": timestamp(Some(row.created_at)),
+        "started_at": timestamp(row.started_at),
+        "completed_at": timestamp(row.completed_at),
+        "updated_at": timestamp(Some(row.updated_at)),
+    })
+}
+
+/// Fills in where the input comes from: one of this service's uploads (read from storage), or a
+/// URL the worker will download (refused now if its host is a literal private address).
+pub(crate) async fn resolve_input(app: &App, spec: &mut JobSpec, owner: Option<&str>) -> ApiResult<()> {
+    let mut errors = Vec::new();
+    spec.input = InputRef::Url;
+    if let Some(upload_id) = own_upload_id(&spec.video_url) {
+        match app.store.upload(&upload_id).await? {
+            Some(u) if u.owner.is_none() || u.owner.as_deref() == owner => {
+                if u.deleted_at.is_some() {
+                    errors.push(FieldError::new(
+                        "video_url",
+                        "this upload was deleted after the retention period; upload it again",
+                    ));
+                }
+                spec.input = InputRef::Upload { upload_id: u.id, object_key: u.object_key };
+            }
+            _ => errors.push(FieldError::new(
+                "video_url",
+                "refers to an upload that does not exist (or belongs to another key)",
+            )),
+        }
+    } else if let Err(m) = crate::fetch::check_literal_host(&spec.video_url, app.config.allow_private_urls) {
+        errors.push(FieldError::new("video_url", m));
+    }
+    if let Some(image) = &spec.background.image_url {
+        if own_upload_id(image).is_none() {
+            if let Err(m) = crate::fetch::check_literal_host(image, app.config.allow_private_urls) {
+                errors.push(FieldError::new("bg_image_url", m));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+/// The upload id in one of our own upload URLs (`…/files/uploads/vid_<hex>.<ext>?…`).
+pub(crate) fn own_upload_id(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let name = parsed.path().strip_prefix("/files/uploads/")?;
+    let id = name.split('.').next()?;
+    (id.len() == 36 && id.starts_with("vid_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+}
+
+/// Creates a job for `owner` from a parsed body; shared with the legacy `/api/process`.
+pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> ApiResult<JobRow> {
+    let mut spec = parse_spec(body, None, Mode::Create)?;
+    resolve_input(app, &mut spec, owner).await?;
+    let status = if spec.auto_start { Status::Pending } else { Status::Created };
+    let id = format!("job_{}", uuid::Uuid::new_v4().simple());
+    let row = app.store.insert_job(&id, owner, &spec, status, request_id().as_deref()).await?;
+    if status == Status::Pending {
+        app.queued.notify_waiters();
+    }
+    tracing::info!(job_id = %id, status = status.as_str(), model = %spec.model, format = %spec.output_format, "job created");
+    Ok(row)
+}
+
+/// `POST /v1/jobs`.
+pub async fn create(State(app): State<App>, key: ApiKey, body: Bytes) -> ApiResult<Json<Value>> {
+    let body = json_body(&body)?;
+    let row = create_job(&app, Some(key.owner()), &body).await?;
+    let message = if row.status() == Status::Pending {
+        "Job started"
+    } else {
+        "Job created as a draft; start it with POST /v1/jobs/{id}/start"
+    };
+    Ok(Json(with_message(job_view(&app, &row), message)))
+}
+
+fn with_message(mut view: Value, message: &str) -> Value {
+    view["success"] = json!(true);
+    view["message"] = json!(message);
+    view
+}
+
+/// `POST /v1/jobs/{id}/start`: a draft takes its final options and is queued.
+pub async fn start(State(app): State<App>, key: ApiKey, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let body = json_body(&body)?;
+    let row = app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
+    if row.status() != Status::Created {
+        return Err(state_conflict(row.status(), "start"));
+    }
+    let mut spec = parse_spec(&body, Some(&row.spec()), Mode::Start)?;
+    resolve_input(&app, &mut spec, Some(key.owner())).await?;
+    let row = match app.store.start_job(&id, Some(key.owner()), &spec, request_id().as_deref()).await {
+        Ok(row) => row,
+        Err(StoreError::Conflict(Conflict::NotFound)) => return Err(ApiError::job_not_found()),
+        Err(StoreError::Conflict(Conflict::State(s))) => return Err(state_conflict(s, "start")),
+        Err(StoreError::Db(e)) => return Err(e.into()),
+    };
+    app.queued.notify_waiters();
+    tracing::info!(job_id = %id, "job started");
+    Ok(Json(with_message(job_view(&app, &row), "Job started")))
+}
+
+fn state_conflict(status: Status, action: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "invalid_job_state",
+        format!("Cannot {action} a job that is {}; only draft (created) jobs can be started", status.as_str()),
+    )
+}
+
+/// `GET /v1/jobs/{id}`.
+pub async fn get(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let row = app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
+    Ok(Json(job_view(&app, &row)))
+}
+
+/// Query of `GET /v1/jobs`; numbers are parsed by hand so that bad ones get a 422 that names them.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    offset: Option<String>,
+    status: Option<String>,
+}
+
+/// `GET /v1/jobs?limit&offset&status`: this key's jobs, newest first.
+pub async fn list(State(app): State<App>, key: ApiKey, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let mut errors = Vec::new();
+    let mut number = |name: &str, value: Option<String>, default: i64, min: i64, max: i64| match value.as_deref() {
+        None | Some("") => default,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                errors.push(FieldError::new(name, format!("must be an integer from {min} to {max}")));
+                default
+            }
+        },
+    };
+    let limit = number("limit", q.limit, 20, 1, 100);
+    let offset = number("offset", q.offset, 0, 0, i64::MAX);
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match Status::parse(s) {
+            Some(st) => Some(st),
+            None => {
+                let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                errors.push(FieldError::new("status", format!("{s:?} is not one of {}", names.join(", "))));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let (rows, total) = app.store.list_jobs(key.owner(), status, limit, offset).await?;
+    let items: Vec<Value> = rows.iter().map(|r| job_view(&app, r)).collect();
+    Ok(Json(json!({ "items": items, "total": total, "limit": limit, "offset": offset })))
+}
+
+/// `POST /v1/jobs/{id}/cancel`: a draft or queued job fails at once; a running job's worker is
+/// told to stop (its ffmpeg children with it) and the answer waits briefly for it.
+pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let owner = Some(key.owner());
+    let row = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?;
+    let rid = request_id();
+    let message = "The job was cancelled";
+    let mut status = row.status();
+    if matches!(status, Status::Created | Status::Pending) {
+        if app.store.fail(&id, None, status, "cancelled", message, rid.as_deref()).await? {
+            tracing::info!(job_id = %id, "job cancelled before it ran");
+            let row = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?;
+            return Ok(Json(with_message(job_view(&app, &row), message)));
+        }
+        // A worker claimed it in between.
+        status = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?.status();
+    }
+    if status.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_job_state",
+            format!("Cannot cancel a job that is {}", status.as_str()),
+        ));
+    }
+    app.store.request_cancel(&id, rid.as_deref()).await?;
+    tracing::info!(job_id = %id, "cancel requested");
+    let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+    loop {
+        let row = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?;
+        if row.status().is_terminal() || tokio::time::Instant::now() >= deadline {
+            let message = if row.status().is_terminal() { message } else { "Cancel requested; the worker is stopping" };
+            return Ok(Json(with_message(job_view(&app, &row), message)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /v1/jobs/{id}/events`: every state transition with its time, reason and request id.
+pub async fn events(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
+    let items: Vec<Value> = app
+        .store
+        .events(&id)
+        .await?
+        .into_iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "at": timestamp(Some(e.at)),
+                "from": e.from_status,
+                "to": e.to_status,
+                "reason": e.reason,
+                "request_id": e.request_id,
+                "worker": e.worker,
+                "attempt": e.attempt,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "job_id": id, "items": items })))
+}

@@ -1,0 +1,73 @@
+//! The legacy, key-less `/api/*` routes kept by RemoveBGVideo for old integrations: jobs made
+//! here have no owner, so only `/api/download/{id}` (and the unguessable id) reaches them.
+
+use axum::body::Bytes;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::jobs::{create_job, timestamp};
+use super::json_body;
+use super::uploads::{store_upload, Refusals};
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::Status;
+use crate::App;
+
+/// `POST /api/upload`: as `/v1/uploads`, with the documented 400s for a wrong type or size.
+pub async fn upload(
+    State(app): State<App>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Json<Value>> {
+    let refusals = Refusals { too_large: StatusCode::BAD_REQUEST, wrong_type: StatusCode::BAD_REQUEST };
+    store_upload(&app, None, &headers, multipart, refusals).await.map(Json)
+}
+
+/// `POST /api/process`: the `/v1/jobs` body, no key.
+pub async fn process(State(app): State<App>, body: Bytes) -> ApiResult<Json<Value>> {
+    let body = json_body(&body)?;
+    let row = create_job(&app, None, &body).await?;
+    Ok(Json(json!({
+        "success": true,
+        "id": row.id,
+        "job_id": row.id,
+        "status": row.status().as_str(),
+        "progress": 0,
+        "output_url": Value::Null,
+        "error": Value::Null,
+    })))
+}
+
+/// `GET /api/download/{job_id}`: the signed output URL of a completed job; 400 until then.
+pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let row = app.store.job(&id, None).await?.ok_or_else(ApiError::job_not_found)?;
+    let spec = row.spec();
+    if row.status() != Status::Completed {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "job_not_completed",
+            format!("Job not completed (it is {})", row.status().as_str()),
+        ));
+    }
+    let key = match (&row.output_key, row.output_deleted_at) {
+        (Some(key), None) => key,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "output_expired",
+                "The output was deleted after the retention period; run the job again",
+            ))
+        }
+    };
+    let expires = chrono::Utc::now().timestamp() + app.config.url_ttl.as_secs() as i64;
+    Ok(Json(json!({
+        "success": true,
+        "download_url": app.signer.url(key, expires),
+        "output_format": spec.output_format,
+        "expires_at": timestamp(Some(expires * 1000)),
+        "output_sha256": row.output_sha256,
+        "output_size_bytes": row.output_size_bytes,
+    })))
+}

@@ -1,0 +1,217 @@
+//! The HTTP API: routes, request ids, authentication, and the one error shape.
+//!
+//! Every response is JSON — errors from axum itself (unknown route, wrong method, a body too
+//! large, a bad path) are rewritten by [`request_context`] into
+//! `{"error":{"code","message","request_id"}}`, because the official Python SDK raises on any
+//! body that is not JSON.
+
+mod admin;
+mod files;
+mod jobs;
+pub(crate) use jobs::own_upload_id;
+mod legacy;
+mod meta;
+mod uploads;
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::error::{ApiError, FieldError, REQUEST_ID};
+use crate::store::KeyRecord;
+use crate::App;
+
+/// Largest JSON body accepted.
+const MAX_JSON_BYTES: usize = 1024 * 1024;
+
+/// All routes.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/v1/uploads", post(uploads::create).layer(DefaultBodyLimit::disable()))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/start", post(jobs::start))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/admin/config", get(admin::config))
+        .route("/v1/admin/keys", get(admin::list).post(admin::create))
+        .route("/v1/admin/keys/disable", post(admin::disable))
+        .route("/v1/admin/keys/enable", post(admin::enable))
+        .route("/api/upload", post(legacy::upload).layer(DefaultBodyLimit::disable()))
+        .route("/api/process", post(legacy::process))
+        .route("/api/download/{id}", get(legacy::download))
+        .route("/api/pricing", get(meta::pricing))
+        .route("/health", get(meta::health))
+        .route("/files/{*key}", get(files::serve))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This route does not accept that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(middleware::from_fn(request_context))
+        .with_state(app)
+}
+
+/// Gives each request an id (the client's `X-Request-Id` if it is sane, else `req_<random>`),
+/// a tracing span carrying it, the `X-Request-Id` response header, and a JSON body on every error.
+async fn request_context(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let started = Instant::now();
+    let response = REQUEST_ID
+        .scope(id.clone(), async move {
+            let response = next.run(req).await;
+            json_errors(response).await
+        })
+        .instrument(span.clone())
+        .await;
+    let mut response = response;
+    response.headers_mut().insert("x-request-id", HeaderValue::from_str(&id).expect("request ids are ASCII"));
+    span.in_scope(|| {
+        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request done")
+    });
+    response
+}
+
+/// Rewrites an error response that is not JSON (axum's own rejections) into the API's shape.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::RANGE_NOT_SATISFIABLE => "range_not_satisfiable",
+        s if s.is_server_error() => "internal_error",
+        _ => "invalid_request",
+    };
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let mut rewritten = ApiError::new(status, code, message).into_response();
+    // Keep headers such as Content-Range (416) or Allow (405).
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
+}
+
+/// Parses a JSON body; an empty body is `{}` (the SDKs' `/start` with no overrides).
+/// The content type is not checked: a JSON body is JSON whatever the client called it.
+pub(crate) fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(vec![FieldError::new("body", format!("is not valid JSON: {e}"))]))
+}
+
+/// The caller's API key, from `X-Api-Key` (or `Authorization: Bearer`). Missing: 401
+/// `missing_api_key`; unknown or disabled: 401 `invalid_api_key` — checked on every request,
+/// so disabling a key takes effect at once.
+pub struct ApiKey(pub KeyRecord);
+
+impl FromRequestParts<App> for ApiKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<ApiKey, ApiError> {
+        let header_key = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(key) = header_key.or(bearer).filter(|k| !k.is_empty()) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_api_key",
+                "Send your API key in the X-Api-Key header",
+            ));
+        };
+        match app.store.find_key(key).await? {
+            Some(record) if record.status == "active" => {
+                app.store.touch_key(&record.fingerprint).await?;
+                tracing::Span::current().record("key", record.fingerprint.as_str());
+                Ok(ApiKey(record))
+            }
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "Invalid API key (wrong key or key disabled)",
+            )),
+        }
+    }
+}
+
+impl ApiKey {
+    /// The owner id stored on this key's uploads and jobs.
+    pub fn owner(&self) -> &str {
+        &self.0.fingerprint
+    }
+}
+
+/// Requires `X-Admin-Token` to equal `CLEARBG_ADMIN_TOKEN` (compared in constant time).
+pub struct Admin;
+
+impl FromRequestParts<App> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Admin, ApiError> {
+        let Some(expected) = app.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_disabled",
+                "The admin API is disabled: start the server with CLEARBG_ADMIN_TOKEN set",
+            ));
+        };
+        let Some(given) = parts.headers.get("x-admin-token").and_then(|v| v.to_str().ok()) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_admin_token",
+                "Send the admin token in X-Admin-Token",
+            ));
+        };
+        // Hashing both sides first makes the comparison independent of the token's length.
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let (a, b) = (sha2::Sha256::digest(given.as_bytes()), sha2::Sha256::digest(expected.as_bytes()));
+        if bool::from(a.as_slice().ct_eq(b.as_slice())) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Invalid admin token"))
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! `POST /v1/uploads`: a multipart `file` streamed to storage chunk by chunk (never held whole in
+//! memory), hashed on the way, refused past the size cap.
+
+use axum::extract::multipart::{Field, MultipartRejection};
+use axum::extract::{Multipart, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::ApiKey;
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::store::{now_ms, UploadRecord};
+use crate::App;
+
+/// Slack for multipart boundaries and headers when checking a declared Content-Length.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
+/// Video media types accepted, with the extension stored.
+const VIDEO_TYPES: [(&str, &str); 8] = [
+    ("video/mp4", "mp4"),
+    ("video/quicktime", "mov"),
+    ("video/webm", "webm"),
+    ("video/x-msvideo", "avi"),
+    ("video/avi", "avi"),
+    ("video/x-matroska", "mkv"),
+    ("video/x-m4v", "m4v"),
+    ("video/3gpp", "3gp"),
+];
+
+/// Status codes for the two refusals: `/v1` uses 413/415, the legacy route 400 as documented.
+#[derive(Clone, Copy)]
+pub(crate) struct Refusals {
+    pub too_large: StatusCode,
+    pub wrong_type: StatusCode,
+}
+
+/// `POST /v1/uploads`.
+pub async fn create(
+    State(app): State<App>,
+    key: ApiKey,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Json<Value>> {
+    let refusals =
+        Refusals { too_large: StatusCode::PAYLOAD_TOO_LARGE, wrong_type: StatusCode::UNSUPPORTED_MEDIA_TYPE };
+    store_upload(&app, Some(key.owner()), &headers, multipart, refusals).await.map(Json)
+}
+
+/// Streams the `file` part to storage and records it; shared with the legacy `/api/upload`.
+pub(crate) async fn store_upload(
+    app: &App,
+    owner: Option<&str>,
+    headers: &HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+    refusals: Refusals,
+) -> ApiResult<Value> {
+    let max = app.config.max_upload_bytes;
+    let too_large =
+        || ApiError::new(refusals.too_large, "file_too_large", format!("File too large: the limit is {max} bytes"));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max + MULTIPART_OVERHEAD) {
+        return Err(too_large());
+    }
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::invalid(vec![FieldError::new(
+            "file",
+            format!("send multipart/form-data with one file field named \"file\" ({e})"),
+        )])
+    })?;
+    loop {
+        let field = multipart.next_field().await.map_err(|e| bad_multipart(&e.to_string()))?;
+        let Some(field) = field else {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "file",
+                "is required: a multipart file field named \"file\"",
+            )]));
+        };
+        if field.name() == Some("file") {
+            return stream_file(app, owner, field, refusals, too_large).await;
+        }
+    }
+}
+
+fn bad_multipart(detail: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("The multipart body could not be read: {detail}"))
+}
+
+async fn stream_file(
+    app: &App,
+    owner: Option<&str>,
+    mut field: Field<'_>,
+    refusals: Refusals,
+    too_large: impl Fn() -> ApiError,
+) -> ApiResult<Value> {
+    let filename = field.file_name().unwrap_or("video").to_string();
+    let part_type = field.content_type().map(str::to_ascii_lowercase);
+    let first = field.chunk().await.map_err(|e| bad_multipart(&e.to_string()))?.unwrap_or_default();
+    let Some((content_type, ext)) = media_type(part_type.as_deref(), &filename, &first) else {
+        return Err(ApiError::new(
+            refusals.wrong_type,
+            "unsupported_media_type",
+            format!(
+                "Invalid file type: {filename:?} ({}) is not a video; send MP4, MOV, WebM, AVI or MKV",
+                part_type.as_deref().unwrap_or("no content type")
+            ),
+        ));
+    };
+    let id = format!("vid_{}", uuid::Uuid::new_v4().simple());
+    let object_key = format!("uploads/{id}.{ext}");
+    let mut writer = app.storage.writer(&object_key).await.map_err(|e| ApiError::internal("storing the upload", e))?;
+    let mut chunk = first;
+    loop {
+        if writer.size() + chunk.len() as u64 > app.config.max_upload_bytes {
+            writer.abort().await;
+            return Err(too_large());
+        }
+        if !chunk.is_empty() {
+            if let Err(e) = writer.write(&chunk).await {
+                writer.abort().await;
+                return Err(ApiError::internal("storing the upload", e));
+            }
+        }
+        match field.chunk().await {
+            Ok(Some(next)) => chunk = next,
+            Ok(None) => break,
+            Err(e) => {
+                writer.abort().await;
+                return Err(bad_multipart(&e.to_string()));
+            }
+        }
+    }
+    if writer.size() == 0 {
+        writer.abort().await;
+        return Err(ApiError::invalid(vec![FieldError::new("file", "is empty")]));
+    }
+    let (size, sha256) = writer.finish().await.map_err(|e| ApiError::internal("storing the upload", e))?;
+    let record = UploadRecord {
+        id: id.clone(),
+        owner: owner.map(str::to_string),
+        object_key: object_key.clone(),
+        filename: filename.clone(),
+        content_type: content_type.to_string(),
+        size_bytes: size as i64,
+        sha256: sha256.clone(),
+        created_at: now_ms(),
+        deleted_at: None,
+    };
+    if let Err(e) = app.store.insert_upload(&record).await {
+        let _ = app.storage.delete(&object_key).await;
+        return Err(e.into());
+    }
+    // The link lives as long as the file does.
+    let expires = chrono::Utc::now().timestamp() + app.config.retention.as_secs() as i64;
+    tracing::info!(upload_id = %id, size, content_type, "upload stored");
+    Ok(json!({
+        "success": true,
+        "video_id": id,
+        "video_url": app.signer.url(&object_key, expires),
+        "filename": filename,
+        "size": size,
+        "content_type": content_type,
+        "sha256": sha256,
+    }))
+}
+
+/// Decides the media type: the part's content type if it names a video, else the file name's
+/// extension, else the first bytes. `None`: not a video.
+fn media_type(part_type: Option<&str>, filename: &str, head: &[u8]) -> Option<(&'static str, &'static str)> {
+    let generic = |t: &str| t.is_empty() || t == "application/octet-stream" || t == "binary/octet-stream";
+    if let Some(t) = part_type.map(|t| t.split(';').next().unwrap_or(t).trim()) {
+        if let Some(found) = VIDEO_TYPES.iter().find(|(name, _)| *name == t) {
+            return Some(*found);
+        }
+        if !generic(t) {
+            return None;
+        }
+    }
+    let ext = filename.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    if let Some(found) = VIDEO_TYPES.iter().find(|(_, e)| *e == ext) {
+        return Some(*found);
+    }
+    sniff(head)
+}
+
+/// Recognises ISO BMFF (MP4/MOV), Matroska/WebM and AVI by their first bytes.
+fn sniff(head: &[u8]) -> Option<(&'static str, &'static str)> {
+    if head.len() >= 12 && &head[4..8] == b"ftyp" {
+        return Some(if &head[8..10] == b"qt" { ("video/quicktime", "mov") } else { ("video/mp4", "mp4") });
+    }
+    if head.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]) {
+        let is_webm = head.windows(4).take(64).any(|w| w == b"webm");
+        return Some(if is_webm { ("video/webm", "webm") } else { ("video/x-matroska", "mkv") });
+    }
+    if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"AVI " {
+        return Some(("video/x-msvideo", "avi"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_comes_from_part_then_extension_then_bytes() {
+        assert_eq!(media_type(Some("video/webm"), "x.bin", b""), Some(("video/webm", "webm")));
+        assert_eq!(media_type(Some("text/plain"), "x.mp4", b""), None);
+        assert_eq!(media_type(None, "clip.MOV", b""), Some(("video/quicktime", "mov")));
+        assert_eq!(
+            media_type(Some("application/octet-stream"), "blob", b"\0\0\0\x20ftypisom\0\0"),
+            Some(("video/mp4", "mp4"))
+        );
+        assert_eq!(media_type(None, "notes.txt", b"hello, world"), None);
+    }
+}

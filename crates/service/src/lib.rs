@@ -1,0 +1,136 @@
+//! # clearbg-service
+//!
+//! The RemoveBGVideo-compatible HTTP API and the workers behind it. It knows jobs, keys, storage
+//! and HTTP; it knows nothing of pixels — a worker hands each job to
+//! [`clearbg_engine::remove_background`] and stores what comes back.
+//!
+//! - [`config`]: every setting, with its `CLEARBG_*` twin and an embedded default.
+//! - [`store`]: durable state in SQL — keys, uploads, jobs and their audit trail.
+//! - [`storage`]: uploads and outputs in object storage, and the signed URLs that serve them.
+//! - [`jobs`]: what a job asks for, parsed and validated from the API's JSON forms.
+//! - [`http`]: the routes, one error shape, request ids.
+//! - [`worker`]: claims queued jobs under a lease, runs the engine, stores the output.
+//! - [`fetch`]: downloads `video_url`s without reaching private networks.
+//! - [`sweeper`]: deletes inputs and outputs after the retention period.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod http;
+pub mod jobs;
+pub mod storage;
+pub mod store;
+pub mod sweeper;
+pub mod worker;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use rand::RngCore;
+use tokio::sync::{watch, Notify};
+
+pub use config::{Config, StoreConfig};
+use fetch::Fetcher;
+use storage::{Signer, Storage};
+use store::Store;
+
+/// Everything a request handler or a worker needs, shared.
+#[derive(Clone)]
+pub struct App {
+    /// Settings.
+    pub config: Arc<Config>,
+    /// The database.
+    pub store: Store,
+    /// Object storage.
+    pub storage: Storage,
+    /// Signs download URLs.
+    pub signer: Signer,
+    /// Downloads inputs.
+    pub fetcher: Fetcher,
+    /// Wakes idle workers when a job is queued.
+    pub queued: Arc<Notify>,
+}
+
+impl App {
+    /// Opens the database and storage named by `config`.
+    pub async fn open(config: Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.store.data_dir)
+            .with_context(|| format!("creating the data directory {}", config.store.data_dir.display()))?;
+        std::fs::create_dir_all(config.work_dir())?;
+        let store = Store::open(&config.store.database_url()).await.context("opening the database")?;
+        let storage = Storage::open(&config.storage_url()).context("opening object storage")?;
+        let secret = match &config.signing_secret {
+            Some(s) => s.clone(),
+            // Generated once and kept in the database, so links survive restarts and every
+            // process sharing the database signs alike.
+            None => {
+                store
+                    .setting_or_insert("signing_secret", || {
+                        let mut bytes = [0u8; 32];
+                        rand::rng().fill_bytes(&mut bytes);
+                        hex::encode(bytes)
+                    })
+                    .await?
+            }
+        };
+        let signer = Signer::new(secret.as_bytes(), &config.public_url());
+        let fetcher = Fetcher {
+            allow_private: config.allow_private_urls,
+            max_bytes: config.max_upload_bytes,
+            timeout: config.fetch_timeout,
+        };
+        Ok(App { config: Arc::new(config), store, storage, signer, fetcher, queued: Arc::new(Notify::new()) })
+    }
+}
+
+/// Runs the API and the embedded workers until SIGINT or SIGTERM, then stops accepting
+/// requests, hands running jobs back to the queue and returns.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::open(config).await?;
+    let listener = tokio::net::TcpListener::bind(app.config.listen)
+        .await
+        .with_context(|| format!("listening on {}", app.config.listen))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let workers = worker::spawn_pool(app.clone(), app.config.workers, stop_rx.clone())?;
+    let sweeper = tokio::spawn(sweeper::run(app.clone(), stop_rx.clone()));
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        public_url = %app.config.public_url(),
+        database = %app.config.store.database_url(),
+        storage = %app.storage.url(),
+        workers = app.config.workers,
+        "clearbg is serving"
+    );
+    let mut shutdown = stop_rx.clone();
+    let server = axum::serve(listener, http::router(app.clone())).with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    });
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing requests, handing running jobs back to the queue");
+        let _ = stop_tx.send(true);
+    });
+    server.await?;
+    for w in workers {
+        let _ = w.await;
+    }
+    let _ = sweeper.await;
+    signals.abort();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

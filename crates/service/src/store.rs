@@ -1,0 +1,717 @@
+//! Durable state: keys, uploads, jobs and their audit trail, in SQL.
+//!
+//! Every job state change is one transaction that updates the job only if it is still in the
+//! state the caller expects, and appends a row to `job_events` — so two workers can never both
+//! claim a job, a cancel can never be lost to a completion, and the audit trail never misses a
+//! transition. Transactions begin with their write, so SQLite takes its write lock up front.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+use crate::jobs::{JobSpec, Status};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// An API key as stored (never the key itself).
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct KeyRecord {
+    /// Public id of the key.
+    #[serde(rename = "key_fingerprint")]
+    pub fingerprint: String,
+    /// sha256 of the key.
+    #[serde(skip)]
+    pub key_hash: String,
+    /// Who the key is for.
+    pub client_id: String,
+    /// Free text.
+    pub note: Option<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Last authenticated request (ms), to the minute.
+    pub last_used_at: Option<i64>,
+}
+
+/// An uploaded file.
+#[derive(Debug, Clone, FromRow)]
+pub struct UploadRecord {
+    /// `vid_…`.
+    pub id: String,
+    /// Owning key's fingerprint.
+    pub owner: Option<String>,
+    /// Where it is in storage.
+    pub object_key: String,
+    /// The client's file name.
+    pub filename: String,
+    /// The media type it was accepted as.
+    pub content_type: String,
+    /// Bytes.
+    pub size_bytes: i64,
+    /// Hex sha256 of the bytes.
+    pub sha256: String,
+    /// Upload time (ms).
+    pub created_at: i64,
+    /// When the sweeper deleted the file (ms).
+    pub deleted_at: Option<i64>,
+}
+
+/// A job as stored; the columns are described in `migrations/0001_init.sql`.
+#[derive(Debug, Clone, FromRow)]
+#[allow(missing_docs)]
+pub struct JobRow {
+    pub id: String,
+    pub owner: Option<String>,
+    pub status: String,
+    pub spec: String,
+    pub warnings: String,
+    pub progress: f64,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+    pub output_key: Option<String>,
+    pub output_sha256: Option<String>,
+    pub output_size_bytes: Option<i64>,
+    pub duration_seconds: Option<f64>,
+    pub frames: Option<i64>,
+    pub attempts: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub cancel_requested: i64,
+    pub created_at: i64,
+    pub queued_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub updated_at: i64,
+    pub output_deleted_at: Option<i64>,
+}
+
+impl JobRow {
+    /// The parsed status.
+    pub fn status(&self) -> Status {
+        Status::parse(&self.status).unwrap_or(Status::Failed)
+    }
+
+    /// The parsed spec.
+    pub fn spec(&self) -> JobSpec {
+        serde_json::from_str(&self.spec).expect("specs are written by this service")
+    }
+}
+
+/// One row of a job's audit trail.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct EventRow {
+    /// Order of the event.
+    pub id: i64,
+    /// When (ms).
+    pub at: i64,
+    /// State before (`null` for creation).
+    pub from_status: Option<String>,
+    /// State after.
+    pub to_status: String,
+    /// Why.
+    pub reason: String,
+    /// The API request that caused it, if one did.
+    pub request_id: Option<String>,
+    /// The worker that caused it, if one did.
+    pub worker: Option<String>,
+    /// The attempt it belongs to.
+    pub attempt: i64,
+}
+
+/// What a finished attempt produced.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Storage key.
+    pub key: String,
+    /// Hex sha256.
+    pub sha256: String,
+    /// Bytes.
+    pub size_bytes: i64,
+    /// Duration of the output in seconds.
+    pub duration_seconds: f64,
+    /// Frames written.
+    pub frames: i64,
+}
+
+/// Why a state change could not happen.
+#[derive(Debug)]
+pub enum Conflict {
+    /// No such job for this owner.
+    NotFound,
+    /// The job is in another state.
+    State(Status),
+}
+
+/// The database.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const JOB_COLUMNS: &str = "id, owner, status, spec, warnings, progress, error, error_code, output_key, output_sha256, \
+    output_size_bytes, duration_seconds, frames, attempts, lease_owner, lease_expires_at, cancel_requested, created_at, \
+    queued_at, started_at, completed_at, updated_at, output_deleted_at";
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) {
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+        } else {
+            anyhow::bail!("unsupported database URL {url:?}: this build supports sqlite://PATH");
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL survives process crashes (kill -9); only an OS crash can lose the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    // ---- settings ----
+
+    /// Returns the setting `name`, creating it with `make()` the first time.
+    pub async fn setting_or_insert(&self, name: &str, make: impl FnOnce() -> String) -> sqlx::Result<String> {
+        sqlx::query("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(make())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query_scalar("SELECT value FROM settings WHERE name = ?").bind(name).fetch_one(&self.pool).await
+    }
+
+    // ---- keys ----
+
+    /// Creates a key for `client_id`; returns the key (shown once) and its record.
+    pub async fn create_key(&self, client_id: &str, note: Option<&str>) -> sqlx::Result<(String, KeyRecord)> {
+        let mut secret = [0u8; 24];
+        rand::rng().fill_bytes(&mut secret);
+        let key = format!("cbg_{}", hex::encode(secret));
+        let hash = hash_key(&key);
+        let record = KeyRecord {
+            fingerprint: format!("kfp_{}", &hash[..16]),
+            key_hash: hash,
+            client_id: client_id.to_string(),
+            note: note.map(str::to_string),
+            status: "active".into(),
+            created_at: now_ms(),
+            last_used_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO api_keys (fingerprint, key_hash, client_id, note, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&record.fingerprint)
+        .bind(&record.key_hash)
+        .bind(&record.client_id)
+        .bind(&record.note)
+        .bind(&record.status)
+        .bind(record.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok((key, record))
+    }
+
+    /// The record of `key`, if it exists (active or not).
+    pub async fn find_key(&self, key: &str) -> sqlx::Result<Option<KeyRecord>> {
+        sqlx::query_as("SELECT * FROM api_keys WHERE key_hash = ?").bind(hash_key(key)).fetch_optional(&self.pool).await
+    }
+
+    /// Records that a key was used, at most once a minute per key.
+    pub async fn touch_key(&self, fingerprint: &str) -> sqlx::Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = ? WHERE fingerprint = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+        )
+        .bind(now)
+        .bind(fingerprint)
+        .bind(now - 60_000)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Every key, oldest first.
+    pub async fn list_keys(&self) -> sqlx::Result<Vec<KeyRecord>> {
+        sqlx::query_as("SELECT * FROM api_keys ORDER BY created_at, fingerprint").fetch_all(&self.pool).await
+    }
+
+    /// Sets a key `active` or `disabled`; `None` if there is no such key.
+    pub async fn set_key_status(&self, fingerprint: &str, status: &str) -> sqlx::Result<Option<KeyRecord>> {
+        sqlx::query_as("UPDATE api_keys SET status = ? WHERE fingerprint = ? RETURNING *")
+            .bind(status)
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    // ---- uploads ----
+
+    /// Records a stored upload.
+    pub async fn insert_upload(&self, u: &UploadRecord) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, owner, object_key, filename, content_type, size_bytes, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&u.id)
+        .bind(&u.owner)
+        .bind(&u.object_key)
+        .bind(&u.filename)
+        .bind(&u.content_type)
+        .bind(u.size_bytes)
+        .bind(&u.sha256)
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// An upload by id.
+    pub async fn upload(&self, id: &str) -> sqlx::Result<Option<UploadRecord>> {
+        sqlx::query_as("SELECT * FROM uploads WHERE id = ?").bind(id).fetch_optional(&self.pool).await
+    }
+
+    // ---- jobs ----
+
+    /// Stores a new job in `status` (`created` or `pending`).
+    pub async fn insert_job(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        spec: &JobSpec,
+        status: Status,
+        request_id: Option<&str>,
+    ) -> sqlx::Result<JobRow> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row: JobRow = sqlx::query_as(&format!(
+            "INSERT INTO jobs (id, owner, status, spec, warnings, created_at, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(status.as_str())
+        .bind(serde_json::to_string(spec).expect("a spec serialises"))
+        .bind(serde_json::to_string(&spec.warnings()).expect("strings serialise"))
+        .bind(now)
+        .bind((status == Status::Pending).then_some(now))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let reason =
+            if status == Status::Pending { "created and queued" } else { "created as a draft (auto_start false)" };
+        event(&mut tx, id, None, status, reason, request_id, None, 0).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// A job by id, if `owner` may see it (`None` owner: any job, for internal use).
+    pub async fn job(&self, id: &str, owner: Option<&str>) -> sqlx::Result<Option<JobRow>> {
+        let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.filter(|r| owner.is_none() || r.owner.as_deref() == owner))
+    }
+
+    /// A page of `owner`'s jobs, newest first, and how many there are in all.
+    pub async fn list_jobs(
+        &self,
+        owner: &str,
+        status: Option<Status>,
+        limit: i64,
+        offset: i64,
+    ) -> sqlx::Result<(Vec<JobRow>, i64)> {
+        let status = status.map(Status::as_str);
+        let rows = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND (? IS NULL OR status = ?) ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(owner)
+        .bind(status)
+        .bind(status)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE owner = ? AND (? IS NULL OR status = ?)")
+            .bind(owner)
+            .bind(status)
+            .bind(status)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+
+    /// Queues a draft with its final spec: `created` → `pending`.
+    pub async fn start_job(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        spec: &JobSpec,
+        request_id: Option<&str>,
+    ) -> Result<JobRow, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row: Option<JobRow> = sqlx::query_as(&format!(
+            "UPDATE jobs SET status = 'pending', spec = ?, warnings = ?, queued_at = ?, updated_at = ? WHERE id = ? AND status = 'created' AND (? IS NULL OR owner = ?) RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(serde_json::to_string(spec).expect("a spec serialises"))
+        .bind(serde_json::to_string(&spec.warnings()).expect("strings serialise"))
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(owner)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            drop(tx);
+            return Err(self.conflict(id, owner).await);
+        };
+        event(&mut tx, id, Some(Status::Created), Status::Pending, "started", request_id, None, 0).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn conflict(&self, id: &str, owner: Option<&str>) -> StoreError {
+        match self.job(id, owner).await {
+            Ok(Some(row)) => StoreError::Conflict(Conflict::State(row.status())),
+            Ok(None) => StoreError::Conflict(Conflict::NotFound),
+            Err(e) => StoreError::Db(e),
+        }
+    }
+
+    /// Puts jobs whose worker stopped renewing its lease back in the queue, or fails them once
+    /// they have used every attempt. Returns how many jobs it touched.
+    pub async fn recover_expired(&self, max_attempts: u32) -> sqlx::Result<usize> {
+        let now = now_ms();
+        let expired: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT id, lease_owner, attempts FROM jobs WHERE status = 'processing' AND lease_expires_at < ?",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut touched = 0;
+        for (id, worker, attempts) in expired {
+            let mut tx = self.pool.begin().await?;
+            let (to, reason) = if attempts >= max_attempts as i64 {
+                (
+                    Status::Failed,
+                    format!(
+                        "worker {} stopped renewing its lease; all {attempts} attempts used",
+                        worker.as_deref().unwrap_or("?")
+                    ),
+                )
+            } else {
+                (
+                    Status::Pending,
+                    format!("worker {} stopped renewing its lease; queued again", worker.as_deref().unwrap_or("?")),
+                )
+            };
+            let done = sqlx::query(
+                "UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, \
+                 queued_at = CASE WHEN ? = 'pending' THEN ? ELSE queued_at END, \
+                 error = CASE WHEN ? = 'failed' THEN ? ELSE error END, \
+                 error_code = CASE WHEN ? = 'failed' THEN 'attempts_exhausted' ELSE error_code END, \
+                 completed_at = CASE WHEN ? = 'failed' THEN ? ELSE completed_at END \
+                 WHERE id = ? AND status = 'processing' AND lease_expires_at < ?",
+            )
+            .bind(to.as_str())
+            .bind(now)
+            .bind(to.as_str())
+            .bind(now)
+            .bind(to.as_str())
+            .bind(format!("The job was interrupted {attempts} times (its worker was lost each time) and was given up"))
+            .bind(to.as_str())
+            .bind(to.as_str())
+            .bind(now)
+            .bind(&id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                event(&mut tx, &id, Some(Status::Processing), to, &reason, None, None, attempts).await?;
+                touched += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(touched)
+    }
+
+    /// Claims the oldest queued job for `worker` with a lease of `lease`.
+    pub async fn claim(&self, worker: &str, lease: Duration) -> sqlx::Result<Option<JobRow>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row: Option<JobRow> = sqlx::query_as(&format!(
+            "UPDATE jobs SET status = 'processing', lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1, \
+             started_at = COALESCE(started_at, ?), updated_at = ?, progress = 0 \
+             WHERE id = (SELECT id FROM jobs WHERE status = 'pending' ORDER BY queued_at, id LIMIT 1) AND status = 'pending' \
+             RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(worker)
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = &row {
+            let reason = format!("claimed by worker {worker} (attempt {})", row.attempts);
+            event(
+                &mut tx,
+                &row.id,
+                Some(Status::Pending),
+                Status::Processing,
+                &reason,
+                None,
+                Some(worker),
+                row.attempts,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Renews `worker`'s lease and records progress. Returns `None` if the lease was lost (the
+    /// job was taken from this worker), else whether a cancel was requested.
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: Duration,
+        progress: f64,
+    ) -> sqlx::Result<Option<bool>> {
+        let now = now_ms();
+        sqlx::query_scalar(
+            "UPDATE jobs SET lease_expires_at = ?, progress = MAX(progress, ?), updated_at = ? \
+             WHERE id = ? AND status = 'processing' AND lease_owner = ? RETURNING cancel_requested",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(progress)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&self.pool)
+        .await
+        .map(|c: Option<i64>| c.map(|c| c != 0))
+    }
+
+    /// `processing` → `completed`, if `worker` still holds the job.
+    pub async fn complete(&self, id: &str, worker: &str, out: &Output) -> sqlx::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let attempt: Option<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET status = 'completed', progress = 100, output_key = ?, output_sha256 = ?, output_size_bytes = ?, \
+             duration_seconds = ?, frames = ?, completed_at = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ? AND status = 'processing' AND lease_owner = ? RETURNING attempts",
+        )
+        .bind(&out.key)
+        .bind(&out.sha256)
+        .bind(out.size_bytes)
+        .bind(out.duration_seconds)
+        .bind(out.frames)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(attempt) = attempt else { return Ok(false) };
+        let reason = format!("output stored: {} bytes, sha256 {}", out.size_bytes, out.sha256);
+        event(&mut tx, id, Some(Status::Processing), Status::Completed, &reason, None, Some(worker), attempt).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends a job as `failed` if it is in state `from` and, with `worker`, still held by it.
+    pub async fn fail(
+        &self,
+        id: &str,
+        worker: Option<&str>,
+        from: Status,
+        code: &str,
+        message: &str,
+        request_id: Option<&str>,
+    ) -> sqlx::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let attempt: Option<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET status = 'failed', error = ?, error_code = ?, completed_at = ?, updated_at = ?, \
+             lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ? AND status = ? AND (? IS NULL OR lease_owner = ?) RETURNING attempts",
+        )
+        .bind(message)
+        .bind(code)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(from.as_str())
+        .bind(worker)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(attempt) = attempt else { return Ok(false) };
+        event(&mut tx, id, Some(from), Status::Failed, &format!("{code}: {message}"), request_id, worker, attempt)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Gives a job back to the queue without counting the attempt (a graceful shutdown).
+    pub async fn release(&self, id: &str, worker: &str, reason: &str) -> sqlx::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let attempt: Option<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET status = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, \
+             progress = 0, queued_at = ?, updated_at = ? WHERE id = ? AND status = 'processing' AND lease_owner = ? RETURNING attempts",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(attempt) = attempt else { return Ok(false) };
+        event(&mut tx, id, Some(Status::Processing), Status::Pending, reason, None, Some(worker), attempt).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Asks the worker running a job to stop; recorded in the audit trail.
+    pub async fn request_cancel(&self, id: &str, request_id: Option<&str>) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let attempt: Option<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'processing' RETURNING attempts",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(attempt) = attempt else { return Ok(false) };
+        event(&mut tx, id, Some(Status::Processing), Status::Processing, "cancel requested", request_id, None, attempt)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A job's audit trail, oldest first.
+    pub async fn events(&self, id: &str) -> sqlx::Result<Vec<EventRow>> {
+        sqlx::query_as("SELECT * FROM job_events WHERE job_id = ? ORDER BY id").bind(id).fetch_all(&self.pool).await
+    }
+
+    // ---- retention ----
+
+    /// Uploads stored before `cutoff` and not yet deleted.
+    pub async fn expired_uploads(&self, cutoff: i64) -> sqlx::Result<Vec<UploadRecord>> {
+        sqlx::query_as("SELECT * FROM uploads WHERE created_at < ? AND deleted_at IS NULL LIMIT 500")
+            .bind(cutoff)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Marks an upload's file deleted.
+    pub async fn mark_upload_deleted(&self, id: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE uploads SET deleted_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Completed jobs whose output was stored before `cutoff` and is still there.
+    pub async fn expired_outputs(&self, cutoff: i64) -> sqlx::Result<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT id, output_key FROM jobs WHERE output_key IS NOT NULL AND output_deleted_at IS NULL AND completed_at < ? LIMIT 500",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Marks a job's output deleted, with an audit event.
+    pub async fn mark_output_deleted(&self, id: &str) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE jobs SET output_deleted_at = ?, updated_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        event(
+            &mut tx,
+            id,
+            Some(Status::Completed),
+            Status::Completed,
+            "output deleted after the retention period",
+            None,
+            None,
+            0,
+        )
+        .await?;
+        tx.commit().await
+    }
+}
+
+/// Errors of a conditional state change.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database failed.
+    Db(sqlx::Error),
+    /// The job was not there or not in the expected state.
+    Conflict(Conflict),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Db(e)
+    }
+}
+
+/// sha256 of an API key, hex.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn event(
+    tx: &mut sqlx::SqliteConnection,
+    job_id: &str,
+    from: Option<Status>,
+    to: Status,
+    reason: &str,
+    request_id: Option<&str>,
+    worker: Option<&str>,
+    attempt: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO job_events (job_id, at, from_status, to_status, reason, request_id, worker, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(job_id)
+    .bind(now_ms())
+    .bind(from.map(Status::as_str))
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(request_id)
+    .bind(worker)
+    .bind(attempt)
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
+}

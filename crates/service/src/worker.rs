@@ -1,0 +1,320 @@
+//! Workers: each claims the oldest queued job under a lease, renews the lease while the engine
+//! runs, and stores the output.
+//!
+//! A worker that dies (kill -9, a lost machine) simply stops renewing; once its lease expires
+//! any worker puts the job back in the queue, up to `max_attempts` times. A worker asked to stop
+//! (SIGTERM) cancels its engine run and hands the job back at once, without using an attempt.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use clearbg_engine::{
+    Background, EngineError, Home, Limits, Progress, RemoveRequest, Runtime, Segmenter, Tier, VideoInfo,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::jobs::{InputRef, JobSpec};
+use crate::store::{JobRow, Output};
+use crate::App;
+
+/// How often a running job reports progress, renews its lease and checks for a cancel.
+const TICK: Duration = Duration::from_millis(500);
+/// How often an idle worker looks for work when nobody wakes it.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Starts `count` workers; they stop when `stop` turns true.
+pub fn spawn_pool(app: App, count: usize, stop: watch::Receiver<bool>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let home = Home::from_env();
+    // Fail at start-up, not at the first job, when ONNX Runtime is missing.
+    let runtime = Runtime::load(&home, app.config.threads).context("loading ONNX Runtime (run `make setup`)")?;
+    let process = uuid::Uuid::new_v4().simple().to_string();
+    Ok((0..count)
+        .map(|n| {
+            let worker = Worker {
+                app: app.clone(),
+                id: format!("w{n}-{}", &process[..8]),
+                home: home.clone(),
+                runtime: runtime.clone(),
+                segmenters: Arc::new(Mutex::new(HashMap::new())),
+            };
+            let stop = stop.clone();
+            tokio::spawn(async move { worker.run(stop).await })
+        })
+        .collect())
+}
+
+struct Worker {
+    app: App,
+    id: String,
+    home: Home,
+    runtime: Runtime,
+    /// Loaded models, kept between jobs (loading ISNet takes seconds).
+    segmenters: Arc<Mutex<HashMap<Tier, Segmenter>>>,
+}
+
+/// What the engine thread and the async side share about a running job.
+#[derive(Default)]
+struct Shared {
+    total: AtomicU64,
+    done: AtomicU64,
+    cancel: AtomicBool,
+}
+
+impl Progress for Shared {
+    fn start(&self, _info: &VideoInfo, total_frames: u64) {
+        self.total.store(total_frames.max(1), Ordering::Relaxed);
+    }
+    fn advance(&self, frames_done: u64) {
+        self.done.store(frames_done, Ordering::Relaxed);
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// How an attempt ended, when it did not produce an output.
+enum Stop {
+    /// Failed for good, with a code and message for the job.
+    Failed(String, String),
+    /// The worker is shutting down: give the job back.
+    Shutdown,
+    /// Another worker holds the job now: do nothing more.
+    LeaseLost,
+}
+
+impl Worker {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        tracing::info!(worker = %self.id, "worker ready");
+        while !*stop.borrow() {
+            if let Err(e) = self.app.store.recover_expired(self.app.config.max_attempts).await {
+                tracing::warn!(worker = %self.id, error = %e, "recovering expired leases");
+            }
+            match self.app.store.claim(&self.id, self.app.config.lease).await {
+                Ok(Some(job)) => {
+                    let span = tracing::info_span!("job", job_id = %job.id, worker = %self.id, attempt = job.attempts);
+                    self.process(job, stop.clone()).instrument(span).await;
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.app.queued.notified() => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(worker = %self.id, error = %e, "claiming a job");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+        }
+        tracing::info!(worker = %self.id, "worker stopped");
+    }
+
+    async fn process(&self, job: JobRow, stop: watch::Receiver<bool>) {
+        let spec = job.spec();
+        tracing::info!(model = %spec.model, format = %spec.output_format, "processing");
+        let shared = Arc::new(Shared::default());
+        let result = {
+            let work = self.attempt(&job, &spec, shared.clone());
+            tokio::pin!(work);
+            self.supervise(&job, &shared, stop, &mut work).await
+        };
+        let store = &self.app.store;
+        let outcome = match result {
+            Ok(output) => store.complete(&job.id, &self.id, &output).await.map(|done| {
+                if done {
+                    tracing::info!(bytes = output.size_bytes, frames = output.frames, "completed");
+                } else {
+                    tracing::warn!("finished, but the job was taken from this worker meanwhile; output discarded");
+                }
+            }),
+            Err(Stop::Failed(code, message)) => {
+                tracing::warn!(error_code = %code, error = %message, "failed");
+                store
+                    .fail(&job.id, Some(&self.id), crate::jobs::Status::Processing, &code, &message, None)
+                    .await
+                    .map(|_| ())
+            }
+            Err(Stop::Shutdown) => {
+                tracing::info!("handing the job back to the queue (shutdown)");
+                store.release(&job.id, &self.id, "worker shut down; queued again").await.map(|_| ())
+            }
+            Err(Stop::LeaseLost) => {
+                tracing::warn!("lease lost to another worker; stopped");
+                Ok(())
+            }
+        };
+        if let Err(e) = outcome {
+            // The lease will expire and another attempt will run.
+            tracing::error!(error = %e, "recording the job's outcome");
+        }
+    }
+
+    /// Runs `work` while renewing the lease, reporting progress, and relaying cancels and
+    /// shutdowns to the engine.
+    async fn supervise(
+        &self,
+        job: &JobRow,
+        shared: &Shared,
+        mut stop: watch::Receiver<bool>,
+        work: &mut (impl std::future::Future<Output = Result<Output, Stop>> + Unpin),
+    ) -> Result<Output, Stop> {
+        let mut tick = tokio::time::interval(TICK);
+        let mut reason: Option<Stop> = None;
+        loop {
+            tokio::select! {
+                result = &mut *work => {
+                    return match (result, reason) {
+                        (Ok(output), None) => Ok(output),
+                        (_, Some(why)) => Err(why),
+                        (Err(e), None) => Err(e),
+                    };
+                }
+                _ = stop.changed(), if reason.is_none() => {
+                    if *stop.borrow() {
+                        shared.cancel.store(true, Ordering::Relaxed);
+                        reason = Some(Stop::Shutdown);
+                    }
+                }
+                _ = tick.tick() => {
+                    let total = shared.total.load(Ordering::Relaxed);
+                    let progress = if total == 0 { 0.0 } else {
+                        (shared.done.load(Ordering::Relaxed) as f64 / total as f64 * 100.0).min(99.0)
+                    };
+                    match self.app.store.heartbeat(&job.id, &self.id, self.app.config.lease, progress).await {
+                        Ok(Some(false)) => {}
+                        Ok(Some(true)) if reason.is_none() => {
+                            shared.cancel.store(true, Ordering::Relaxed);
+                            reason = Some(Stop::Failed("cancelled".into(), "The job was cancelled".into()));
+                        }
+                        Ok(Some(true)) => {}
+                        Ok(None) => {
+                            shared.cancel.store(true, Ordering::Relaxed);
+                            reason = Some(Stop::LeaseLost);
+                        }
+                        // A database hiccup: keep going; the lease has slack for a few misses.
+                        Err(e) => tracing::warn!(error = %e, "heartbeat"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: fetch the input, run the engine, store the output.
+    async fn attempt(&self, job: &JobRow, spec: &JobSpec, shared: Arc<Shared>) -> Result<Output, Stop> {
+        let app = &self.app;
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("{}-", job.id))
+            .tempdir_in(app.config.work_dir())
+            .map_err(|e| internal("creating a scratch directory", e))?;
+        let input = match &spec.input {
+            InputRef::Upload { object_key, .. } => {
+                app.storage.local_copy(object_key, scratch.path()).await.map_err(|e| {
+                    Stop::Failed("input_missing".into(), format!("The uploaded video could not be read: {e:#}"))
+                })?
+            }
+            InputRef::Url => {
+                let path = scratch.path().join("input");
+                app.fetcher
+                    .download(&spec.video_url, &path)
+                    .await
+                    .map_err(|e| Stop::Failed(e.code.into(), e.message))?;
+                path
+            }
+        };
+        let background = match (spec.background.kind.as_str(), &spec.background.image_url, spec.background.color) {
+            ("image", Some(url), _) => Background::Image(self.fetch_image(url, scratch.path()).await?),
+            ("color", _, Some(rgb)) => Background::from_unit_rgb(&rgb).map_err(engine_failure)?,
+            _ => Background::Transparent,
+        };
+        let format = spec.format();
+        let output = scratch.path().join(format!("output.{}", format.extension()));
+        let request = RemoveRequest {
+            input,
+            output: output.clone(),
+            format,
+            background,
+            composition: spec.composition(),
+            limits: Limits {
+                max_duration_secs: app.config.max_duration.as_secs_f64(),
+                stall_timeout: app.config.stall_timeout,
+                ..Limits::default()
+            },
+        };
+        let tier = spec.tier();
+        let (home, runtime, segmenters) = (self.home.clone(), self.runtime.clone(), self.segmenters.clone());
+        let span = tracing::Span::current();
+        let summary = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let mut segmenters = segmenters.lock().unwrap_or_else(|p| p.into_inner());
+            let segmenter = match segmenters.entry(tier) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(Segmenter::new(&runtime, &home, tier)?),
+            };
+            clearbg_engine::remove_background(segmenter, &request, shared.as_ref())
+        })
+        .await
+        .map_err(|e| internal("the engine thread", e))?
+        .map_err(engine_failure)?;
+        let key = format!("outputs/{}.{}", job.id, format.extension());
+        let (size, sha256) =
+            app.storage.put_file(&key, &output).await.map_err(|e| internal("storing the output", e))?;
+        if sha256 != summary.sha256 {
+            return Err(internal(
+                "storing the output",
+                format!("stored sha256 {sha256} differs from the engine's {}", summary.sha256),
+            ));
+        }
+        let fps = summary.input.fps.as_f64();
+        Ok(Output {
+            key,
+            sha256,
+            size_bytes: size as i64,
+            duration_seconds: if fps > 0.0 { summary.frames as f64 / fps } else { summary.input.duration_secs },
+            frames: summary.frames as i64,
+        })
+    }
+
+    async fn fetch_image(&self, url: &str, scratch: &std::path::Path) -> Result<PathBuf, Stop> {
+        if let Some(id) = crate::http::own_upload_id(url) {
+            let upload = self.app.store.upload(&id).await.map_err(|e| internal("reading the upload", e))?;
+            let Some(upload) = upload else {
+                return Err(Stop::Failed(
+                    "invalid_background".into(),
+                    "bg_image_url names an upload that does not exist".into(),
+                ));
+            };
+            return self
+                .app
+                .storage
+                .local_copy(&upload.object_key, scratch)
+                .await
+                .map_err(|e| internal("reading the upload", e));
+        }
+        let path = scratch.join("background");
+        self.app
+            .fetcher
+            .download(url, &path)
+            .await
+            .map_err(|e| Stop::Failed(e.code.into(), format!("bg_image_url: {}", e.message)))?;
+        Ok(path)
+    }
+}
+
+fn engine_failure(e: EngineError) -> Stop {
+    Stop::Failed(e.code().to_string(), e.to_string())
+}
+
+fn internal(context: &str, e: impl std::fmt::Display) -> Stop {
+    tracing::error!(error = %e, "{context}");
+    Stop::Failed("internal_error".into(), format!("{context} failed: {e}"))
+}
