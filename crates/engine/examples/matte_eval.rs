@@ -1,0 +1,106 @@
+//! Runs a tier's model once per frame and writes the alpha of every [`MatteMode`] side by side,
+//! for the quality evaluation in `eval/` (`make eval`).
+//!
+//! ```text
+//! cargo build --release --example matte_eval
+//! target/release/examples/matte_eval <light|human|original|pro> INPUT OUTDIR [--frames N] [--threads N]
+//! ```
+//!
+//! Frames come from the engine's own probe, decoder flags and frame reader, and each mode goes
+//! through the engine's own [`Matter`], so the `stabilised` output is byte for byte what
+//! `clearbg remove` puts in the alpha channel (`eval/run.py` checks this on one clip). Writes, in
+//! OUTDIR, one file per plane kind with the frames' 8-bit planes back to back:
+//! `luma.u8` (the decoded Y plane), `stabilised.u8`, `guided.u8`, `bilinear.u8`; and `meta.json`
+//! (`width`, `height`, `frames`, `mask_width`, `mask_height`, `infer_seconds`).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clearbg_engine::matte::{MatteMode, Matter};
+use clearbg_engine::{probe, video, Home, Limits, Runtime, Segmenter, Tier};
+
+const MODES: [(MatteMode, &str); 3] =
+    [(MatteMode::Stabilised, "stabilised"), (MatteMode::Guided, "guided"), (MatteMode::Bilinear, "bilinear")];
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("matte_eval: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let usage = "usage: matte_eval <light|human|original|pro> INPUT OUTDIR [--frames N] [--threads N]";
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 3 || args.len() % 2 == 0 {
+        return Err(usage.into());
+    }
+    let tier: Tier = args[0].parse()?;
+    let (input, out_dir) = (PathBuf::from(&args[1]), PathBuf::from(&args[2]));
+    let (mut max_frames, mut threads) = (u64::MAX, 0usize);
+    for pair in args[3..].chunks(2) {
+        match pair[0].as_str() {
+            "--frames" => max_frames = pair[1].parse()?,
+            "--threads" => threads = pair[1].parse()?,
+            _ => return Err(usage.into()),
+        }
+    }
+
+    let home = Home::from_env();
+    let runtime = Runtime::load(&home, threads)?;
+    let mut segmenter = Segmenter::new(&runtime, &home, tier)?;
+    let info = probe(&input, &Limits::default())?;
+    let mut decoder = Command::new("ffmpeg")
+        .args(video::decoder_args(&input, &info))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting ffmpeg: {e}"))?;
+    let mut frames_in = video::FrameReader::new(decoder.stdout.take().expect("stdout is piped"), &info);
+
+    std::fs::create_dir_all(&out_dir)?;
+    let create = |name: &str| -> std::io::Result<BufWriter<File>> {
+        Ok(BufWriter::new(File::create(out_dir.join(format!("{name}.u8")))?))
+    };
+    let mut luma_out = create("luma")?;
+    let mut outs = Vec::new();
+    for (mode, name) in MODES {
+        outs.push((Matter::new(tier, mode), create(name)?));
+    }
+    let (mut frames, mut busy, mut mask_size) = (0u64, Duration::ZERO, (0, 0));
+    while frames < max_frames {
+        let Some(frame) = frames_in.next_frame()? else { break };
+        let started = Instant::now();
+        let (mask, luma) = segmenter.segment_yuv(&frame)?;
+        busy += started.elapsed();
+        mask_size = (mask.width, mask.height);
+        for (matter, out) in &mut outs {
+            out.write_all(&matter.alpha(&frame, mask.clone(), luma.clone()))?;
+        }
+        luma_out.write_all(frame.y())?;
+        frames += 1;
+    }
+    drop(frames_in);
+    let _ = decoder.kill(); // only when --frames stopped early; it has exited otherwise
+    decoder.wait()?;
+    for (_, mut out) in outs {
+        out.flush()?;
+    }
+    luma_out.flush()?;
+    if frames == 0 {
+        return Err("no frame decoded".into());
+    }
+    let meta = serde_json::json!({
+        "width": info.width, "height": info.height, "frames": frames,
+        "mask_width": mask_size.0, "mask_height": mask_size.1, "infer_seconds": busy.as_secs_f64(),
+    });
+    std::fs::write(out_dir.join("meta.json"), meta.to_string())?;
+    println!("{meta}");
+    Ok(())
+}
