@@ -398,8 +398,8 @@ impl Store {
     }
 
     /// Puts jobs whose worker stopped renewing its lease back in the queue, or fails them once
-    /// they have used every attempt. Returns how many jobs it touched.
-    pub async fn recover_expired(&self, max_attempts: u32) -> sqlx::Result<usize> {
+    /// they have used every attempt. Returns the jobs it touched.
+    pub async fn recover_expired(&self, max_attempts: u32) -> sqlx::Result<Vec<String>> {
         let now = now_ms();
         let expired: Vec<(String, Option<String>, i64)> = sqlx::query_as(
             "SELECT id, lease_owner, attempts FROM jobs WHERE status = 'processing' AND lease_expires_at < ?",
@@ -407,7 +407,7 @@ impl Store {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        let mut touched = 0;
+        let mut touched = Vec::new();
         for (id, worker, attempts) in expired {
             let mut tx = self.pool.begin().await?;
             let (to, reason) = if attempts >= max_attempts as i64 {
@@ -447,7 +447,7 @@ impl Store {
             .await?;
             if done.rows_affected() == 1 {
                 event(&mut tx, &id, Some(Status::Processing), to, &reason, None, None, attempts).await?;
-                touched += 1;
+                touched.push(id.clone());
             }
             tx.commit().await?;
         }

@@ -95,8 +95,9 @@ impl Worker {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(worker = %self.id, "worker ready");
         while !*stop.borrow() {
-            if let Err(e) = self.app.store.recover_expired(self.app.config.max_attempts).await {
-                tracing::warn!(worker = %self.id, error = %e, "recovering expired leases");
+            match self.app.store.recover_expired(self.app.config.max_attempts).await {
+                Ok(recovered) => recovered.iter().for_each(|id| self.remove_scratch(id)),
+                Err(e) => tracing::warn!(worker = %self.id, error = %e, "recovering expired leases"),
             }
             match self.app.store.claim(&self.id, self.app.config.lease).await {
                 Ok(Some(job)) => {
@@ -117,6 +118,22 @@ impl Worker {
             }
         }
         tracing::info!(worker = %self.id, "worker stopped");
+    }
+
+    /// Deletes what a lost attempt left in the work directory (its scratch directory holds the
+    /// downloaded input and the partial output).
+    fn remove_scratch(&self, job_id: &str) {
+        let Ok(entries) = std::fs::read_dir(self.app.config.work_dir()) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&format!("{job_id}-")) {
+                match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => {
+                        tracing::info!(job_id, path = %entry.path().display(), "removed a lost attempt's scratch files")
+                    }
+                    Err(e) => tracing::warn!(job_id, error = %e, "removing a lost attempt's scratch files"),
+                }
+            }
+        }
     }
 
     async fn process(&self, job: JobRow, stop: watch::Receiver<bool>) {

@@ -82,6 +82,20 @@ pub(crate) async fn store_upload(
     }
 }
 
+/// Reads (and drops) a little more of a refused body, so that a client that slightly overshot
+/// the cap gets its 413 instead of a connection reset; a large overshoot is cut off.
+async fn drain(field: &mut Field<'_>) {
+    const MAX_DRAIN: usize = 16 << 20;
+    let mut drained = 0;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, field.chunk()).await {
+        drained += chunk.len();
+        if drained > MAX_DRAIN {
+            break;
+        }
+    }
+}
+
 fn bad_multipart(detail: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("The multipart body could not be read: {detail}"))
 }
@@ -113,6 +127,7 @@ async fn stream_file(
     loop {
         if writer.size() + chunk.len() as u64 > app.config.max_upload_bytes {
             writer.abort().await;
+            drain(&mut field).await;
             return Err(too_large());
         }
         if !chunk.is_empty() {

@@ -1,0 +1,422 @@
+//! A real `clearbg serve` process on a loopback port with its own data directory, and the
+//! helpers the API tests share: keys, clips, polling, decoding alpha back.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{multipart, Client, Response};
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub port: u16,
+    pub data: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory and extra `CLEARBG_*` settings.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut server = Server::launch(data, free_port(), env, 0);
+        server._dir = Some(dir);
+        server
+    }
+
+    fn launch(data: PathBuf, port: u16, env: Vec<(String, String)>, generation: u32) -> Server {
+        std::fs::create_dir_all(&data).unwrap();
+        let log = data.with_file_name(format!("server-{port}-{generation}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clearbg"));
+        cmd.arg("serve")
+            .env("CLEARBG_DATA_DIR", &data)
+            .env("CLEARBG_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CLEARBG_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("CLEARBG_THREADS", "1")
+            .env_remove("CLEARBG_PUBLIC_URL")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("clearbg serve starts");
+        let server = Server { child, base: format!("http://127.0.0.1:{port}"), port, data, env, log, _dir: None };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = client().get(format!("{}/health", self.base)).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server did not become healthy; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(&mut self) {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server ignored SIGTERM");
+    }
+
+    /// kill -9: the crash path.
+    pub fn kill9(&mut self) {
+        Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// A new process on the same data directory and port, with `extra` settings; a process still
+    /// running is stopped gracefully first.
+    pub fn restart(mut self, extra: &[(&str, &str)]) -> Server {
+        if self.child.try_wait().unwrap().is_none() {
+            self.stop();
+        }
+        let mut env = self.env.clone();
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let generation = std::fs::read_dir(self.data.parent().unwrap()).unwrap().count() as u32;
+        let dir = self._dir.take();
+        let mut next = Server::launch(self.data.clone(), self.port, env, generation);
+        next._dir = dir;
+        next
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Creates an API key with `clearbg keys create` on this server's database.
+    pub fn key(&self, client_id: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_clearbg"))
+            .args(["keys", "create", "--client-id", client_id])
+            .env("CLEARBG_DATA_DIR", &self.data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(stdout.lines().count(), 1, "the key is the only line on stdout: {stdout:?}");
+        stdout.trim().to_string()
+    }
+
+    pub fn get(&self, key: &str, path: &str) -> Response {
+        client().get(self.url(path)).header("X-Api-Key", key).send().unwrap()
+    }
+
+    pub fn post_json(&self, key: &str, path: &str, body: &Value) -> Response {
+        client()
+            .post(self.url(path))
+            .header("X-Api-Key", key)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    }
+
+    /// Uploads like the Python SDK: a `file` part with a file name and no part content type.
+    pub fn upload(&self, key: &str, path: &Path) -> Value {
+        let part = multipart::Part::bytes(std::fs::read(path).unwrap())
+            .file_name(path.file_name().unwrap().to_string_lossy().into_owned());
+        let r = client()
+            .post(self.url("/v1/uploads"))
+            .header("X-Api-Key", key)
+            .multipart(multipart::Form::new().part("file", part))
+            .send()
+            .unwrap();
+        json_ok(r)
+    }
+
+    /// Polls a job until it is completed or failed; returns it and every progress value seen.
+    pub fn wait(&self, key: &str, id: &str, limit: Duration) -> (Value, Vec<f64>) {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let job = json_ok(self.get(key, &format!("/v1/jobs/{id}")));
+            seen.push(job["progress"].as_f64().unwrap());
+            if job["status"] == "completed" || job["status"] == "failed" {
+                return (job, seen);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} still {} after {limit:?}:\n{}",
+                job["status"],
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until a job is processing with some progress.
+    pub fn wait_processing(&self, key: &str, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let job = json_ok(self.get(key, &format!("/v1/jobs/{id}")));
+            if job["status"] == "processing" && job["progress"].as_f64().unwrap() > 0.0 {
+                return job;
+            }
+            assert!(job["status"] != "failed" && job["status"] != "completed", "job ended early: {job}");
+            assert!(Instant::now() < deadline, "job never started: {job}\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The pids of this server's ffmpeg children.
+    pub fn ffmpeg_children(&self) -> Vec<u32> {
+        ffmpeg_children_of(self.child.id())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn ffmpeg_children_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // comm is in parentheses; ppid is the second field after it.
+        let Some((comm, rest)) = stat.split_once(") ") else { continue };
+        let ppid: u32 = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == pid && comm.ends_with("(ffmpeg") {
+            found.push(child);
+        }
+    }
+    found
+}
+
+pub fn client() -> Client {
+    Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// Asserts a 2xx JSON response and returns its body.
+pub fn json_ok(r: Response) -> Value {
+    let status = r.status();
+    let text = r.text().unwrap();
+    assert!(status.is_success(), "HTTP {status}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Asserts an error response: its status, its code, and that its request_id is the header's.
+pub fn expect_error(r: Response, status: u16, code: &str) -> Value {
+    let got = r.status().as_u16();
+    let header = r.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_string());
+    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let text = r.text().unwrap();
+    assert_eq!(got, status, "{text}");
+    assert!(ct.starts_with("application/json"), "content type {ct:?} for {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(body["error"]["code"], code, "{text}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{text}");
+    assert_eq!(body["error"]["request_id"].as_str(), header.as_deref(), "request_id must equal X-Request-Id");
+    body
+}
+
+fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(cmd).args(args).output().unwrap();
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    let home = std::env::var("CLEARBG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/clearbg"));
+    home.join("fixtures").join(name)
+}
+
+/// The first `seconds` of the carphone clip (a real person, QCIF, 30 fps) as H.264 + AAC.
+pub fn person_clip(dir: &Path, seconds: f64) -> PathBuf {
+    let path = dir.join(format!("person-{seconds}.mp4"));
+    run(
+        "ffmpeg",
+        &[
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            fixture("carphone.mp4").to_str().unwrap(),
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            &seconds.to_string(),
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+            path.to_str().unwrap(),
+        ],
+    );
+    path
+}
+
+/// A longer, larger clip that keeps a worker busy for several seconds.
+pub fn long_clip(dir: &Path) -> PathBuf {
+    let path = dir.join("long.mp4");
+    run(
+        "ffmpeg",
+        &[
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-stream_loop",
+            "-1",
+            "-i",
+            fixture("carphone.mp4").to_str().unwrap(),
+            "-t",
+            "40",
+            "-vf",
+            "scale=640:480",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            path.to_str().unwrap(),
+        ],
+    );
+    path
+}
+
+/// Downloads `url` to `dest`, returning the response's headers.
+pub fn download(url: &str, dest: &Path) -> reqwest::header::HeaderMap {
+    let r = client().get(url).send().unwrap();
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    let headers = r.headers().clone();
+    std::fs::write(dest, r.bytes().unwrap()).unwrap();
+    headers
+}
+
+pub fn sha256_of(path: &Path) -> String {
+    String::from_utf8(run("sha256sum", &[path.to_str().unwrap()]))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Frame count and the alpha plane of every frame of a video with alpha (libvpx for WebM alpha).
+pub fn decode_alpha(path: &Path) -> (u32, u32, Vec<Vec<u8>>) {
+    let probe = String::from_utf8(run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0:s=x",
+            path.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let (w, h) = probe.trim().split_once('x').unwrap();
+    let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
+    let mut args = vec!["-nostdin", "-v", "error"];
+    if path.extension().is_some_and(|e| e == "webm") {
+        args.extend(["-c:v", "libvpx-vp9"]);
+    }
+    args.extend(["-i", path.to_str().unwrap(), "-f", "rawvideo", "-pix_fmt", "rgba", "-"]);
+    let raw = run("ffmpeg", &args);
+    let frame = (w * h * 4) as usize;
+    assert_eq!(raw.len() % frame, 0);
+    let frames = raw.chunks_exact(frame).map(|f| f.chunks_exact(4).map(|p| p[3]).collect()).collect();
+    (w, h, frames)
+}
+
+/// Every frame as RGB, for composited outputs.
+pub fn decode_rgb(path: &Path) -> (u32, u32, Vec<Vec<u8>>) {
+    let probe = String::from_utf8(run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0:s=x",
+            path.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let (w, h) = probe.trim().split_once('x').unwrap();
+    let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
+    let raw = run(
+        "ffmpeg",
+        &["-nostdin", "-v", "error", "-i", path.to_str().unwrap(), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+    );
+    let frame = (w * h * 3) as usize;
+    (w, h, raw.chunks_exact(frame).map(|f| f.to_vec()).collect())
+}
+
+/// Does the file have an audio stream?
+pub fn has_audio(path: &Path) -> bool {
+    let out = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "a",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+            path.to_str().unwrap(),
+        ],
+    );
+    !String::from_utf8(out).unwrap().trim().is_empty()
+}
