@@ -40,6 +40,9 @@ pub struct RemoveArgs {
     /// Offset of the subject from its anchor in pixels, X,Y.
     #[arg(long, default_value = "0,0", allow_hyphen_values = true)]
     offset: String,
+    /// Process only the first SECONDS of the input.
+    #[arg(long, value_name = "SECONDS")]
+    preview: Option<f64>,
     /// Inference threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -68,6 +71,7 @@ impl RemoveArgs {
             background: self.bg.parse::<Background>()?,
             composition,
             limits: Limits::default(),
+            preview_secs: self.preview,
         };
         request.validate()?;
         Ok((tier, request))

@@ -116,7 +116,7 @@ fn draft_then_start_with_a_colour_background() {
     let started = json_ok(server.post_json(
         &key,
         &format!("/v1/jobs/{id}/start"),
-        &json!({"output_format": "mp4", "background": {"type": "color", "color": [0.0, 0.0, 1.0]},
+        &json!({"output_format": "mp4", "background": {"type": "color", "color": [0.0, 0.0, 1.0]}, "preview_duration": 0.5,
                 "composition": {"canvas": {"width": 320, "height": 240}, "foreground": {"anchor": "bottom-right", "scale": 1}}}),
     ));
     assert_eq!(started["status"], "pending");
@@ -126,10 +126,13 @@ fn draft_then_start_with_a_colour_background() {
     let (job, _) = server.wait(&key, id, Duration::from_secs(120));
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["bg_type"], "color");
+    assert_eq!(job["frames"], 15, "preview_duration 0.5 s of a 30 fps clip: {job}");
+    assert!((job["duration_seconds"].as_f64().unwrap() - 0.5).abs() < 0.01);
     let out = dir.path().join("out.mp4");
     download(job["output_url"].as_str().unwrap(), &out);
     let (w, h, frames) = decode_rgb(&out);
     assert_eq!((w, h), (320, 240));
+    assert_eq!(frames.len(), 15);
     // Top-left is canvas, far from the subject placed bottom-right: blue.
     let px = &frames[0][..3];
     assert!(px[2] > 200 && px[0] < 40 && px[1] < 40, "top-left pixel {px:?} is the blue background");

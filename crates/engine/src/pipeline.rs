@@ -43,6 +43,8 @@ pub struct RemoveRequest {
     pub composition: Composition,
     /// Input limits.
     pub limits: Limits,
+    /// Process only the first this many seconds (the API's `preview_duration`); `None`: all.
+    pub preview_secs: Option<f64>,
 }
 
 impl RemoveRequest {
@@ -58,6 +60,9 @@ impl RemoveRequest {
             if !path.is_file() {
                 return Err(EngineError::InvalidOptions(format!("background image {} does not exist", path.display())));
             }
+        }
+        if self.preview_secs.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+            return Err(EngineError::InvalidOptions("a preview must last more than 0 seconds".into()));
         }
         if self.input == self.output {
             return Err(EngineError::InvalidOptions("the output would overwrite the input".into()));
@@ -113,7 +118,10 @@ pub fn remove_background(
     if let Background::Image(path) = &request.background {
         probe::check_picture(path)?;
     }
-    let info = probe::probe(&request.input, &request.limits)?;
+    let mut info = probe::probe(&request.input, &request.limits)?;
+    if let Some(secs) = request.preview_secs {
+        info = info.trimmed(secs);
+    }
     progress.start(&info, info.expected_frames);
     let out_dir = match request.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -86,6 +86,20 @@ pub struct VideoInfo {
     pub has_audio: bool,
     /// The colour matrix and range of the decoded frames.
     pub color: ColorSpace,
+    /// Only the first this many seconds are read (a preview); `None`: the whole input.
+    pub read_secs: Option<f64>,
+}
+
+impl VideoInfo {
+    /// The same input, read only up to `secs` seconds (when that is shorter than the whole).
+    pub fn trimmed(mut self, secs: f64) -> VideoInfo {
+        if secs > 0.0 && secs < self.duration_secs {
+            self.duration_secs = secs;
+            self.expected_frames = ((secs * self.fps.as_f64()).round() as u64).max(1);
+            self.read_secs = Some(secs);
+        }
+        self
+    }
 }
 
 #[derive(Deserialize)]
@@ -256,6 +270,7 @@ fn interpret(out: ProbeOutput, limits: &Limits) -> Result<VideoInfo> {
             && matches!(codec.as_str(), "vp9" | "vp8"),
         codec,
         has_audio,
+        read_secs: None,
         color: ColorSpace {
             bt709: video.color_space.as_deref() == Some("bt709"),
             // JPEG-style "yuvj" formats are full range whatever the tag says.

@@ -34,6 +34,7 @@ pub fn decoder_args(input: &Path, info: &VideoInfo) -> Vec<String> {
         let decoder = if info.codec == "vp8" { "libvpx" } else { "libvpx-vp9" };
         args.extend(strings(&["-c:v", decoder]));
     }
+    args.extend(read_limit(info));
     args.extend(["-i".into(), path_arg(input)]);
     args.extend(strings(&["-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "cfr", "-r"]));
     args.push(info.fps.to_string());
@@ -41,6 +42,11 @@ pub fn decoder_args(input: &Path, info: &VideoInfo) -> Vec<String> {
     let pix_fmt = if info.color.full_range { "yuvj420p" } else { "yuv420p" };
     args.extend(strings(&["-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]));
     args
+}
+
+/// `-t SECONDS` before an input that is read only in part (a preview).
+fn read_limit(info: &VideoInfo) -> Vec<String> {
+    info.read_secs.map(|t| vec!["-t".to_string(), format!("{t:.3}")]).unwrap_or_default()
 }
 
 /// Reads whole frames from the decoder's stdout.
@@ -109,6 +115,7 @@ pub(crate) fn encoder_args(
     args.extend(["-framerate".into(), fps.clone(), "-i".into(), "pipe:0".into()]);
     let mut next_input = 1;
     let audio_input = (format.carries_audio() && info.has_audio).then(|| {
+        args.extend(read_limit(info));
         args.extend(["-i".into(), path_arg(input)]);
         next_input += 1;
         next_input - 1

@@ -266,6 +266,7 @@ impl Worker {
                 stall_timeout: app.config.stall_timeout,
                 ..Limits::default()
             },
+            preview_secs: spec.preview_duration,
         };
         let tier = spec.tier();
         let (home, runtime, segmenters) = (self.home.clone(), self.runtime.clone(), self.segmenters.clone());

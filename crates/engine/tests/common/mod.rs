@@ -142,6 +142,7 @@ pub fn request(input: &Path, output: &Path, format: OutputFormat, background: Ba
         background,
         composition: Composition::default(),
         limits: Limits::default(),
+        preview_secs: None,
     }
 }
 
