@@ -77,7 +77,13 @@ async fn request_context(req: Request, next: Next) -> Response {
         })
         .map(str::to_string)
         .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        key = tracing::field::Empty
+    );
     let started = Instant::now();
     let response = REQUEST_ID
         .scope(id.clone(), async move {
