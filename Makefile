@@ -13,12 +13,14 @@ setup:
 build: setup
 	cargo build --release
 
-# Until the HTTP service lands, `run` removes the background of a real clip of a person.
+# `run` starts the API on 127.0.0.1:8080 with its embedded defaults: a SQLite file and local
+# object storage under ./data, one worker. Settings: CLEARBG_* variables (see the README).
 run: build
 	@mkdir -p data
-	./target/release/clearbg models
-	./target/release/clearbg remove "$(CLEARBG_HOME)/fixtures/carphone.mp4" -o data/demo.webm --model human
-	@echo "open data/demo.webm in a browser to see the subject over transparency"
+	@./target/release/clearbg models >/dev/null || ./target/release/clearbg models
+	@echo "clearbg: get an API key (in another terminal):  ./target/release/clearbg keys create --client-id me"
+	@echo "clearbg: then follow the curl session in README.md (upload -> job -> poll -> download)"
+	./target/release/clearbg serve
 
 test: setup
 	cargo test --workspace --no-fail-fast

@@ -50,7 +50,7 @@ pub(crate) fn job_view(app: &App, row: &JobRow) -> Value {
         "output_format": spec.output_format,
         "output_sha256": row.output_sha256,
         "output_size_bytes": row.output_size_bytes,
-        "duration_seconds": row.duration_seconds,
+        "duration_seconds": row.duration_seconds.map(|d| (d * 1000.0).round() / 1000.0),
         "frames": row.frames,
         "error": row.error,
         "error_code": row.error_code,
