@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-/// A small file server on loopback: `/clip.mp4`, `/bg.png`, `/moved` (302 to the clip), else 404.
+/// A small file server on loopback: `/clip.mp4`, `/bg.png`, `/moved` (302 to the clip),
+/// `/slow.mp4` (never finishes), else 404.
 fn file_server(clip: PathBuf, image: PathBuf) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -30,6 +31,17 @@ fn file_server(clip: PathBuf, image: PathBuf) -> u16 {
                     }
                 }
                 let mut stream = stream;
+                if path == "/slow.mp4" {
+                    // Trickles for a minute: a download a cancel must interrupt.
+                    let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n");
+                    for _ in 0..600 {
+                        if stream.write_all(&[0u8; 64]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    return;
+                }
                 let (head, body) = match path.as_str() {
                     "/clip.mp4" => ("200 OK\r\nContent-Type: video/mp4".to_string(), std::fs::read(&clip).unwrap()),
                     "/bg.png" => ("200 OK\r\nContent-Type: image/png".to_string(), std::fs::read(&image).unwrap()),
@@ -75,6 +87,29 @@ fn urls_are_downloaded_when_allowed() {
     let (job, _) = server.wait(&key, &bad_image, Duration::from_secs(60));
     assert_eq!(job["error_code"], "fetch_failed", "{job}");
     assert!(job["error"].as_str().unwrap().starts_with("bg_image_url"), "{job}");
+}
+
+#[test]
+fn a_cancel_interrupts_a_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = file_server(person_clip(dir.path(), 1.0), fixture("astronaut.png"));
+    let server = Server::start(&[("CLEARBG_ALLOW_PRIVATE_URLS", "1")]);
+    let key = server.key("a");
+    let job = json_ok(server.post_json(
+        &key,
+        "/v1/jobs",
+        &json!({"video_url": format!("http://127.0.0.1:{port}/slow.mp4"), "model": "light"}),
+    ));
+    let id = job["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while json_ok(server.get(&key, &format!("/v1/jobs/{id}")))["status"] != "processing" {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = std::time::Instant::now();
+    let job = json_ok(server.post_json(&key, &format!("/v1/jobs/{id}/cancel"), &json!({})));
+    assert_eq!((job["status"].as_str(), job["error_code"].as_str()), (Some("failed"), Some("cancelled")), "{job}");
+    assert!(started.elapsed() < Duration::from_secs(5), "cancel took {:?}", started.elapsed());
 }
 
 #[test]

@@ -241,15 +241,20 @@ impl Worker {
             }
             InputRef::Url => {
                 let path = scratch.path().join("input");
-                app.fetcher
-                    .download(&spec.video_url, &path)
-                    .await
-                    .map_err(|e| Stop::Failed(e.code.into(), e.message))?;
+                let download = async {
+                    app.fetcher
+                        .download(&spec.video_url, &path)
+                        .await
+                        .map_err(|e| Stop::Failed(e.code.into(), e.message))
+                };
+                unless_cancelled(&shared, download).await?;
                 path
             }
         };
         let background = match (spec.background.kind.as_str(), &spec.background.image_url, spec.background.color) {
-            ("image", Some(url), _) => Background::Image(self.fetch_image(url, scratch.path()).await?),
+            ("image", Some(url), _) => {
+                Background::Image(unless_cancelled(&shared, self.fetch_image(url, scratch.path())).await?)
+            }
             ("color", _, Some(rgb)) => Background::from_unit_rgb(&rgb).map_err(engine_failure)?,
             _ => Background::Transparent,
         };
@@ -325,6 +330,25 @@ impl Worker {
             .await
             .map_err(|e| Stop::Failed(e.code.into(), format!("bg_image_url: {}", e.message)))?;
         Ok(path)
+    }
+}
+
+/// Runs a download, giving up as soon as the job is cancelled or the worker stops (the engine
+/// checks the same flag between frames).
+async fn unless_cancelled<T>(
+    shared: &Shared,
+    work: impl std::future::Future<Output = Result<T, Stop>>,
+) -> Result<T, Stop> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if shared.cancelled() {
+                    return Err(Stop::Failed("cancelled".into(), "The job was cancelled".into()));
+                }
+            }
+        }
     }
 }
 
