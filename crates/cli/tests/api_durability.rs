@@ -20,6 +20,21 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Starts a job on a 40 s clip and waits until it is processing; returns the key and job id.
+fn start_long_job(server: &Server) -> (String, String) {
+    let key = server.key("a");
+    let dir = tempfile::tempdir().unwrap();
+    let upload = server.upload(&key, &long_clip(dir.path()));
+    let job = json_ok(server.post_json(
+        &key,
+        "/v1/jobs",
+        &json!({"video_url": upload["video_url"], "model": "light", "output_format": "matte"}),
+    ));
+    let id = job["id"].as_str().unwrap().to_string();
+    server.wait_processing(&key, &id);
+    (key, id)
+}
+
 #[test]
 fn cancel_stops_a_running_job_and_its_ffmpeg_children() {
     let server = Server::start(&[]);
@@ -122,16 +137,7 @@ fn a_restart_loses_no_job() {
 #[test]
 fn a_killed_worker_s_job_is_taken_up_again() {
     let server = Server::start(&[("CLEARBG_LEASE", "2s")]);
-    let key = server.key("a");
-    let dir = tempfile::tempdir().unwrap();
-    let upload = server.upload(&key, &long_clip(dir.path()));
-    let job = json_ok(server.post_json(
-        &key,
-        "/v1/jobs",
-        &json!({"video_url": upload["video_url"], "model": "light", "output_format": "matte"}),
-    ));
-    let id = job["id"].as_str().unwrap().to_string();
-    server.wait_processing(&key, &id);
+    let (key, id) = start_long_job(&server);
     let mut server = server;
     let orphans = server.ffmpeg_children();
     server.kill9();
@@ -158,16 +164,7 @@ fn a_killed_worker_s_job_is_taken_up_again() {
 #[test]
 fn attempts_are_capped() {
     let server = Server::start(&[("CLEARBG_LEASE", "2s"), ("CLEARBG_MAX_ATTEMPTS", "1")]);
-    let key = server.key("a");
-    let dir = tempfile::tempdir().unwrap();
-    let upload = server.upload(&key, &long_clip(dir.path()));
-    let job = json_ok(server.post_json(
-        &key,
-        "/v1/jobs",
-        &json!({"video_url": upload["video_url"], "model": "light", "output_format": "matte"}),
-    ));
-    let id = job["id"].as_str().unwrap().to_string();
-    server.wait_processing(&key, &id);
+    let (key, id) = start_long_job(&server);
     let mut server = server;
     server.kill9();
     let server = server.restart(&[]);

@@ -344,25 +344,17 @@ pub fn sha256_of(path: &Path) -> String {
         .to_string()
 }
 
+/// Width and height of a video's first stream.
+pub fn video_size(path: &Path) -> (u32, u32) {
+    let args = ["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0:s=x"];
+    let probe = String::from_utf8(run("ffprobe", &[&args[..], &[path.to_str().unwrap()]].concat())).unwrap();
+    let (w, h) = probe.trim().split_once('x').unwrap();
+    (w.parse().unwrap(), h.parse().unwrap())
+}
+
 /// Frame count and the alpha plane of every frame of a video with alpha (libvpx for WebM alpha).
 pub fn decode_alpha(path: &Path) -> (u32, u32, Vec<Vec<u8>>) {
-    let probe = String::from_utf8(run(
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0:s=x",
-            path.to_str().unwrap(),
-        ],
-    ))
-    .unwrap();
-    let (w, h) = probe.trim().split_once('x').unwrap();
-    let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
+    let (w, h) = video_size(path);
     let mut args = vec!["-nostdin", "-v", "error"];
     if path.extension().is_some_and(|e| e == "webm") {
         args.extend(["-c:v", "libvpx-vp9"]);
@@ -377,23 +369,7 @@ pub fn decode_alpha(path: &Path) -> (u32, u32, Vec<Vec<u8>>) {
 
 /// Every frame as RGB, for composited outputs.
 pub fn decode_rgb(path: &Path) -> (u32, u32, Vec<Vec<u8>>) {
-    let probe = String::from_utf8(run(
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0:s=x",
-            path.to_str().unwrap(),
-        ],
-    ))
-    .unwrap();
-    let (w, h) = probe.trim().split_once('x').unwrap();
-    let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
+    let (w, h) = video_size(path);
     let raw = run(
         "ffmpeg",
         &["-nostdin", "-v", "error", "-i", path.to_str().unwrap(), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
