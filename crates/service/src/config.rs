@@ -76,6 +76,15 @@ pub struct Config {
     /// Time limit for downloading a video_url or bg_image_url.
     #[arg(long, env = "CLEARBG_FETCH_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub fetch_timeout: Duration,
+    /// Key for signing webhooks (`X-Webhook-Signature`); unset: webhooks are sent unsigned.
+    #[arg(long, env = "CLEARBG_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Wait before the first retry of a failed webhook delivery; it doubles for each retry after.
+    #[arg(long, env = "CLEARBG_WEBHOOK_RETRY_BASE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_retry_base: Duration,
+    /// Attempts per webhook delivery before it is marked failed.
+    #[arg(long, env = "CLEARBG_WEBHOOK_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_max_attempts: u32,
     /// Inference threads per worker (0: one per core).
     #[arg(long, env = "CLEARBG_THREADS", default_value_t = 0)]
     pub threads: usize,

@@ -1,7 +1,8 @@
 //! Downloads a `video_url` or `bg_image_url` for a worker: streamed to a file, with a size cap, a
 //! time limit, and no way to reach private, loopback or link-local addresses unless the operator
 //! allows it. Every redirect hop is checked again, and the connection goes to the very address
-//! that was checked (no second DNS answer can slip in between).
+//! that was checked (no second DNS answer can slip in between). Webhook deliveries connect
+//! through the same [`pinned_client`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -92,6 +93,49 @@ pub fn check_literal_host(url: &str, allow_private: bool) -> Result<(), String> 
     }
 }
 
+/// An HTTP client builder for one request to `url`: the host is resolved and checked here, and
+/// the connection is pinned to the checked address (no second DNS answer can slip in between).
+/// Redirects are not followed, so that each hop is checked again by whoever follows them.
+/// Shared by downloads and webhook deliveries, so both obey the same address rules.
+pub async fn pinned_client(url: &url::Url, allow_private: bool) -> Result<reqwest::ClientBuilder, FetchError> {
+    let addr = resolve(url, allow_private).await?;
+    let host = url.host_str().unwrap_or_default();
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(host, addr)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("clearbg/", env!("CARGO_PKG_VERSION"))))
+}
+
+/// The address to connect to for `url`, refused when any of its host's addresses is private,
+/// loopback or link-local (unless allowed).
+async fn resolve(url: &url::Url, allow_private: bool) -> Result<SocketAddr, FetchError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FetchError::new("url_not_allowed", format!("{url}: only http and https URLs are fetched")));
+    }
+    check_literal_host(url.as_str(), allow_private)
+        .map_err(|m| FetchError::new("url_not_allowed", format!("{url} {m}")))?;
+    let host = url.host_str().ok_or_else(|| FetchError::new("fetch_failed", format!("{url} has no host")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| FetchError::new("fetch_failed", format!("could not resolve {host}: {e}")))?
+        .collect();
+    // Every answer must be allowed: otherwise a name with one public and one private address
+    // would be a way in.
+    if let Some(bad) = addrs.iter().find(|a| !allow_private && !is_public(a.ip())) {
+        return Err(FetchError::new(
+            "url_not_allowed",
+            format!(
+                "{host} resolves to a private, loopback or link-local address ({}); set CLEARBG_ALLOW_PRIVATE_URLS=1 to allow it",
+                bad.ip()
+            ),
+        ));
+    }
+    addrs.into_iter().next().ok_or_else(|| FetchError::new("fetch_failed", format!("{host} has no address")))
+}
+
 impl Fetcher {
     /// Downloads `url` to `dest`; returns the number of bytes.
     pub async fn download(&self, url: &str, dest: &Path) -> Result<u64, FetchError> {
@@ -108,14 +152,9 @@ impl Fetcher {
         let mut current =
             url::Url::parse(url).map_err(|e| FetchError::new("fetch_failed", format!("{url} is not a URL: {e}")))?;
         for _ in 0..=MAX_REDIRECTS {
-            let addr = self.resolve(&current).await?;
-            let host = current.host_str().unwrap_or_default().to_string();
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .resolve(&host, addr)
-                .connect_timeout(Duration::from_secs(10))
+            let client = pinned_client(&current, self.allow_private)
+                .await?
                 .read_timeout(Duration::from_secs(60))
-                .user_agent(concat!("clearbg/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| FetchError::new("fetch_failed", format!("HTTP client: {e}")))?;
             let response = client
@@ -143,33 +182,6 @@ impl Fetcher {
             return self.save(response, dest, &current).await;
         }
         Err(FetchError::new("fetch_failed", format!("{url} redirected more than {MAX_REDIRECTS} times")))
-    }
-
-    async fn resolve(&self, url: &url::Url) -> Result<SocketAddr, FetchError> {
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(FetchError::new("url_not_allowed", format!("{url}: only http and https URLs are fetched")));
-        }
-        check_literal_host(url.as_str(), self.allow_private)
-            .map_err(|m| FetchError::new("url_not_allowed", format!("{url} {m}")))?;
-        let host = url.host_str().ok_or_else(|| FetchError::new("fetch_failed", format!("{url} has no host")))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| FetchError::new("fetch_failed", format!("could not resolve {host}: {e}")))?
-            .collect();
-        // Every answer must be allowed: otherwise a name with one public and one private address
-        // would be a way in.
-        if let Some(bad) = addrs.iter().find(|a| !self.allow_private && !is_public(a.ip())) {
-            return Err(FetchError::new(
-                "url_not_allowed",
-                format!(
-                    "{host} resolves to a private, loopback or link-local address ({}); set CLEARBG_ALLOW_PRIVATE_URLS=1 to allow it",
-                    bad.ip()
-                ),
-            ));
-        }
-        addrs.into_iter().next().ok_or_else(|| FetchError::new("fetch_failed", format!("{host} has no address")))
     }
 
     async fn save(&self, response: reqwest::Response, dest: &Path, url: &url::Url) -> Result<u64, FetchError> {

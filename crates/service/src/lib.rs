@@ -12,6 +12,7 @@
 //! - [`worker`]: claims queued jobs under a lease, runs the engine, stores the output.
 //! - [`fetch`]: downloads `video_url`s without reaching private networks.
 //! - [`sweeper`]: deletes inputs and outputs after the retention period.
+//! - [`webhooks`]: signs and sends the job events queued in the database's outbox.
 #![deny(missing_docs)]
 
 pub mod config;
@@ -22,6 +23,7 @@ pub mod jobs;
 pub mod storage;
 pub mod store;
 pub mod sweeper;
+pub mod webhooks;
 pub mod worker;
 
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use tokio::sync::{watch, Notify};
 pub use config::{Config, StoreConfig};
 use fetch::Fetcher;
 use storage::{Signer, Storage};
-use store::Store;
+use store::{JobRow, JobView, Store};
 
 /// Everything a request handler or a worker needs, shared.
 #[derive(Clone)]
@@ -84,6 +86,12 @@ impl App {
     }
 }
 
+impl JobView for App {
+    fn job_view(&self, row: &JobRow) -> serde_json::Value {
+        http::job_view(self, row)
+    }
+}
+
 /// Runs the API and the embedded workers until SIGINT or SIGTERM, then stops accepting
 /// requests, hands running jobs back to the queue and returns.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -94,6 +102,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = worker::spawn_pool(app.clone(), app.config.workers, stop_rx.clone())?;
     let sweeper = tokio::spawn(sweeper::run(app.clone(), stop_rx.clone()));
+    let webhooks = tokio::spawn(webhooks::run(app.clone(), stop_rx.clone()));
     tracing::info!(
         listen = %listener.local_addr()?,
         public_url = %app.config.public_url(),
@@ -116,6 +125,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = w.await;
     }
     let _ = sweeper.await;
+    let _ = webhooks.await;
     signals.abort();
     Ok(())
 }

@@ -4,17 +4,21 @@
 //! state the caller expects, and appends a row to `job_events` — so two workers can never both
 //! claim a job, a cancel can never be lost to a completion, and the audit trail never misses a
 //! transition. Transactions begin with their write, so SQLite takes its write lock up front.
+//! The transitions that a webhook announces also queue its delivery in the same transaction
+//! (see `enqueue_webhook`).
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use rand::RngCore;
 use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
 use crate::jobs::{JobSpec, Status};
+use crate::webhooks::Event;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -92,6 +96,8 @@ pub struct JobRow {
     pub completed_at: Option<i64>,
     pub updated_at: i64,
     pub output_deleted_at: Option<i64>,
+    /// `{"job.started":"sent",…}`: each webhook event's delivery status, from `webhook_deliveries`.
+    pub webhook_events: String,
 }
 
 impl JobRow {
@@ -142,6 +148,30 @@ pub struct Output {
     pub frames: i64,
 }
 
+/// A webhook delivery as stored; the columns are described in `migrations/0002_webhooks.sql`.
+#[derive(Debug, Clone, FromRow)]
+#[allow(missing_docs)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub job_id: String,
+    pub event: String,
+    pub url: String,
+    pub body: Vec<u8>,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Shows a job as the API does. The transitions that a webhook announces need it, because the
+/// webhook's body (the job as `GET /v1/jobs/{id}` shows it) is built inside their transaction.
+pub trait JobView: Sync {
+    /// The job's JSON.
+    fn job_view(&self, row: &JobRow) -> Value;
+}
+
 /// Why a state change could not happen.
 #[derive(Debug)]
 pub enum Conflict {
@@ -159,7 +189,8 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, owner, status, spec, warnings, progress, error, error_code, output_key, output_sha256, \
     output_size_bytes, duration_seconds, frames, attempts, lease_owner, lease_expires_at, cancel_requested, created_at, \
-    queued_at, started_at, completed_at, updated_at, output_deleted_at";
+    queued_at, started_at, completed_at, updated_at, output_deleted_at, \
+    (SELECT json_group_object(event, status) FROM webhook_deliveries d WHERE d.job_id = jobs.id) AS webhook_events";
 
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
@@ -398,8 +429,9 @@ impl Store {
     }
 
     /// Puts jobs whose worker stopped renewing its lease back in the queue, or fails them once
-    /// they have used every attempt. Returns the jobs it touched.
-    pub async fn recover_expired(&self, max_attempts: u32) -> sqlx::Result<Vec<String>> {
+    /// they have used every attempt (queueing `job.failed` with `view`). Returns the jobs it
+    /// touched.
+    pub async fn recover_expired(&self, max_attempts: u32, view: &dyn JobView) -> sqlx::Result<Vec<String>> {
         let now = now_ms();
         let expired: Vec<(String, Option<String>, i64)> = sqlx::query_as(
             "SELECT id, lease_owner, attempts FROM jobs WHERE status = 'processing' AND lease_expires_at < ?",
@@ -424,14 +456,14 @@ impl Store {
                     format!("worker {} stopped renewing its lease; queued again", worker.as_deref().unwrap_or("?")),
                 )
             };
-            let done = sqlx::query(
+            let done: Option<JobRow> = sqlx::query_as(&format!(
                 "UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, \
                  queued_at = CASE WHEN ? = 'pending' THEN ? ELSE queued_at END, \
                  error = CASE WHEN ? = 'failed' THEN ? ELSE error END, \
                  error_code = CASE WHEN ? = 'failed' THEN 'attempts_exhausted' ELSE error_code END, \
                  completed_at = CASE WHEN ? = 'failed' THEN ? ELSE completed_at END \
-                 WHERE id = ? AND status = 'processing' AND lease_expires_at < ?",
-            )
+                 WHERE id = ? AND status = 'processing' AND lease_expires_at < ? RETURNING {JOB_COLUMNS}"
+            ))
             .bind(to.as_str())
             .bind(now)
             .bind(to.as_str())
@@ -443,10 +475,13 @@ impl Store {
             .bind(now)
             .bind(&id)
             .bind(now)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            if done.rows_affected() == 1 {
+            if let Some(row) = done {
                 event(&mut tx, &id, Some(Status::Processing), to, &reason, None, None, attempts).await?;
+                if let Some(ended) = Event::ended(&row) {
+                    enqueue_webhook(&mut tx, &row, ended, view).await?;
+                }
                 touched.push(id.clone());
             }
             tx.commit().await?;
@@ -454,8 +489,9 @@ impl Store {
         Ok(touched)
     }
 
-    /// Claims the oldest queued job for `worker` with a lease of `lease`.
-    pub async fn claim(&self, worker: &str, lease: Duration) -> sqlx::Result<Option<JobRow>> {
+    /// Claims the oldest queued job for `worker` with a lease of `lease`, queueing `job.started`
+    /// (with `view`) the first time the job is claimed.
+    pub async fn claim(&self, worker: &str, lease: Duration, view: &dyn JobView) -> sqlx::Result<Option<JobRow>> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
@@ -483,6 +519,7 @@ impl Store {
                 row.attempts,
             )
             .await?;
+            enqueue_webhook(&mut tx, row, Event::Started, view).await?;
         }
         tx.commit().await?;
         Ok(row)
@@ -512,15 +549,16 @@ impl Store {
         .map(|c: Option<i64>| c.map(|c| c != 0))
     }
 
-    /// `processing` → `completed`, if `worker` still holds the job.
-    pub async fn complete(&self, id: &str, worker: &str, out: &Output) -> sqlx::Result<bool> {
+    /// `processing` → `completed`, if `worker` still holds the job; queues `job.completed` with
+    /// `view`.
+    pub async fn complete(&self, id: &str, worker: &str, out: &Output, view: &dyn JobView) -> sqlx::Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let attempt: Option<i64> = sqlx::query_scalar(
+        let row: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE jobs SET status = 'completed', progress = 100, output_key = ?, output_sha256 = ?, output_size_bytes = ?, \
              duration_seconds = ?, frames = ?, completed_at = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ? AND status = 'processing' AND lease_owner = ? RETURNING attempts",
-        )
+             WHERE id = ? AND status = 'processing' AND lease_owner = ? RETURNING {JOB_COLUMNS}"
+        ))
         .bind(&out.key)
         .bind(&out.sha256)
         .bind(out.size_bytes)
@@ -532,14 +570,18 @@ impl Store {
         .bind(worker)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(attempt) = attempt else { return Ok(false) };
+        let Some(row) = row else { return Ok(false) };
         let reason = format!("output stored: {} bytes, sha256 {}", out.size_bytes, out.sha256);
-        event(&mut tx, id, Some(Status::Processing), Status::Completed, &reason, None, Some(worker), attempt).await?;
+        event(&mut tx, id, Some(Status::Processing), Status::Completed, &reason, None, Some(worker), row.attempts)
+            .await?;
+        enqueue_webhook(&mut tx, &row, Event::Completed, view).await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    /// Ends a job as `failed` if it is in state `from` and, with `worker`, still held by it.
+    /// Ends a job as `failed` if it is in state `from` and, with `worker`, still held by it;
+    /// queues `job.failed` (or `job.cancelled` for the code `cancelled`) with `view`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn fail(
         &self,
         id: &str,
@@ -548,14 +590,15 @@ impl Store {
         code: &str,
         message: &str,
         request_id: Option<&str>,
+        view: &dyn JobView,
     ) -> sqlx::Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let attempt: Option<i64> = sqlx::query_scalar(
+        let row: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE jobs SET status = 'failed', error = ?, error_code = ?, completed_at = ?, updated_at = ?, \
              lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ? AND status = ? AND (? IS NULL OR lease_owner = ?) RETURNING attempts",
-        )
+             WHERE id = ? AND status = ? AND (? IS NULL OR lease_owner = ?) RETURNING {JOB_COLUMNS}"
+        ))
         .bind(message)
         .bind(code)
         .bind(now)
@@ -566,9 +609,12 @@ impl Store {
         .bind(worker)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(attempt) = attempt else { return Ok(false) };
-        event(&mut tx, id, Some(from), Status::Failed, &format!("{code}: {message}"), request_id, worker, attempt)
-            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let reason = format!("{code}: {message}");
+        event(&mut tx, id, Some(from), Status::Failed, &reason, request_id, worker, row.attempts).await?;
+        if let Some(ended) = Event::ended(&row) {
+            enqueue_webhook(&mut tx, &row, ended, view).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -613,6 +659,53 @@ impl Store {
     /// A job's audit trail, oldest first.
     pub async fn events(&self, id: &str) -> sqlx::Result<Vec<EventRow>> {
         sqlx::query_as("SELECT * FROM job_events WHERE job_id = ? ORDER BY id").bind(id).fetch_all(&self.pool).await
+    }
+
+    // ---- webhook deliveries ----
+
+    /// Takes the most overdue pending delivery for one attempt: counts the attempt and pushes its
+    /// due time `lease` ahead, so that no other delivery loop (in this process or another on the
+    /// same database) sends it meanwhile, and one that dies mid-attempt leaves it due again.
+    pub async fn claim_delivery(&self, lease: Duration) -> sqlx::Result<Option<DeliveryRow>> {
+        let now = now_ms();
+        sqlx::query_as(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?, updated_at = ? \
+             WHERE id = (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ? \
+             ORDER BY next_attempt_at, id LIMIT 1) AND status = 'pending' AND next_attempt_at <= ? RETURNING *",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Records that the receiver accepted a delivery.
+    pub async fn delivery_sent(&self, id: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE webhook_deliveries SET status = 'sent', updated_at = ? WHERE id = ? AND status = 'pending'")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Records a failed attempt: due again at `retry_at`, or `failed` for good when `None`.
+    pub async fn delivery_failed(&self, id: &str, error: &str, retry_at: Option<i64>) -> sqlx::Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END, \
+             next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+        )
+        .bind(retry_at)
+        .bind(retry_at)
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
     }
 
     // ---- retention ----
@@ -687,6 +780,44 @@ impl From<sqlx::Error> for StoreError {
 /// sha256 of an API key, hex.
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Queues the delivery of `event` for `row` (the job as the transition left it) in the caller's
+/// transaction, if the job has a `webhook_url`.
+///
+/// Why in the transaction: the delivery and the job change commit together or not at all, so a
+/// crash can neither lose an event nor announce a change that never happened. Why the body is
+/// built here, from the row the transition returned, rather than after the commit: it then shows
+/// the job exactly as it was at the event (a `job.started` body never shows a job that completed
+/// meanwhile), every retry sends the same bytes, and nothing is left to fill in after a crash.
+/// Its `data.webhook_events` is the state of the job's earlier deliveries. A job starts once and
+/// ends once, so a second delivery of the same event is ignored (a job handed back at shutdown
+/// and claimed again is not announced twice).
+async fn enqueue_webhook(
+    tx: &mut sqlx::SqliteConnection,
+    row: &JobRow,
+    event: Event,
+    view: &dyn JobView,
+) -> sqlx::Result<()> {
+    let Some(url) = row.spec().webhook_url else { return Ok(()) };
+    let id = format!("whd_{}", uuid::Uuid::new_v4().simple());
+    let now = now_ms();
+    let body = crate::webhooks::body(event, &id, now, view.job_view(row));
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, job_id, event, url, body, next_attempt_at, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, event) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(&row.id)
+    .bind(event.as_str())
+    .bind(url)
+    .bind(body)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -95,11 +95,11 @@ impl Worker {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(worker = %self.id, "worker ready");
         while !*stop.borrow() {
-            match self.app.store.recover_expired(self.app.config.max_attempts).await {
+            match self.app.store.recover_expired(self.app.config.max_attempts, &self.app).await {
                 Ok(recovered) => recovered.iter().for_each(|id| self.remove_scratch(id)),
                 Err(e) => tracing::warn!(worker = %self.id, error = %e, "recovering expired leases"),
             }
-            match self.app.store.claim(&self.id, self.app.config.lease).await {
+            match self.app.store.claim(&self.id, self.app.config.lease, &self.app).await {
                 Ok(Some(job)) => {
                     let span = tracing::info_span!("job", job_id = %job.id, worker = %self.id, attempt = job.attempts);
                     self.process(job, stop.clone()).instrument(span).await;
@@ -147,7 +147,7 @@ impl Worker {
         };
         let store = &self.app.store;
         let outcome = match result {
-            Ok(output) => store.complete(&job.id, &self.id, &output).await.map(|done| {
+            Ok(output) => store.complete(&job.id, &self.id, &output, &self.app).await.map(|done| {
                 if done {
                     tracing::info!(bytes = output.size_bytes, frames = output.frames, "completed");
                 } else {
@@ -157,7 +157,7 @@ impl Worker {
             Err(Stop::Failed(code, message)) => {
                 tracing::warn!(error_code = %code, error = %message, "failed");
                 store
-                    .fail(&job.id, Some(&self.id), crate::jobs::Status::Processing, &code, &message, None)
+                    .fail(&job.id, Some(&self.id), crate::jobs::Status::Processing, &code, &message, None, &self.app)
                     .await
                     .map(|_| ())
             }

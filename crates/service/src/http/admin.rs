@@ -42,6 +42,9 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
         "lease_seconds": c.lease.as_secs_f64(),
         "max_attempts": c.max_attempts,
         "fetch_timeout_seconds": c.fetch_timeout.as_secs(),
+        "webhooks_signed": c.webhook_secret.is_some(),
+        "webhook_retry_base_seconds": c.webhook_retry_base.as_secs_f64(),
+        "webhook_max_attempts": c.webhook_max_attempts,
         "models": crate::jobs::MODELS,
         "output_formats": crate::jobs::FORMATS,
     }))

@@ -67,7 +67,7 @@ pub(crate) fn job_view(app: &App, row: &JobRow) -> Value {
         "preview_duration": spec.preview_duration,
         "auto_start": spec.auto_start,
         "webhook_url": spec.webhook_url,
-        "webhook_events": {},
+        "webhook_events": serde_json::from_str::<Value>(&row.webhook_events).unwrap_or(json!({})),
         "billing_status": Value::Null,
         "attempts": row.attempts,
         "cancel_requested": row.cancel_requested != 0,
@@ -79,7 +79,8 @@ pub(crate) fn job_view(app: &App, row: &JobRow) -> Value {
 }
 
 /// Fills in where the input comes from: one of this service's uploads (read from storage), or a
-/// URL the worker will download (refused now if its host is a literal private address).
+/// URL the worker will download (refused now if its host is a literal private address, as is
+/// such a `webhook_url`).
 pub(crate) async fn resolve_input(app: &App, spec: &mut JobSpec, owner: Option<&str>) -> ApiResult<()> {
     let mut errors = Vec::new();
     spec.input = InputRef::Url;
@@ -107,6 +108,11 @@ pub(crate) async fn resolve_input(app: &App, spec: &mut JobSpec, owner: Option<&
             if let Err(m) = crate::fetch::check_literal_host(image, app.config.allow_private_urls) {
                 errors.push(FieldError::new("bg_image_url", m));
             }
+        }
+    }
+    if let Some(webhook) = &spec.webhook_url {
+        if let Err(m) = crate::fetch::check_literal_host(webhook, app.config.allow_private_urls) {
+            errors.push(FieldError::new("webhook_url", m));
         }
     }
     if errors.is_empty() {
@@ -241,7 +247,7 @@ pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>)
     let message = "The job was cancelled";
     let mut status = row.status();
     if matches!(status, Status::Created | Status::Pending) {
-        if app.store.fail(&id, None, status, "cancelled", message, rid.as_deref()).await? {
+        if app.store.fail(&id, None, status, "cancelled", message, rid.as_deref(), &app).await? {
             tracing::info!(job_id = %id, "job cancelled before it ran");
             let row = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?;
             return Ok(Json(with_message(job_view(&app, &row), message)));

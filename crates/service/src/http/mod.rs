@@ -8,7 +8,7 @@
 mod admin;
 mod files;
 mod jobs;
-pub(crate) use jobs::own_upload_id;
+pub(crate) use jobs::{job_view, own_upload_id, timestamp};
 mod legacy;
 mod meta;
 mod uploads;
