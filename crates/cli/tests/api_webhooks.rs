@@ -317,3 +317,34 @@ fn a_private_webhook_url_is_refused_at_creation() {
     );
     assert_eq!(body["error"]["details"][0]["field"], "webhook_url", "{body}");
 }
+
+/// A name that resolves to a private address is refused when the delivery resolves it (the
+/// address rules of video_url), and never reached.
+#[test]
+fn a_name_resolving_to_a_private_address_is_refused_at_delivery() {
+    let receiver = Receiver::start(0);
+    let host =
+        String::from_utf8(std::process::Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_string();
+    let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), receiver.port))
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    if addrs.is_empty()
+        || !addrs.iter().all(|a| a.ip().is_loopback() || matches!(a.ip(), std::net::IpAddr::V4(v4) if v4.is_private()))
+    {
+        eprintln!("skipped: host name {host:?} does not resolve to private addresses only ({addrs:?})");
+        return;
+    }
+    let server = Server::start(&[
+        ("CLEARBG_WEBHOOK_SECRET", SECRET),
+        ("CLEARBG_WEBHOOK_RETRY_BASE", "200ms"),
+        ("CLEARBG_WEBHOOK_MAX_ATTEMPTS", "2"),
+    ]);
+    let key = server.key("a");
+    let dir = tempfile::tempdir().unwrap();
+    let upload = not_a_video(&server, &key, dir.path());
+    let hook = format!("http://{host}:{}/hook", receiver.port);
+    let id = create(&server, &key, json!({"video_url": upload["video_url"], "webhook_url": hook}));
+    wait_events(&server, &key, &id, json!({"job.started": "failed", "job.failed": "failed"}));
+    assert!(receiver.received().is_empty(), "{:#?}", receiver.received());
+    assert!(server.log_text().contains("CLEARBG_ALLOW_PRIVATE_URLS"), "{}", server.log_text());
+}
