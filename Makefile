@@ -33,6 +33,6 @@ bench: build
 # run on one second of two clips only.
 TIERS ?= light human
 eval: build
-	cargo build --release -p clearbg-engine --example matte_eval
+	cargo build --release --example matte_eval
 	cd eval && "$(CLEARBG_HOME)/venv/bin/python" test_metrics.py
 	cd eval && "$(CLEARBG_HOME)/venv/bin/python" run.py --tiers "$(TIERS)"

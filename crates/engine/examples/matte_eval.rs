@@ -12,6 +12,9 @@
 //! OUTDIR, one file per plane kind with the frames' 8-bit planes back to back:
 //! `luma.u8` (the decoded Y plane), `stabilised.u8`, `guided.u8`, `bilinear.u8`; and `meta.json`
 //! (`width`, `height`, `frames`, `mask_width`, `mask_height`, `infer_seconds`).
+//!
+//! For tuning experiments only, `CLEARBG_STABILISER="follow=0.3,still=0.02,moving=0.08,search=6"`
+//! (any subset) overrides the stabiliser's defaults in the `stabilised` output.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,7 +22,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use clearbg_engine::matte::{MatteMode, Matter};
+use clearbg_engine::matte::{MatteMode, Matter, TemporalStabiliser};
 use clearbg_engine::{probe, video, Home, Limits, Runtime, Segmenter, Tier};
 
 const MODES: [(MatteMode, &str); 3] =
@@ -60,6 +63,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .args(video::decoder_args(&input, &info))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        // Stopping early (--frames) breaks ffmpeg's pipe, which it reports; nothing else to hear.
+        .stderr(if max_frames == u64::MAX { Stdio::inherit() } else { Stdio::null() })
         .spawn()
         .map_err(|e| format!("starting ffmpeg: {e}"))?;
     let mut frames_in = video::FrameReader::new(decoder.stdout.take().expect("stdout is piped"), &info);
@@ -70,8 +75,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut luma_out = create("luma")?;
     let mut outs = Vec::new();
+    let stabiliser = stabiliser_from_env()?;
     for (mode, name) in MODES {
-        outs.push((Matter::new(tier, mode), create(name)?));
+        outs.push((Matter::new(tier, mode).with_stabiliser(stabiliser.clone()), create(name)?));
     }
     let (mut frames, mut busy, mut mask_size) = (0u64, Duration::ZERO, (0, 0));
     while frames < max_frames {
@@ -103,4 +109,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out_dir.join("meta.json"), meta.to_string())?;
     println!("{meta}");
     Ok(())
+}
+
+/// The stabiliser, with any overrides from `CLEARBG_STABILISER`.
+fn stabiliser_from_env() -> Result<TemporalStabiliser, Box<dyn std::error::Error>> {
+    let mut s = TemporalStabiliser::default();
+    let Ok(spec) = std::env::var("CLEARBG_STABILISER") else { return Ok(s) };
+    for item in spec.split(',').filter(|i| !i.is_empty()) {
+        let (key, value) = item.split_once('=').ok_or("CLEARBG_STABILISER: expected key=value")?;
+        match key {
+            "follow" => s.follow = value.parse()?,
+            "still" => s.still = value.parse()?,
+            "moving" => s.moving = value.parse()?,
+            "search" => s.search = value.parse()?,
+            _ => return Err(format!("CLEARBG_STABILISER: unknown key {key}").into()),
+        }
+    }
+    Ok(s)
 }

@@ -142,26 +142,43 @@ pub fn guided_upsample(
         .collect()
 }
 
-/// Keeps the matte still where the picture is still.
+/// Keeps the matte still where the picture is still, following the picture where it moves.
 ///
-/// Works on the mask's grid. A pixel whose guide changed by less than `still` since the last
-/// frame only moves `follow` of the way towards the new mask value; a pixel that changed by more
-/// than `moving` takes the new value at once; in between, the weight ramps. A scene cut (most
-/// of the picture changed) resets the history.
+/// Works on the mask's grid, as a motion-compensated recursive filter. The previous frame's
+/// matte is first moved along with the picture: block matching on a coarse copy of the luma
+/// finds how each block moved, and every pixel takes, of "did not move", its block's motion
+/// and its neighbour blocks' motions, the one whose moved previous luma matches this frame's
+/// best (so a pixel on a subject's edge can follow the subject while the one beside it stays
+/// with the background). Where the moved previous picture matches this frame to within `still`
+/// (luma, 0-1), the matte only moves `follow` of the way towards the new mask; where it differs
+/// by more than `moving` (occlusions, new content, lighting), the new mask is taken at once; in
+/// between, the weight ramps. A scene cut (most of the picture unexplained) resets the history.
 #[derive(Debug, Clone)]
 pub struct TemporalStabiliser {
     previous: Option<(Vec<f32>, Vec<f32>)>,
     /// Fraction of the new value a still pixel takes per frame.
     pub follow: f32,
-    /// Luma change below which a pixel counts as still.
+    /// Luma difference (after motion compensation) below which a pixel counts as still.
     pub still: f32,
-    /// Luma change above which a pixel counts as moving.
+    /// Luma difference above which a pixel counts as changed.
     pub moving: f32,
+    /// Largest motion searched per frame, in coarse pixels (the coarse grid's long side is
+    /// about [`MOTION_GRID`] pixels, so 6 is ±4% of the picture's width per frame).
+    pub search: usize,
 }
+
+/// Long side, in pixels, of the coarse luma that motion is estimated on.
+pub const MOTION_GRID: usize = 160;
+/// Block size, in coarse pixels, of the motion search.
+const BLOCK: usize = 8;
+/// How much better (luma difference, 0-1) a motion candidate must match than "did not move"
+/// (or an earlier candidate) to be taken: in flat areas every candidate matches about equally
+/// well, and taking an arbitrary one would drag the matte in from somewhere else.
+const MARGIN: f32 = 0.006;
 
 impl Default for TemporalStabiliser {
     fn default() -> Self {
-        TemporalStabiliser { previous: None, follow: 0.3, still: 0.02, moving: 0.08 }
+        TemporalStabiliser { previous: None, follow: 0.3, still: 0.02, moving: 0.08, search: 6 }
     }
 }
 
@@ -172,13 +189,13 @@ impl TemporalStabiliser {
         let (w, h) = (mask.width as usize, mask.height as usize);
         if let Some((prev_alpha, prev_guide)) = &self.previous {
             if prev_alpha.len() == mask.data.len() {
-                let diff: Vec<f32> = guide_lo.iter().zip(prev_guide).map(|(a, b)| (a - b).abs()).collect();
-                // Smooth the difference so sensor noise on one pixel does not count as motion.
-                let motion = box_mean(&diff, w, h, 1);
+                let (motion, source) = compensate(prev_guide, guide_lo, w, h, self.search);
                 let mean_motion = motion.iter().sum::<f32>() / motion.len().max(1) as f32;
                 if mean_motion < 0.15 {
                     let span = (self.moving - self.still).max(1e-6);
-                    for ((alpha, prev), m) in mask.data.iter_mut().zip(prev_alpha).zip(&motion) {
+                    for (k, (alpha, m)) in mask.data.iter_mut().zip(&motion).enumerate() {
+                        let (sx, sy) = source[k];
+                        let prev = sample(prev_alpha, w, h, sx, sy);
                         let moving = ((m - self.still) / span).clamp(0.0, 1.0);
                         let weight = moving + (1.0 - moving) * self.follow;
                         *alpha = prev + weight * (*alpha - prev);
@@ -188,6 +205,147 @@ impl TemporalStabiliser {
         }
         self.previous = Some((mask.data.clone(), guide_lo.to_vec()));
     }
+}
+
+/// Bilinear sample of `img` at (x, y), clamped to the image.
+fn sample(img: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
+    let x = x.clamp(0.0, (w - 1) as f32);
+    let y = y.clamp(0.0, (h - 1) as f32);
+    let (x0, y0) = (x as usize, y as usize);
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let top = img[y0 * w + x0] + fx * (img[y0 * w + x1] - img[y0 * w + x0]);
+    let bottom = img[y1 * w + x0] + fx * (img[y1 * w + x1] - img[y1 * w + x0]);
+    top + fy * (bottom - top)
+}
+
+/// Area-average downscale by an integer factor (the remainder rows and columns are dropped).
+fn shrink(src: &[f32], w: usize, h: usize, factor: usize) -> (Vec<f32>, usize, usize) {
+    let (cw, ch) = (w / factor, h / factor);
+    let mut out = vec![0f32; cw * ch];
+    let inv = 1.0 / (factor * factor) as f32;
+    for y in 0..ch * factor {
+        let row = &src[y * w..y * w + cw * factor];
+        let out_row = &mut out[(y / factor) * cw..(y / factor + 1) * cw];
+        for (x, v) in row.iter().enumerate() {
+            out_row[x / factor] += v * inv;
+        }
+    }
+    (out, cw, ch)
+}
+
+/// Motion of each `BLOCK`² block of `cur` (coarse grid) relative to `prev`, in coarse pixels
+/// with sub-pixel precision: content at `prev(p - v)` is at `cur(p)`. Full search within
+/// ±`search`; a small penalty on the vector's length picks "no motion" in flat areas.
+fn block_motion(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) -> (Vec<(f32, f32)>, usize, usize) {
+    let (bw, bh) = (w / BLOCK, h / BLOCK);
+    let r = search as isize;
+    let side = 2 * search + 1;
+    let mut vectors = Vec::with_capacity(bw * bh);
+    let mut costs = vec![f32::INFINITY; side * side];
+    for by in 0..bh {
+        for bx in 0..bw {
+            let (x0, y0) = (bx * BLOCK, by * BLOCK);
+            for dy in -r..=r {
+                for dx in -r..=r {
+                    let (mut sad, mut n) = (0f32, 0u32);
+                    for y in y0..y0 + BLOCK {
+                        let py = y as isize - dy;
+                        if py < 0 || py >= h as isize {
+                            continue;
+                        }
+                        let (cur_row, prev_row) =
+                            (&cur[y * w..(y + 1) * w], &prev[py as usize * w..(py as usize + 1) * w]);
+                        for x in x0..x0 + BLOCK {
+                            let px = x as isize - dx;
+                            if px >= 0 && px < w as isize {
+                                sad += (cur_row[x] - prev_row[px as usize]).abs();
+                                n += 1;
+                            }
+                        }
+                    }
+                    let idx = ((dy + r) as usize) * side + (dx + r) as usize;
+                    costs[idx] = if n * 2 >= (BLOCK * BLOCK) as u32 {
+                        sad / n as f32 + 0.002 * (dx.abs() + dy.abs()) as f32
+                    } else {
+                        f32::INFINITY
+                    };
+                }
+            }
+            // The best vector; ties keep the first found, so order the zero vector first.
+            let zero = search * side + search;
+            let mut best = zero;
+            for (i, &c) in costs.iter().enumerate() {
+                if c < costs[best] {
+                    best = i;
+                }
+            }
+            let (ix, iy) = (best % side, best / side);
+            // Sub-pixel: the vertex of the parabola through the best cost and its neighbours.
+            let refine = |minus: Option<f32>, centre: f32, plus: Option<f32>| -> f32 {
+                match (minus, plus) {
+                    (Some(m), Some(p)) if m.is_finite() && p.is_finite() => {
+                        let curvature = m - 2.0 * centre + p;
+                        if curvature > 1e-6 {
+                            (0.5 * (m - p) / curvature).clamp(-0.5, 0.5)
+                        } else {
+                            0.0
+                        }
+                    }
+                    _ => 0.0,
+                }
+            };
+            let c = costs[best];
+            let fx = refine((ix > 0).then(|| costs[best - 1]), c, (ix + 1 < side).then(|| costs[best + 1]));
+            let fy = refine((iy > 0).then(|| costs[best - side]), c, (iy + 1 < side).then(|| costs[best + side]));
+            vectors.push((ix as f32 - search as f32 + fx, iy as f32 - search as f32 + fy));
+        }
+    }
+    (vectors, bw, bh)
+}
+
+/// For each pixel of `cur` (`w`x`h`, the mask's grid): where in the previous frame its content
+/// was, and how well the moved previous luma matches (3x3-averaged absolute difference).
+fn compensate(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) -> (Vec<f32>, Vec<(f32, f32)>) {
+    let identity = || (0..w * h).map(|k| ((k % w) as f32, (k / w) as f32)).collect::<Vec<_>>();
+    let zero_diff: Vec<f32> = cur.iter().zip(prev).map(|(a, b)| (a - b).abs()).collect();
+    let mut best = box_mean(&zero_diff, w, h, 1);
+    let mut source = identity();
+    let factor = w.max(h).div_ceil(MOTION_GRID).max(1);
+    let (coarse_prev, cw, ch) = shrink(prev, w, h, factor);
+    let (coarse_cur, _, _) = shrink(cur, w, h, factor);
+    if cw < BLOCK || ch < BLOCK || search == 0 {
+        return (best, source);
+    }
+    let (vectors, bw, bh) = block_motion(&coarse_prev, &coarse_cur, cw, ch, search);
+    let block_px = BLOCK * factor; // a block's side on the mask's grid
+                                   // Candidates: the pixel's own block's motion, then its four neighbours'.
+    for (ox, oy) in [(0isize, 0isize), (-1, 0), (1, 0), (0, -1), (0, 1)] {
+        let vector_at = |x: usize, y: usize| -> (f32, f32) {
+            let bx = ((x / block_px) as isize + ox).clamp(0, bw as isize - 1) as usize;
+            let by = ((y / block_px) as isize + oy).clamp(0, bh as isize - 1) as usize;
+            let (vx, vy) = vectors[by * bw + bx];
+            (vx * factor as f32, vy * factor as f32)
+        };
+        let mut from = Vec::with_capacity(w * h);
+        let mut diff = Vec::with_capacity(w * h);
+        for y in 0..h {
+            for x in 0..w {
+                let (vx, vy) = vector_at(x, y);
+                let (sx, sy) = (x as f32 - vx, y as f32 - vy);
+                from.push((sx, sy));
+                diff.push((cur[y * w + x] - sample(prev, w, h, sx, sy)).abs());
+            }
+        }
+        let score = box_mean(&diff, w, h, 1);
+        for k in 0..w * h {
+            if score[k] + MARGIN < best[k] {
+                best[k] = score[k];
+                source[k] = from[k];
+            }
+        }
+    }
+    (best, source)
 }
 
 /// How a frame's mask becomes its alpha. The pipeline always uses [`MatteMode::Stabilised`];
@@ -227,6 +385,13 @@ impl Matter {
     /// A matter for `tier`'s edge parameters.
     pub fn new(tier: Tier, mode: MatteMode) -> Matter {
         Matter { mode, params: edge_params(tier), stabiliser: TemporalStabiliser::default(), resizer: Resizer::new() }
+    }
+
+    /// The same with a differently tuned stabiliser (for experiments; the pipeline uses the
+    /// default).
+    pub fn with_stabiliser(mut self, stabiliser: TemporalStabiliser) -> Matter {
+        self.stabiliser = stabiliser;
+        self
     }
 
     /// The alpha plane (`frame.width` x `frame.height`) for `frame`, given the segmenter's mask
@@ -331,6 +496,29 @@ mod tests {
         let mut follow = Mask { width: 4, height: 4, data: vec![0.0; 16] };
         stab.apply(&mut follow, &moved);
         assert_eq!(follow.data[5], 0.0);
+    }
+
+    /// The camera pans 2 px a frame over textured content and the model glitches to 0: the
+    /// matte is carried along with the picture and barely moves, which comparing each pixel
+    /// with the same pixel of the last frame (the content there changed) could not do.
+    #[test]
+    fn a_panning_picture_carries_its_matte_along() {
+        let (w, h) = (64usize, 64usize);
+        let texture = |x: f32, y: f32| 0.5 + 0.3 * (x * 0.4).sin() * (y * 0.3).cos();
+        let guide =
+            |shift: f32| -> Vec<f32> { (0..w * h).map(|k| texture((k % w) as f32 - shift, (k / w) as f32)).collect() };
+        let mut stab = TemporalStabiliser::default();
+        let mut first =
+            Mask { width: w as u32, height: h as u32, data: (0..w * h).map(|k| (k % w < 32) as u8 as f32).collect() };
+        stab.apply(&mut first, &guide(0.0));
+        let mut glitch = Mask { width: w as u32, height: h as u32, data: vec![0.0; w * h] };
+        stab.apply(&mut glitch, &guide(2.0));
+        let at = |x: usize, y: usize| glitch.data[y * w + x];
+        assert!((at(20, 32) - 0.7).abs() < 0.05, "inside the subject: {}", at(20, 32));
+        assert!(at(50, 32) < 0.05, "background: {}", at(50, 32));
+        // Without motion compensation the same pixel's luma changed, so the glitch went through.
+        let diff = guide(0.0).iter().zip(guide(2.0)).map(|(a, b)| (a - b).abs()).sum::<f32>() / (w * h) as f32;
+        assert!(diff > 0.08, "the pan must change the picture: {diff}");
     }
 
     #[test]
