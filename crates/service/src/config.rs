@@ -91,6 +91,12 @@ pub struct Config {
     /// A job with no frame progress for this long is stopped.
     #[arg(long, env = "CLEARBG_STALL_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub stall_timeout: Duration,
+    /// Requests per API key on /v1 (a full burst, then a steady rate): 1200/min, 10/s, 5000/h.
+    #[arg(long, env = "CLEARBG_RATE_LIMIT", default_value = "1200/min")]
+    pub rate_limit: crate::ratelimit::Rate,
+    /// Job starts per API key (POST /v1/jobs with auto_start, POST /v1/jobs/{id}/start).
+    #[arg(long, env = "CLEARBG_START_RATE_LIMIT", default_value = "120/min")]
+    pub start_rate_limit: crate::ratelimit::Rate,
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {

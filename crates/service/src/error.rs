@@ -47,18 +47,20 @@ pub struct ApiError {
     pub message: String,
     /// Per-field problems, for 422s.
     pub details: Vec<FieldError>,
+    /// Extra response headers (`Retry-After` on a 429).
+    pub headers: axum::http::HeaderMap,
 }
 
 impl ApiError {
     /// An error with no field details.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), details: Vec::new() }
+        ApiError { status, code, message: message.into(), details: Vec::new(), headers: Default::default() }
     }
 
     /// 422 `invalid_request` listing every problem found.
     pub fn invalid(details: Vec<FieldError>) -> ApiError {
         let message = details.iter().map(|d| format!("{}: {}", d.field, d.message)).collect::<Vec<_>>().join("; ");
-        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid_request", message, details }
+        ApiError { details, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message) }
     }
 
     /// 404 for a job that does not exist or belongs to another key (the two look the same).
@@ -95,7 +97,7 @@ impl IntoResponse for ApiError {
         if !self.details.is_empty() {
             error["details"] = json!(self.details);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        (self.status, self.headers, Json(json!({ "error": error }))).into_response()
     }
 }
 

@@ -20,6 +20,7 @@ pub mod error;
 pub mod fetch;
 pub mod http;
 pub mod jobs;
+pub mod ratelimit;
 pub mod storage;
 pub mod store;
 pub mod sweeper;
@@ -52,6 +53,8 @@ pub struct App {
     pub fetcher: Fetcher,
     /// Wakes idle workers when a job is queued.
     pub queued: Arc<Notify>,
+    /// Per-key request and start limits.
+    pub limits: Arc<ratelimit::RateLimits>,
 }
 
 impl App {
@@ -82,7 +85,8 @@ impl App {
             max_bytes: config.max_upload_bytes,
             timeout: config.fetch_timeout,
         };
-        Ok(App { config: Arc::new(config), store, storage, signer, fetcher, queued: Arc::new(Notify::new()) })
+        let limits = Arc::new(ratelimit::RateLimits::new(config.rate_limit, config.start_rate_limit));
+        Ok(App { config: Arc::new(config), store, storage, signer, fetcher, queued: Arc::new(Notify::new()), limits })
     }
 }
 

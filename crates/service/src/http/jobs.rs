@@ -147,6 +147,9 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
 /// `POST /v1/jobs`.
 pub async fn create(State(app): State<App>, key: ApiKey, body: Bytes) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
+    if body.get("auto_start") != Some(&Value::Bool(false)) {
+        app.limits.start(key.owner()).require("job starts")?;
+    }
     let row = create_job(&app, Some(key.owner()), &body).await?;
     let message = if row.status() == Status::Pending {
         "Job started"
@@ -169,6 +172,7 @@ pub async fn start(State(app): State<App>, key: ApiKey, Path(id): Path<String>, 
     if row.status() != Status::Created {
         return Err(state_conflict(row.status(), "start"));
     }
+    app.limits.start(key.owner()).require("job starts")?;
     let mut spec = parse_spec(&body, Some(&row.spec()), Mode::Start)?;
     resolve_input(&app, &mut spec, Some(key.owner())).await?;
     let row = match app.store.start_job(&id, Some(key.owner()), &spec, request_id().as_deref()).await {

@@ -16,7 +16,7 @@ mod uploads;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -61,6 +61,7 @@ pub fn router(app: App) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(middleware::from_fn_with_state(app.clone(), rate_limit))
         .layer(middleware::from_fn(request_context))
         .with_state(app)
 }
@@ -134,6 +135,34 @@ async fn json_errors(response: Response) -> Response {
     rewritten
 }
 
+/// Counts every keyed request (`/v1/*` but the admin routes) against its key's limit, refuses
+/// it with 429 `rate_limited` and `Retry-After` when the limit is spent, and reports the state
+/// in `X-RateLimit-Limit`, `-Remaining` and `-Reset` on every such response.
+async fn rate_limit(State(app): State<App>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !path.starts_with("/v1/") || path.starts_with("/v1/admin") {
+        return next.run(req).await;
+    }
+    let decision = app.limits.request(presented_key(req.headers()).unwrap_or_default());
+    if !decision.allowed {
+        return decision.refusal("requests").into_response();
+    }
+    let mut response = next.run(req).await;
+    decision.headers(response.headers_mut());
+    response
+}
+
+/// The API key a request presents: `X-Api-Key`, or `Authorization: Bearer …`.
+fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let header_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    header_key.or(bearer).filter(|k| !k.is_empty())
+}
+
 /// Parses a JSON body; an empty body is `{}` (the SDKs' `/start` with no overrides).
 /// The content type is not checked: a JSON body is JSON whatever the client called it.
 pub(crate) fn json_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -153,14 +182,7 @@ impl FromRequestParts<App> for ApiKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<ApiKey, ApiError> {
-        let header_key = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(key) = header_key.or(bearer).filter(|k| !k.is_empty()) else {
+        let Some(key) = presented_key(&parts.headers) else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing_api_key",

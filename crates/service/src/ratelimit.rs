@@ -1,0 +1,194 @@
+//! Per-key rate limits, counted separately for requests and for job starts, with governor's
+//! GCRA (a smooth token bucket: a full burst is allowed, then one more request each
+//! `period / count`).
+//!
+//! Limits live in this process's memory: with several API processes each enforces its own.
+
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::{DefaultKeyedRateLimiter, Quota};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// `COUNT/PERIOD`, for example `1200/min`, `10/s`, `5000/h`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Requests allowed per period (also the burst).
+    pub count: NonZeroU32,
+    /// The period.
+    pub period: Duration,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let bad = || format!("{s:?} is not a rate such as 1200/min, 10/s or 5000/h");
+        let (count, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        let count = NonZeroU32::new(count).ok_or_else(bad)?;
+        let period = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        Ok(Rate { count, period })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.period.as_secs() {
+            1 => "s",
+            60 => "min",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+type Limiter = DefaultKeyedRateLimiter<String, StateInformationMiddleware>;
+
+/// One limit for one kind of action.
+struct Bucket {
+    rate: Rate,
+    limiter: Limiter,
+}
+
+impl Bucket {
+    fn new(rate: Rate) -> Bucket {
+        let quota =
+            Quota::with_period(rate.period / rate.count.get()).expect("a positive period").allow_burst(rate.count);
+        Bucket { rate, limiter: governor::RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>() }
+    }
+
+    /// Takes one cell for `key`, if there is one.
+    fn check(&self, key: &str) -> Decision {
+        let per_cell = self.rate.period / self.rate.count.get();
+        let limit = self.rate.count.get();
+        match self.limiter.check_key(&key.to_string()) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                // Time until the bucket is full again.
+                let reset = per_cell * (limit - remaining);
+                Decision { allowed: true, limit, remaining, reset, retry_after: Duration::ZERO }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Decision { allowed: false, limit, remaining: 0, reset: per_cell * limit, retry_after: wait }
+            }
+        }
+    }
+}
+
+/// The outcome of a check, and the `X-RateLimit-*` headers that report it.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision {
+    /// Whether the action may go ahead.
+    pub allowed: bool,
+    limit: u32,
+    remaining: u32,
+    reset: Duration,
+    retry_after: Duration,
+}
+
+impl Decision {
+    /// Adds `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the full burst is back).
+    pub fn headers(&self, headers: &mut HeaderMap) {
+        let mut set = |name: &'static str, value: u64| {
+            headers.insert(name, HeaderValue::from(value));
+        };
+        set("x-ratelimit-limit", self.limit as u64);
+        set("x-ratelimit-remaining", self.remaining as u64);
+        set("x-ratelimit-reset", self.reset.as_secs_f64().ceil() as u64);
+        if !self.allowed {
+            set("retry-after", self.retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        }
+    }
+
+    /// The 429 for a refused action, with its headers.
+    pub fn refusal(&self, what: &str) -> ApiError {
+        let wait = self.retry_after.as_secs_f64().ceil().max(1.0);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("Too many {what} for this key ({} allowed); retry after {wait} s", self.limit),
+        );
+        self.headers(&mut error.headers);
+        error
+    }
+
+    /// Refuses when the limit is spent.
+    pub fn require(self, what: &str) -> Result<(), ApiError> {
+        if self.allowed {
+            Ok(())
+        } else {
+            Err(self.refusal(what))
+        }
+    }
+}
+
+/// The service's limits.
+pub struct RateLimits {
+    requests: Bucket,
+    starts: Bucket,
+}
+
+impl RateLimits {
+    /// Limits of `requests` per key on `/v1` and `starts` job starts per key.
+    pub fn new(requests: Rate, starts: Rate) -> RateLimits {
+        RateLimits { requests: Bucket::new(requests), starts: Bucket::new(starts) }
+    }
+
+    /// Counts one request made with `api_key` (hashed: the limiter never holds keys).
+    pub fn request(&self, api_key: &str) -> Decision {
+        self.requests.check(&bucket_key(api_key))
+    }
+
+    /// Counts one job start by the key with this fingerprint.
+    pub fn start(&self, fingerprint: &str) -> Decision {
+        self.starts.check(fingerprint)
+    }
+
+    /// Forgets keys whose buckets are full again, so memory does not grow with every key seen.
+    pub fn shrink(&self) {
+        self.requests.limiter.retain_recent();
+        self.starts.limiter.retain_recent();
+    }
+}
+
+fn bucket_key(api_key: &str) -> String {
+    hex::encode(&Sha256::digest(api_key.as_bytes())[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!("10/s".parse::<Rate>().unwrap().period, Duration::from_secs(1));
+        assert_eq!("1200/min".parse::<Rate>().unwrap().count.get(), 1200);
+        assert!("0/s".parse::<Rate>().is_err());
+        assert!("ten/min".parse::<Rate>().is_err());
+        assert!("10/week".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn a_burst_then_refusals_per_key() {
+        let limits = RateLimits::new("3/min".parse().unwrap(), "1/min".parse().unwrap());
+        let remaining: Vec<u32> = (0..3).map(|_| limits.request("k1").remaining).collect();
+        assert_eq!(remaining, [2, 1, 0]);
+        let refused = limits.request("k1");
+        assert!(!refused.allowed);
+        assert!(refused.retry_after > Duration::from_secs(15) && refused.retry_after <= Duration::from_secs(20));
+        assert!(limits.request("k2").allowed, "keys are counted apart");
+        assert!(limits.start("fp").allowed && !limits.start("fp").allowed, "starts are counted apart");
+    }
+}
