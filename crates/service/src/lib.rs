@@ -12,6 +12,7 @@
 //! - [`worker`]: claims queued jobs under a lease, runs the engine, stores the output.
 //! - [`fetch`]: downloads `video_url`s without reaching private networks.
 //! - [`sweeper`]: deletes inputs and outputs after the retention period.
+//! - [`ratelimit`], [`idempotency`]: per-key limits, and retries that do nothing twice.
 //! - [`webhooks`]: signs and sends the job events queued in the database's outbox.
 #![deny(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod http;
+pub mod idempotency;
 pub mod jobs;
 pub mod ratelimit;
 pub mod storage;

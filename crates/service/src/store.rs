@@ -213,6 +213,11 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// The connection pool, for modules that keep their own tables (idempotency keys).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// A cheap round trip, for health checks.
     pub async fn ping(&self) -> sqlx::Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())

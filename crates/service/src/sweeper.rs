@@ -26,6 +26,7 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
 /// One pass; returns how many files were deleted.
 pub async fn sweep(app: &App) -> anyhow::Result<usize> {
     app.limits.shrink();
+    app.store.idempotency_sweep().await?;
     let cutoff = now_ms() - app.config.retention.as_millis() as i64;
     let mut deleted = 0;
     for upload in app.store.expired_uploads(cutoff).await? {

@@ -35,12 +35,14 @@ const MAX_JSON_BYTES: usize = 1024 * 1024;
 
 /// All routes.
 pub fn router(app: App) -> Router {
+    // Retried POSTs with the same Idempotency-Key do nothing twice.
+    let idempotent = || middleware::from_fn_with_state(app.clone(), crate::idempotency::layer);
     Router::new()
-        .route("/v1/uploads", post(uploads::create).layer(DefaultBodyLimit::disable()))
-        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/uploads", post(uploads::create).layer(DefaultBodyLimit::disable()).layer(idempotent()))
+        .route("/v1/jobs", post(jobs::create).layer(idempotent()).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
-        .route("/v1/jobs/{id}/start", post(jobs::start))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/start", post(jobs::start).layer(idempotent()))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel).layer(idempotent()))
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/admin/config", get(admin::config))
         .route("/v1/admin/keys", get(admin::list).post(admin::create))
@@ -153,7 +155,7 @@ async fn rate_limit(State(app): State<App>, req: Request, next: Next) -> Respons
 }
 
 /// The API key a request presents: `X-Api-Key`, or `Authorization: Bearer …`.
-fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+pub(crate) fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
     let header_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
     let bearer = headers
         .get(header::AUTHORIZATION)

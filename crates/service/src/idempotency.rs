@@ -1,0 +1,212 @@
+//! `Idempotency-Key` on `POST /v1/uploads`, `/v1/jobs`, `/start` and `/cancel`: a retried request
+//! gets the first one's status and body back and does nothing again.
+//!
+//! The first request with a key claims it in the database (a primary key makes the claim
+//! atomic, so of concurrent duplicates exactly one proceeds); the others wait for its answer and
+//! replay it. The same key with another request is 409 `idempotency_conflict`. A request is
+//! identified by its method, path and body (for an upload, whose body is streamed and never
+//! buffered, by its declared length instead). Answers of 5xx and 429 are not kept, so the
+//! client can retry; keys expire after 24 hours; a claim whose request died with its process is taken over
+//! after ten minutes.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::store::now_ms;
+use crate::App;
+
+/// How long a key is remembered.
+const KEY_TTL_MS: i64 = 24 * 3600 * 1000;
+/// A claim older than this without an answer belongs to a request that died (longer than any
+/// upload takes).
+const ABANDONED_MS: i64 = 10 * 60 * 1000;
+/// How long a duplicate waits for the first request's answer.
+const WAIT: Duration = Duration::from_secs(60);
+/// Longest key accepted.
+const MAX_KEY_LEN: usize = 255;
+
+/// The middleware: applies to POSTs that carry `Idempotency-Key`.
+pub async fn layer(State(app): State<App>, req: Request, next: Next) -> Response {
+    let Some(key) = req.headers().get("idempotency-key").map(|v| v.to_str().map(str::to_string)) else {
+        return next.run(req).await;
+    };
+    let key = match key {
+        Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN => k,
+        _ => {
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+            )
+            .into_response()
+        }
+    };
+    // Keys are scoped by the API key presented (hashed), so two clients never share one.
+    let scope = crate::http::presented_key(req.headers()).map(|k| hex::encode(&Sha256::digest(k.as_bytes())[..12]));
+    let Some(scope) = scope else { return next.run(req).await };
+    let (req, fingerprint) = match fingerprint(req).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    match run(&app, &scope, &key, &fingerprint, req, next).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+/// Identifies a request: method, path and body hash (for a streamed upload, its length).
+async fn fingerprint(req: Request) -> Result<(Request, String), ApiError> {
+    let mut hasher = Sha256::new();
+    hasher.update(req.method().as_str());
+    hasher.update(b" ");
+    hasher.update(req.uri().path());
+    hasher.update(b"\n");
+    if req.uri().path() == "/v1/uploads" {
+        let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("?");
+        hasher.update(length.as_bytes());
+        return Ok((req, hex::encode(hasher.finalize())));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes: Bytes = axum::body::to_bytes(body, 1024 * 1024).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The body is larger than 1 MiB")
+    })?;
+    hasher.update(&bytes);
+    Ok((Request::from_parts(parts, Body::from(bytes)), hex::encode(hasher.finalize())))
+}
+
+async fn run(
+    app: &App,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+    req: Request,
+    next: Next,
+) -> Result<Response, Response> {
+    let store = &app.store;
+    let db = |e: sqlx::Error| ApiError::from(e).into_response();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = now_ms();
+        store.idempotency_forget(scope, key, now - KEY_TTL_MS, now - ABANDONED_MS).await.map_err(db)?;
+        if store.idempotency_claim(scope, key, fingerprint, now).await.map_err(db)? {
+            break;
+        }
+        let Some(saved) = store.idempotency_get(scope, key).await.map_err(db)? else { continue };
+        if saved.fingerprint != fingerprint {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "This Idempotency-Key was used for a different request; use a new key for a new request",
+            )
+            .into_response());
+        }
+        if let (Some(status), Some(body)) = (saved.status, saved.body) {
+            let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+            let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_in_progress",
+                "A request with this Idempotency-Key is still being processed; retry later",
+            )
+            .into_response());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // This request owns the key: run it and keep its answer.
+    let response = next.run(req).await;
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
+    // A 5xx or a 429 says "try again later": keep the key free for that retry.
+    if parts.status.is_server_error() || parts.status == StatusCode::TOO_MANY_REQUESTS {
+        store.idempotency_release(scope, key).await.map_err(db)?;
+    } else {
+        store.idempotency_save(scope, key, parts.status.as_u16(), &bytes).await.map_err(db)?;
+    }
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// A remembered request.
+#[derive(sqlx::FromRow)]
+struct Saved {
+    fingerprint: String,
+    status: Option<i64>,
+    body: Option<Vec<u8>>,
+}
+
+/// The idempotency table's statements.
+impl crate::store::Store {
+    /// Drops `key` if it expired, or if its first request never answered (its process died).
+    async fn idempotency_forget(&self, scope: &str, key: &str, expired: i64, abandoned: i64) -> sqlx::Result<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND (created_at < ? OR (status IS NULL AND created_at < ?))",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(expired)
+        .bind(abandoned)
+        .execute(self.pool())
+        .await
+        .map(|_| ())
+    }
+
+    /// Claims `key` for this request; false if another request has it.
+    async fn idempotency_claim(&self, scope: &str, key: &str, fingerprint: &str, now: i64) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn idempotency_get(&self, scope: &str, key: &str) -> sqlx::Result<Option<Saved>> {
+        sqlx::query_as("SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = ? AND key = ?")
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await
+    }
+
+    async fn idempotency_save(&self, scope: &str, key: &str, status: u16, body: &[u8]) -> sqlx::Result<()> {
+        sqlx::query("UPDATE idempotency_keys SET status = ?, body = ? WHERE scope = ? AND key = ?")
+            .bind(status as i64)
+            .bind(body)
+            .bind(scope)
+            .bind(key)
+            .execute(self.pool())
+            .await
+            .map(|_| ())
+    }
+
+    async fn idempotency_release(&self, scope: &str, key: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = ? AND key = ?")
+            .bind(scope)
+            .bind(key)
+            .execute(self.pool())
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes every key older than 24 hours (called by the sweeper).
+    pub async fn idempotency_sweep(&self) -> sqlx::Result<u64> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(now_ms() - KEY_TTL_MS)
+            .execute(self.pool())
+            .await
+            .map(|r| r.rows_affected())
+    }
+}
