@@ -97,6 +97,19 @@ pub struct Config {
     /// Job starts per API key (POST /v1/jobs with auto_start, POST /v1/jobs/{id}/start).
     #[arg(long, env = "CLEARBG_START_RATE_LIMIT", default_value = "120/min")]
     pub start_rate_limit: crate::ratelimit::Rate,
+    /// Credits granted to each new key (read in millicredits; see [`crate::billing`]).
+    #[arg(long, env = "CLEARBG_INITIAL_CREDITS", default_value = "100000", value_parser = parse_grant)]
+    pub initial_credits: i64,
+    /// Credits per minute of output per model: `model=credits,…` (models left out keep their default).
+    #[arg(long, env = "CLEARBG_PRICES", default_value = crate::billing::DEFAULT_PRICES, value_parser = clap::value_parser!(crate::billing::Prices))]
+    pub prices: crate::billing::Prices,
+}
+
+/// A number of credits, 0 or more, at most three decimals → millicredits.
+pub fn parse_grant(s: &str) -> Result<i64, String> {
+    crate::billing::parse_credits(s.trim())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| format!("{s:?} is not a number of credits (0 or more, at most 3 decimals)"))
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {

@@ -4,6 +4,7 @@
 //! and HTTP; it knows nothing of pixels — a worker hands each job to
 //! [`clearbg_engine::remove_background`] and stores what comes back.
 //!
+//! - [`billing`]: credits — prices, what a job costs, when it is reserved, charged, refunded.
 //! - [`config`]: every setting, with its `CLEARBG_*` twin and an embedded default.
 //! - [`store`]: durable state in SQL — keys, uploads, jobs and their audit trail.
 //! - [`storage`]: uploads and outputs in object storage, and the signed URLs that serve them.
@@ -16,6 +17,7 @@
 //! - [`webhooks`]: signs and sends the job events queued in the database's outbox.
 #![deny(missing_docs)]
 
+pub mod billing;
 pub mod config;
 pub mod error;
 pub mod fetch;

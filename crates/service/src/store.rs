@@ -44,6 +44,8 @@ pub struct KeyRecord {
     pub created_at: i64,
     /// Last authenticated request (ms), to the minute.
     pub last_used_at: Option<i64>,
+    /// The balance in millicredits: a cache of the sum of the key's `credit_ledger` rows.
+    pub credits: i64,
 }
 
 /// An uploaded file.
@@ -96,6 +98,12 @@ pub struct JobRow {
     pub completed_at: Option<i64>,
     pub updated_at: i64,
     pub output_deleted_at: Option<i64>,
+    /// `null` (draft or unbilled) | `pending` | `reserved` | `charged` | `refunded`.
+    pub billing_status: Option<String>,
+    /// Millicredits held at start (or by the worker, once a URL input's duration is known).
+    pub credits_reserved: i64,
+    /// Millicredits charged at completion.
+    pub credits_used: i64,
     /// `{"job.started":"sent",…}`: each webhook event's delivery status, from `webhook_deliveries`.
     pub webhook_events: String,
 }
@@ -189,7 +197,7 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, owner, status, spec, warnings, progress, error, error_code, output_key, output_sha256, \
     output_size_bytes, duration_seconds, frames, attempts, lease_owner, lease_expires_at, cancel_requested, created_at, \
-    queued_at, started_at, completed_at, updated_at, output_deleted_at, \
+    queued_at, started_at, completed_at, updated_at, output_deleted_at, billing_status, credits_reserved, credits_used, \
     (SELECT json_group_object(event, status) FROM webhook_deliveries d WHERE d.job_id = jobs.id) AS webhook_events";
 
 impl Store {
@@ -237,8 +245,15 @@ impl Store {
 
     // ---- keys ----
 
-    /// Creates a key for `client_id`; returns the key (shown once) and its record.
-    pub async fn create_key(&self, client_id: &str, note: Option<&str>) -> sqlx::Result<(String, KeyRecord)> {
+    /// Creates a key for `client_id` with a first grant of `grant` millicredits (a ledger row);
+    /// returns the key (shown once) and its record.
+    pub async fn create_key(
+        &self,
+        client_id: &str,
+        note: Option<&str>,
+        grant: i64,
+        request_id: Option<&str>,
+    ) -> sqlx::Result<(String, KeyRecord)> {
         let mut secret = [0u8; 24];
         rand::rng().fill_bytes(&mut secret);
         let key = format!("cbg_{}", hex::encode(secret));
@@ -251,9 +266,11 @@ impl Store {
             status: "active".into(),
             created_at: now_ms(),
             last_used_at: None,
+            credits: grant.max(0),
         };
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO api_keys (fingerprint, key_hash, client_id, note, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (fingerprint, key_hash, client_id, note, status, created_at, credits) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&record.fingerprint)
         .bind(&record.key_hash)
@@ -261,8 +278,14 @@ impl Store {
         .bind(&record.note)
         .bind(&record.status)
         .bind(record.created_at)
-        .execute(&self.pool)
+        .bind(record.credits)
+        .execute(&mut *tx)
         .await?;
+        if record.credits > 0 {
+            let entry = Entry { kind: "grant", job_id: None, request_id, note: Some("initial grant") };
+            ledger(&mut tx, &record.fingerprint, record.credits, record.credits, &entry).await?;
+        }
+        tx.commit().await?;
         Ok((key, record))
     }
 
@@ -326,7 +349,8 @@ impl Store {
 
     // ---- jobs ----
 
-    /// Stores a new job in `status` (`created` or `pending`).
+    /// Stores a new job in `status` (`created` or `pending`); a `pending` one makes its
+    /// `reservation` on the owner's balance in the same transaction, or is not stored at all.
     pub async fn insert_job(
         &self,
         id: &str,
@@ -334,11 +358,15 @@ impl Store {
         spec: &JobSpec,
         status: Status,
         request_id: Option<&str>,
-    ) -> sqlx::Result<JobRow> {
+        reservation: Reservation,
+    ) -> Result<JobRow, StoreError> {
         let now = now_ms();
+        let reservation = if status == Status::Pending && owner.is_some() { reservation } else { Reservation::None };
+        let (billing, reserved) = reservation.columns();
         let mut tx = self.pool.begin().await?;
         let row: JobRow = sqlx::query_as(&format!(
-            "INSERT INTO jobs (id, owner, status, spec, warnings, created_at, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {JOB_COLUMNS}"
+            "INSERT INTO jobs (id, owner, status, spec, warnings, created_at, queued_at, updated_at, billing_status, credits_reserved) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {JOB_COLUMNS}"
         ))
         .bind(id)
         .bind(owner)
@@ -348,11 +376,18 @@ impl Store {
         .bind(now)
         .bind((status == Status::Pending).then_some(now))
         .bind(now)
+        .bind(billing)
+        .bind(reserved)
         .fetch_one(&mut *tx)
         .await?;
         let reason =
             if status == Status::Pending { "created and queued" } else { "created as a draft (auto_start false)" };
         event(&mut tx, id, None, status, reason, request_id, None, 0).await?;
+        usage(&mut tx, owner, "created", id, request_id, None).await?;
+        if status == Status::Pending {
+            usage(&mut tx, owner, "started", id, request_id, None).await?;
+            reserve(&mut tx, owner, id, request_id, reservation).await?;
+        }
         tx.commit().await?;
         Ok(row)
     }
@@ -394,23 +429,30 @@ impl Store {
         Ok((rows, total))
     }
 
-    /// Queues a draft with its final spec: `created` → `pending`.
+    /// Queues a draft with its final spec: `created` → `pending`, making its `reservation` on
+    /// the owner's balance in the same transaction (or changing nothing, if the balance is short).
     pub async fn start_job(
         &self,
         id: &str,
         owner: Option<&str>,
         spec: &JobSpec,
         request_id: Option<&str>,
+        reservation: Reservation,
     ) -> Result<JobRow, StoreError> {
         let now = now_ms();
+        let reservation = if owner.is_some() { reservation } else { Reservation::None };
+        let (billing, reserved) = reservation.columns();
         let mut tx = self.pool.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
-            "UPDATE jobs SET status = 'pending', spec = ?, warnings = ?, queued_at = ?, updated_at = ? WHERE id = ? AND status = 'created' AND (? IS NULL OR owner = ?) RETURNING {JOB_COLUMNS}"
+            "UPDATE jobs SET status = 'pending', spec = ?, warnings = ?, queued_at = ?, updated_at = ?, billing_status = ?, credits_reserved = ? \
+             WHERE id = ? AND status = 'created' AND (? IS NULL OR owner = ?) RETURNING {JOB_COLUMNS}"
         ))
         .bind(serde_json::to_string(spec).expect("a spec serialises"))
         .bind(serde_json::to_string(&spec.warnings()).expect("strings serialise"))
         .bind(now)
         .bind(now)
+        .bind(billing)
+        .bind(reserved)
         .bind(id)
         .bind(owner)
         .bind(owner)
@@ -421,6 +463,8 @@ impl Store {
             return Err(self.conflict(id, owner).await);
         };
         event(&mut tx, id, Some(Status::Created), Status::Pending, "started", request_id, None, 0).await?;
+        usage(&mut tx, row.owner.as_deref(), "started", id, request_id, None).await?;
+        reserve(&mut tx, row.owner.as_deref(), id, request_id, reservation).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -466,7 +510,8 @@ impl Store {
                  queued_at = CASE WHEN ? = 'pending' THEN ? ELSE queued_at END, \
                  error = CASE WHEN ? = 'failed' THEN ? ELSE error END, \
                  error_code = CASE WHEN ? = 'failed' THEN 'attempts_exhausted' ELSE error_code END, \
-                 completed_at = CASE WHEN ? = 'failed' THEN ? ELSE completed_at END \
+                 completed_at = CASE WHEN ? = 'failed' THEN ? ELSE completed_at END, \
+                 billing_status = CASE WHEN ? = 'failed' AND billing_status IN ('pending', 'reserved') THEN 'refunded' ELSE billing_status END \
                  WHERE id = ? AND status = 'processing' AND lease_expires_at < ? RETURNING {JOB_COLUMNS}"
             ))
             .bind(to.as_str())
@@ -478,12 +523,17 @@ impl Store {
             .bind(to.as_str())
             .bind(to.as_str())
             .bind(now)
+            .bind(to.as_str())
             .bind(&id)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = done {
                 event(&mut tx, &id, Some(Status::Processing), to, &reason, None, None, attempts).await?;
+                if to == Status::Failed {
+                    usage(&mut tx, row.owner.as_deref(), "failed", &id, None, None).await?;
+                    settle(&mut tx, &row, None).await?;
+                }
                 if let Some(ended) = Event::ended(&row) {
                     enqueue_webhook(&mut tx, &row, ended, view).await?;
                 }
@@ -555,13 +605,23 @@ impl Store {
     }
 
     /// `processing` → `completed`, if `worker` still holds the job; queues `job.completed` with
-    /// `view`.
-    pub async fn complete(&self, id: &str, worker: &str, out: &Output, view: &dyn JobView) -> sqlx::Result<bool> {
+    /// `view`. Charges `cost` millicredits (never more than the reservation, which is released)
+    /// in the same transaction.
+    pub async fn complete(
+        &self,
+        id: &str,
+        worker: &str,
+        out: &Output,
+        cost: i64,
+        view: &dyn JobView,
+    ) -> sqlx::Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE jobs SET status = 'completed', progress = 100, output_key = ?, output_sha256 = ?, output_size_bytes = ?, \
-             duration_seconds = ?, frames = ?, completed_at = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL \
+             duration_seconds = ?, frames = ?, completed_at = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL, \
+             billing_status = CASE WHEN billing_status IN ('pending', 'reserved') THEN 'charged' ELSE billing_status END, \
+             credits_used = CASE WHEN billing_status = 'reserved' THEN MAX(0, MIN(?, credits_reserved)) ELSE credits_used END \
              WHERE id = ? AND status = 'processing' AND lease_owner = ? RETURNING {JOB_COLUMNS}"
         ))
         .bind(&out.key)
@@ -571,6 +631,7 @@ impl Store {
         .bind(out.frames)
         .bind(now)
         .bind(now)
+        .bind(cost)
         .bind(id)
         .bind(worker)
         .fetch_optional(&mut *tx)
@@ -579,6 +640,8 @@ impl Store {
         let reason = format!("output stored: {} bytes, sha256 {}", out.size_bytes, out.sha256);
         event(&mut tx, id, Some(Status::Processing), Status::Completed, &reason, None, Some(worker), row.attempts)
             .await?;
+        usage(&mut tx, row.owner.as_deref(), "completed", id, None, None).await?;
+        settle(&mut tx, &row, None).await?;
         enqueue_webhook(&mut tx, &row, Event::Completed, view).await?;
         tx.commit().await?;
         Ok(true)
@@ -601,7 +664,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE jobs SET status = 'failed', error = ?, error_code = ?, completed_at = ?, updated_at = ?, \
-             lease_owner = NULL, lease_expires_at = NULL \
+             lease_owner = NULL, lease_expires_at = NULL, \
+             billing_status = CASE WHEN billing_status IN ('pending', 'reserved') THEN 'refunded' ELSE billing_status END \
              WHERE id = ? AND status = ? AND (? IS NULL OR lease_owner = ?) RETURNING {JOB_COLUMNS}"
         ))
         .bind(message)
@@ -617,6 +681,9 @@ impl Store {
         let Some(row) = row else { return Ok(false) };
         let reason = format!("{code}: {message}");
         event(&mut tx, id, Some(from), Status::Failed, &reason, request_id, worker, row.attempts).await?;
+        let kind = if code == "cancelled" { "cancelled" } else { "failed" };
+        usage(&mut tx, row.owner.as_deref(), kind, id, request_id, None).await?;
+        settle(&mut tx, &row, request_id).await?;
         if let Some(ended) = Event::ended(&row) {
             enqueue_webhook(&mut tx, &row, ended, view).await?;
         }
@@ -664,6 +731,179 @@ impl Store {
     /// A job's audit trail, oldest first.
     pub async fn events(&self, id: &str) -> sqlx::Result<Vec<EventRow>> {
         sqlx::query_as("SELECT * FROM job_events WHERE job_id = ? ORDER BY id").bind(id).fetch_all(&self.pool).await
+    }
+
+    // ---- credits and usage ----
+
+    /// Holds `amount` millicredits for a started job whose input's duration the worker has just
+    /// learnt (billing `pending` → `reserved`), if `worker` still holds it. `Ok(false)`: nothing
+    /// to do (already reserved, or the job was taken from this worker). A short balance changes
+    /// nothing and is [`StoreError::InsufficientCredits`].
+    pub async fn reserve_for_job(&self, id: &str, worker: &str, amount: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let owner: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE jobs SET billing_status = 'reserved', credits_reserved = ?, updated_at = ? \
+             WHERE id = ? AND status = 'processing' AND lease_owner = ? AND billing_status = 'pending' RETURNING owner",
+        )
+        .bind(amount)
+        .bind(now_ms())
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(owner) = owner else { return Ok(false) };
+        reserve(&mut tx, owner.as_deref(), id, None, Reservation::Now(amount)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A key by fingerprint.
+    pub async fn key_by_fingerprint(&self, fingerprint: &str) -> sqlx::Result<Option<KeyRecord>> {
+        sqlx::query_as("SELECT * FROM api_keys WHERE fingerprint = ?")
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// An admin's change of a key's balance, with an `adjust` ledger row. `Ok(None)`: no such
+    /// key. A change that would take the balance below zero changes nothing and is
+    /// [`StoreError::InsufficientCredits`]. Returns the key as it is after, and the change.
+    pub async fn adjust_credits(
+        &self,
+        fingerprint: &str,
+        adjustment: Adjustment,
+        note: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<Option<(KeyRecord, i64)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The write comes first, so the transaction holds the write lock before it reads.
+        let before: Option<i64> =
+            sqlx::query_scalar("UPDATE api_keys SET credits = credits WHERE fingerprint = ? RETURNING credits")
+                .bind(fingerprint)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(before) = before else { return Ok(None) };
+        let change = match adjustment {
+            Adjustment::Add(n) => n,
+            Adjustment::Set(n) => n - before,
+        };
+        if before + change < 0 {
+            return Err(StoreError::InsufficientCredits { needed: Some(-change), balance: before });
+        }
+        let after: i64 =
+            sqlx::query_scalar("UPDATE api_keys SET credits = credits + ? WHERE fingerprint = ? RETURNING credits")
+                .bind(change)
+                .bind(fingerprint)
+                .fetch_one(&mut *tx)
+                .await?;
+        let entry = Entry { kind: "adjust", job_id: None, request_id, note };
+        ledger(&mut tx, fingerprint, change, after, &entry).await?;
+        let record = sqlx::query_as("SELECT * FROM api_keys WHERE fingerprint = ?")
+            .bind(fingerprint)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((record, change)))
+    }
+
+    /// A key's ledger, newest first, at most `limit` rows.
+    pub async fn ledger(&self, fingerprint: &str, limit: i64) -> sqlx::Result<Vec<LedgerRow>> {
+        sqlx::query_as("SELECT * FROM credit_ledger WHERE key_fingerprint = ? ORDER BY id DESC LIMIT ?")
+            .bind(fingerprint)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// A key's balance rebuilt from its ledger alone (the sum of every row).
+    pub async fn ledger_balance(&self, fingerprint: &str) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(SUM(amount), 0) FROM credit_ledger WHERE key_fingerprint = ?")
+            .bind(fingerprint)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Rebuilds every key's cached balance from the ledger; returns the keys whose cache was
+    /// wrong, with the cached and the rebuilt balance (empty when all agree, as they should).
+    pub async fn rebuild_balances(&self) -> sqlx::Result<Vec<(String, i64, i64)>> {
+        const LEDGER: &str =
+            "(SELECT COALESCE(SUM(amount), 0) FROM credit_ledger l WHERE l.key_fingerprint = api_keys.fingerprint)";
+        let wrong: Vec<(String, i64, i64)> =
+            sqlx::query_as(&format!("SELECT fingerprint, credits, {LEDGER} FROM api_keys WHERE credits != {LEDGER}"))
+                .fetch_all(&self.pool)
+                .await?;
+        for (fingerprint, _, _) in &wrong {
+            sqlx::query(&format!("UPDATE api_keys SET credits = {LEDGER} WHERE fingerprint = ?"))
+                .bind(fingerprint)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(wrong)
+    }
+
+    /// The probed duration of an upload, if known.
+    pub async fn upload_duration(&self, id: &str) -> sqlx::Result<Option<f64>> {
+        sqlx::query_scalar("SELECT duration_seconds FROM uploads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map(Option::flatten)
+    }
+
+    /// Records the probed duration of an upload.
+    pub async fn set_upload_duration(&self, id: &str, seconds: f64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE uploads SET duration_seconds = ? WHERE id = ?")
+            .bind(seconds)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// A key's usage events, newest first, at most `limit`.
+    pub async fn usage_events(&self, fingerprint: &str, limit: i64) -> sqlx::Result<Vec<UsageRow>> {
+        sqlx::query_as(
+            "SELECT id, type, job_id, request_id, credits, at FROM usage_events WHERE key_fingerprint = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(fingerprint)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// A key's usage per UTC day for the `days` days ending today, oldest first; every day has
+    /// a row, idle ones zero.
+    pub async fn usage_summary(&self, fingerprint: &str, days: i64) -> sqlx::Result<Vec<UsageDay>> {
+        let today = chrono::Utc::now().date_naive();
+        let first = today - chrono::Duration::days(days - 1);
+        let since = first.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT date(at / 1000, 'unixepoch') AS day, type, COUNT(*), COALESCE(SUM(credits), 0) FROM usage_events \
+             WHERE key_fingerprint = ? AND at >= ? GROUP BY day, type",
+        )
+        .bind(fingerprint)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<UsageDay> = (0..days)
+            .map(|n| UsageDay { date: (first + chrono::Duration::days(n)).to_string(), ..UsageDay::default() })
+            .collect();
+        for (day, kind, count, credits) in rows {
+            let Some(d) = out.iter_mut().find(|d| d.date == day) else { continue };
+            match kind.as_str() {
+                "created" => d.jobs += count,
+                "completed" => d.completed += count,
+                "failed" => d.failed += count,
+                "cancelled" => {
+                    d.failed += count;
+                    d.cancelled += count;
+                }
+                "charged" => d.credits_used += credits,
+                "refunded" => d.credits_refunded += credits,
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     // ---- webhook deliveries ----
@@ -774,12 +1014,278 @@ pub enum StoreError {
     Db(sqlx::Error),
     /// The job was not there or not in the expected state.
     Conflict(Conflict),
+    /// The key's balance does not cover the reservation; nothing was changed.
+    InsufficientCredits {
+        /// Millicredits asked for (`None`: any positive balance, for an input of unknown length).
+        needed: Option<i64>,
+        /// Millicredits the key has.
+        balance: i64,
+    },
+}
+
+/// What starting a job holds on its key's balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Nothing: a draft, or an anonymous (legacy) job, which is not billed.
+    None,
+    /// The input's duration is not known yet (a URL): the balance must be positive now, and the
+    /// worker reserves once it has probed the input ([`Store::reserve_for_job`]).
+    Later,
+    /// Hold this many millicredits now, or refuse the start.
+    Now(i64),
+}
+
+impl Reservation {
+    fn columns(self) -> (Option<&'static str>, i64) {
+        match self {
+            Reservation::None => (None, 0),
+            Reservation::Later => (Some("pending"), 0),
+            Reservation::Now(amount) => (Some("reserved"), amount),
+        }
+    }
+}
+
+/// How an admin changes a balance.
+#[derive(Debug, Clone, Copy)]
+pub enum Adjustment {
+    /// Add (or, negative, take away) millicredits.
+    Add(i64),
+    /// Set the balance to this many millicredits.
+    Set(i64),
+}
+
+/// One row of the append-only credit ledger.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct LedgerRow {
+    /// Order of the row.
+    pub id: i64,
+    /// The key.
+    pub key_fingerprint: String,
+    /// `grant`, `reserve`, `release`, `charge`, `refund` or `adjust`.
+    pub kind: String,
+    /// Signed change of the balance, millicredits.
+    pub amount: i64,
+    /// The balance after it, millicredits.
+    pub balance_after: i64,
+    /// The job it is for.
+    pub job_id: Option<String>,
+    /// The request that caused it.
+    pub request_id: Option<String>,
+    /// Free text.
+    pub note: Option<String>,
+    /// When (ms).
+    pub at: i64,
+}
+
+/// One usage event of a key.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct UsageRow {
+    /// Order of the event.
+    pub id: i64,
+    /// `created`, `started`, `reserved`, `completed`, `failed`, `cancelled`, `charged` or `refunded`.
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    /// The job.
+    pub job_id: Option<String>,
+    /// The request that caused it (`None` for a worker's doing).
+    pub request_id: Option<String>,
+    /// Millicredits, for `reserved`, `charged` and `refunded`.
+    pub credits: Option<i64>,
+    /// When (ms).
+    pub at: i64,
+}
+
+/// One day of a usage summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageDay {
+    /// `YYYY-MM-DD`, UTC.
+    pub date: String,
+    /// Jobs created.
+    pub jobs: i64,
+    /// Jobs completed.
+    pub completed: i64,
+    /// Jobs failed, cancelled ones included.
+    pub failed: i64,
+    /// Of those, cancelled.
+    pub cancelled: i64,
+    /// Millicredits charged.
+    pub credits_used: i64,
+    /// Millicredits refunded.
+    pub credits_refunded: i64,
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> StoreError {
         StoreError::Db(e)
     }
+}
+
+/// What a ledger row records besides its amount.
+struct Entry<'a> {
+    kind: &'a str,
+    job_id: Option<&'a str>,
+    request_id: Option<&'a str>,
+    note: Option<&'a str>,
+}
+
+async fn ledger(
+    tx: &mut sqlx::SqliteConnection,
+    fingerprint: &str,
+    amount: i64,
+    balance_after: i64,
+    entry: &Entry<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO credit_ledger (key_fingerprint, kind, amount, balance_after, job_id, request_id, note, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(fingerprint)
+    .bind(entry.kind)
+    .bind(amount)
+    .bind(balance_after)
+    .bind(entry.job_id)
+    .bind(entry.request_id)
+    .bind(entry.note)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
+}
+
+/// Adds `amount` (≥ 0) to a balance, with its ledger row.
+async fn credit(
+    tx: &mut sqlx::SqliteConnection,
+    fingerprint: &str,
+    amount: i64,
+    entry: &Entry<'_>,
+) -> sqlx::Result<()> {
+    let after: Option<i64> =
+        sqlx::query_scalar("UPDATE api_keys SET credits = credits + ? WHERE fingerprint = ? RETURNING credits")
+            .bind(amount)
+            .bind(fingerprint)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match after {
+        Some(after) => ledger(tx, fingerprint, amount, after, entry).await,
+        None => Ok(()),
+    }
+}
+
+/// Takes `amount` from a balance only if the balance covers it — one conditional statement, so
+/// concurrent debits can never overdraw — with its ledger row.
+async fn debit(
+    tx: &mut sqlx::SqliteConnection,
+    fingerprint: &str,
+    amount: i64,
+    entry: &Entry<'_>,
+) -> Result<(), StoreError> {
+    let after: Option<i64> = sqlx::query_scalar(
+        "UPDATE api_keys SET credits = credits - ? WHERE fingerprint = ? AND credits >= ? RETURNING credits",
+    )
+    .bind(amount)
+    .bind(fingerprint)
+    .bind(amount)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(after) = after else {
+        let balance: Option<i64> = sqlx::query_scalar("SELECT credits FROM api_keys WHERE fingerprint = ?")
+            .bind(fingerprint)
+            .fetch_optional(&mut *tx)
+            .await?;
+        return Err(StoreError::InsufficientCredits { needed: Some(amount), balance: balance.unwrap_or(0) });
+    };
+    ledger(tx, fingerprint, -amount, after, entry).await?;
+    Ok(())
+}
+
+/// Makes a started job's reservation in the caller's transaction.
+async fn reserve(
+    tx: &mut sqlx::SqliteConnection,
+    owner: Option<&str>,
+    job_id: &str,
+    request_id: Option<&str>,
+    reservation: Reservation,
+) -> Result<(), StoreError> {
+    let Some(owner) = owner else { return Ok(()) };
+    match reservation {
+        Reservation::None => Ok(()),
+        Reservation::Later => {
+            let balance: i64 = sqlx::query_scalar("SELECT credits FROM api_keys WHERE fingerprint = ?")
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0);
+            if balance > 0 {
+                Ok(())
+            } else {
+                Err(StoreError::InsufficientCredits { needed: None, balance })
+            }
+        }
+        Reservation::Now(amount) => {
+            if amount > 0 {
+                let entry = Entry { kind: "reserve", job_id: Some(job_id), request_id, note: None };
+                debit(tx, owner, amount, &entry).await?;
+            }
+            usage(tx, Some(owner), "reserved", job_id, request_id, Some(amount)).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Settles a job's billing right after the transition that ended it (`row` as it left it):
+/// `charged` releases the reservation and charges `credits_used`; `refunded` gives the
+/// reservation back.
+async fn settle(tx: &mut sqlx::SqliteConnection, row: &JobRow, request_id: Option<&str>) -> sqlx::Result<()> {
+    let Some(owner) = row.owner.as_deref() else { return Ok(()) };
+    let job_id = Some(row.id.as_str());
+    match row.billing_status.as_deref() {
+        Some("charged") => {
+            if row.credits_reserved > 0 {
+                let entry = Entry { kind: "release", job_id, request_id, note: None };
+                credit(tx, owner, row.credits_reserved, &entry).await?;
+            }
+            if row.credits_used > 0 {
+                // Never more than was just released, so this cannot fail.
+                let entry = Entry { kind: "charge", job_id, request_id, note: None };
+                debit(tx, owner, row.credits_used, &entry).await.map_err(|e| match e {
+                    StoreError::Db(e) => e,
+                    other => sqlx::Error::Protocol(format!("charging more than was reserved: {other:?}")),
+                })?;
+            }
+            usage(tx, Some(owner), "charged", &row.id, request_id, Some(row.credits_used)).await
+        }
+        Some("refunded") => {
+            if row.credits_reserved > 0 {
+                let entry = Entry { kind: "refund", job_id, request_id, note: None };
+                credit(tx, owner, row.credits_reserved, &entry).await?;
+            }
+            usage(tx, Some(owner), "refunded", &row.id, request_id, Some(row.credits_reserved)).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Records a usage event of the job's owner (anonymous jobs have none).
+async fn usage(
+    tx: &mut sqlx::SqliteConnection,
+    owner: Option<&str>,
+    kind: &str,
+    job_id: &str,
+    request_id: Option<&str>,
+    credits: Option<i64>,
+) -> sqlx::Result<()> {
+    let Some(owner) = owner else { return Ok(()) };
+    sqlx::query(
+        "INSERT INTO usage_events (key_fingerprint, type, job_id, request_id, credits, at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(owner)
+    .bind(kind)
+    .bind(job_id)
+    .bind(request_id)
+    .bind(credits)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
 }
 
 /// sha256 of an API key, hex.
@@ -850,4 +1356,79 @@ async fn event(
     .execute(&mut *tx)
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::{parse_spec, Mode};
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        (dir, store)
+    }
+
+    fn draft() -> JobSpec {
+        parse_spec(&serde_json::json!({"video_url": "http://h/a.mp4", "auto_start": false}), None, Mode::Create)
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_reservations_never_overdraw_and_the_ledger_rebuilds_the_balance() {
+        let (_dir, store) = store().await;
+        let (_, key) = store.create_key("c", None, 10_000, None).await.unwrap();
+        let fp = key.fingerprint.clone();
+        for n in 0..40 {
+            store
+                .insert_job(&format!("job_{n}"), Some(&fp), &draft(), Status::Created, None, Reservation::None)
+                .await
+                .unwrap();
+        }
+        let tasks: Vec<_> = (0..40)
+            .map(|n| {
+                let (store, fp) = (store.clone(), fp.clone());
+                tokio::spawn(async move {
+                    store.start_job(&format!("job_{n}"), Some(&fp), &draft(), None, Reservation::Now(1_000)).await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::InsufficientCredits { needed: Some(1_000), .. }) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(ok, 10);
+        assert_eq!(store.key_by_fingerprint(&fp).await.unwrap().unwrap().credits, 0);
+        assert_eq!(store.ledger_balance(&fp).await.unwrap(), 0);
+        assert!(store.rebuild_balances().await.unwrap().is_empty(), "the cache agrees with the ledger");
+
+        // A cancel refunds; a corrupted cache is found and rebuilt from the ledger.
+        let started: String = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'pending' LIMIT 1")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert!(store.fail(&started, None, Status::Pending, "cancelled", "x", None, &NoView).await.unwrap());
+        let row = store.job(&started, None).await.unwrap().unwrap();
+        assert_eq!((row.billing_status.as_deref(), row.credits_reserved), (Some("refunded"), 1_000));
+        assert_eq!(store.ledger_balance(&fp).await.unwrap(), 1_000);
+        sqlx::query("UPDATE api_keys SET credits = 5").execute(&store.pool).await.unwrap();
+        assert_eq!(store.rebuild_balances().await.unwrap(), vec![(fp.clone(), 5, 1_000)]);
+        assert_eq!(store.key_by_fingerprint(&fp).await.unwrap().unwrap().credits, 1_000);
+        let over = store.adjust_credits(&fp, Adjustment::Add(-1_001), None, None).await;
+        assert!(matches!(over, Err(StoreError::InsufficientCredits { balance: 1_000, .. })));
+        let (k, change) = store.adjust_credits(&fp, Adjustment::Set(250), Some("n"), None).await.unwrap().unwrap();
+        assert_eq!((k.credits, change), (250, -750));
+    }
+
+    struct NoView;
+    impl JobView for NoView {
+        fn job_view(&self, _: &JobRow) -> Value {
+            Value::Null
+        }
+    }
 }

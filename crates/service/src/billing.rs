@@ -1,0 +1,233 @@
+//! Credits: prices, what a job costs, and how amounts are written.
+//!
+//! **Unit.** Every amount is an integer number of *millicredits* (1 credit = 1000). Prices are
+//! credits per minute (`original` 60, `light` 45, `human` 45, `pro` 180 by default), so a
+//! second of `light` is 45/60 credit = 750 millicredits: exact, with no floating point in a
+//! balance. The API shows credits as decimal numbers (`0.75`), exact to three decimals.
+//!
+//! **What a job costs.** `ceil(seconds) × price_per_minute / 60`, rounded up to a whole
+//! millicredit, where `seconds` is the duration processed: the input's, cut to
+//! `preview_duration` when set (and to `CLEARBG_MAX_DURATION`).
+//!
+//! **When.** Starting a job *reserves* its cost (the balance drops at once, conditionally, so it
+//! never goes below zero and no credit is spent twice); completion *charges* the real cost of
+//! the output (never more than was reserved) and releases the reservation; a failure or a
+//! cancel *refunds* the reservation. An upload's duration is probed when a job is made from it,
+//! so its start reserves (or answers 402 `insufficient_credits`, running nothing). A `video_url`
+//! elsewhere is only known once downloaded: its start needs a positive balance, and the worker
+//! reserves after downloading and probing it, failing the job with `insufficient_credits` if
+//! the balance is short. Anonymous jobs of the legacy key-less `/api/process` are not billed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::jobs::{InputRef, JobSpec, MODELS};
+use crate::store::Reservation;
+use crate::App;
+
+/// Millicredits per credit.
+pub const MILLIS: i64 = 1000;
+
+/// The default prices, credits per minute, as RemoveBGVideo publishes them.
+pub const DEFAULT_PRICES: &str = "original=60,light=45,human=45,pro=180";
+
+/// Credits per minute of each model, in millicredits per minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prices(Vec<(String, i64)>);
+
+impl Prices {
+    /// Millicredits per minute of `model` (0 for an unknown model, which validation excludes).
+    pub fn per_minute(&self, model: &str) -> i64 {
+        self.0.iter().find(|(m, _)| m == model).map(|(_, p)| *p).unwrap_or(0)
+    }
+
+    /// Every model and its price, in the order of [`MODELS`].
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.0.iter().map(|(m, p)| (m.as_str(), *p))
+    }
+
+    /// Millicredits for `seconds` of `model`: `ceil(seconds) × per_minute / 60`, rounded up.
+    pub fn cost(&self, model: &str, seconds: f64) -> i64 {
+        // A hair of tolerance: 30 frames at 30 fps is one second, not two.
+        let whole = if seconds.is_finite() && seconds > 0.0 { (seconds - 1e-6).ceil().max(1.0) as i64 } else { 0 };
+        let total = whole.saturating_mul(self.per_minute(model));
+        (total + 59) / 60
+    }
+}
+
+impl Default for Prices {
+    fn default() -> Prices {
+        DEFAULT_PRICES.parse().expect("the default prices parse")
+    }
+}
+
+impl FromStr for Prices {
+    type Err = String;
+
+    /// `model=credits_per_minute,…`; models left out keep their default price.
+    fn from_str(s: &str) -> Result<Prices, String> {
+        let mut prices: Vec<(String, i64)> =
+            MODELS.iter().map(|m| (m.to_string(), default_per_minute(m) * MILLIS)).collect();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (model, value) =
+                part.split_once('=').ok_or_else(|| format!("{part:?} is not model=credits_per_minute"))?;
+            let (model, value) = (model.trim(), value.trim());
+            let slot = prices
+                .iter_mut()
+                .find(|(m, _)| m == model)
+                .ok_or_else(|| format!("{model:?} is not a model ({})", MODELS.join(", ")))?;
+            slot.1 = parse_credits(value).filter(|p| *p >= 0).ok_or_else(|| {
+                format!("{value:?} is not a price for {model}: a number of credits per minute, 0 or more, at most 3 decimals")
+            })?;
+        }
+        Ok(Prices(prices))
+    }
+}
+
+impl fmt::Display for Prices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.iter().map(|(m, p)| format!("{m}={}", credits_json(p))).collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+fn default_per_minute(model: &str) -> i64 {
+    match model {
+        "pro" => 180,
+        "original" => 60,
+        _ => 45,
+    }
+}
+
+/// Parses a number of credits (`12`, `0.75`, `-3`) into millicredits; `None` if it is not a
+/// number, has more than three decimals, or is absurdly large.
+pub fn parse_credits(s: &str) -> Option<i64> {
+    let x: f64 = s.parse().ok()?;
+    credits_from_f64(x)
+}
+
+/// Credits as a JSON number → millicredits, under the rules of [`parse_credits`].
+pub fn credits_from_f64(x: f64) -> Option<i64> {
+    if !x.is_finite() || x.abs() > 1e12 {
+        return None;
+    }
+    let millis = (x * MILLIS as f64).round();
+    ((x * MILLIS as f64 - millis).abs() < 1e-6).then_some(millis as i64)
+}
+
+/// Millicredits as the API shows credits: an integer when whole, else a decimal (`0.75`).
+pub fn credits_json(millis: i64) -> Value {
+    if millis % MILLIS == 0 {
+        json!(millis / MILLIS)
+    } else {
+        json!(millis as f64 / MILLIS as f64)
+    }
+}
+
+/// The seconds a job will process when its input lasts `input_secs`: cut to
+/// `preview_duration`.
+pub fn billable_seconds(spec: &JobSpec, input_secs: f64) -> f64 {
+    match spec.preview_duration {
+        Some(p) if p < input_secs => p,
+        _ => input_secs,
+    }
+}
+
+/// What starting `spec` for `owner` holds: its cost now when its input is an upload whose
+/// duration is known (probed once, the first time a job is made from it), else
+/// [`Reservation::Later`]; nothing for anonymous jobs.
+pub async fn reservation(app: &App, spec: &JobSpec, owner: Option<&str>) -> Reservation {
+    if owner.is_none() {
+        return Reservation::None;
+    }
+    match upload_seconds(app, spec).await {
+        Some(secs) => Reservation::Now(app.config.prices.cost(&spec.model, billable_seconds(spec, secs))),
+        None => Reservation::Later,
+    }
+}
+
+/// The duration of an upload input, probed with the engine's probe and kept with the upload;
+/// `None` for a URL input, or an upload that does not probe (the worker then fails it with the
+/// engine's own error, and nothing is charged).
+pub async fn upload_seconds(app: &App, spec: &JobSpec) -> Option<f64> {
+    let InputRef::Upload { upload_id, object_key } = &spec.input else { return None };
+    if let Ok(Some(secs)) = app.store.upload_duration(upload_id).await {
+        return Some(secs);
+    }
+    let scratch = tempfile::Builder::new().prefix("probe-").tempdir_in(app.config.work_dir()).ok()?;
+    let path = app.storage.local_copy(object_key, scratch.path()).await.ok()?;
+    let secs = probe_seconds(app, path).await.ok()?;
+    if let Err(e) = app.store.set_upload_duration(upload_id, secs).await {
+        tracing::warn!(error = %e, upload_id, "recording an upload's duration");
+    }
+    Some(secs)
+}
+
+/// Probes a local video with the engine under the service's limits: its duration in seconds.
+pub async fn probe_seconds(app: &App, path: std::path::PathBuf) -> clearbg_engine::Result<f64> {
+    let limits =
+        clearbg_engine::Limits { max_duration_secs: app.config.max_duration.as_secs_f64(), ..Default::default() };
+    tokio::task::spawn_blocking(move || clearbg_engine::probe(&path, &limits).map(|info| info.duration_secs))
+        .await
+        .unwrap_or_else(|e| Err(clearbg_engine::EngineError::InvalidInput(format!("probe thread: {e}"))))
+}
+
+/// 402 `insufficient_credits`, saying what was needed and what there is.
+pub fn insufficient(needed: Option<i64>, balance: i64) -> ApiError {
+    let message = match needed {
+        Some(n) => format!(
+            "Not enough credits to process this video: it needs {} credits and the balance is {}",
+            credits_json(n),
+            credits_json(balance)
+        ),
+        None => format!(
+            "Not enough credits to process this video: the balance is {}; add credits and start it again",
+            credits_json(balance)
+        ),
+    };
+    ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_of_light_is_three_quarters_of_a_credit() {
+        let p = Prices::default();
+        assert_eq!(p.cost("light", 1.0), 750);
+        assert_eq!(p.cost("light", 0.5), 750, "a started second is billed whole");
+        assert_eq!(p.cost("light", 1.000_000_1), 750, "frame arithmetic noise is not a second");
+        assert_eq!(p.cost("light", 1.2), 1500);
+        assert_eq!(p.cost("original", 60.0), 60_000);
+        assert_eq!(p.cost("pro", 10.0), 30_000);
+        assert_eq!(p.cost("light", 0.0), 0);
+    }
+
+    #[test]
+    fn prices_parse_partially_and_refuse_nonsense() {
+        let p: Prices = "light=30, pro=100.5".parse().unwrap();
+        assert_eq!((p.per_minute("light"), p.per_minute("pro"), p.per_minute("original")), (30_000, 100_500, 60_000));
+        assert_eq!(p.cost("light", 1.0), 500);
+        // 7 credits a minute: 116.67 millicredits a second, rounded up.
+        assert_eq!("light=7".parse::<Prices>().unwrap().cost("light", 1.0), 117);
+        assert!("huge=1".parse::<Prices>().is_err());
+        assert!("light=-1".parse::<Prices>().is_err());
+        assert!("light".parse::<Prices>().is_err());
+        assert!("light=0.0001".parse::<Prices>().is_err());
+        assert_eq!(Prices::default().to_string(), "original=60,light=45,pro=180,human=45");
+    }
+
+    #[test]
+    fn credits_show_exactly() {
+        assert_eq!(credits_json(100_000_000), json!(100000));
+        assert_eq!(credits_json(750), json!(0.75));
+        assert_eq!(parse_credits("0.75"), Some(750));
+        assert_eq!(parse_credits("-2"), Some(-2000));
+        assert_eq!(parse_credits("0.0005"), None);
+    }
+}
