@@ -147,13 +147,16 @@ impl Worker {
         };
         let store = &self.app.store;
         let outcome = match result {
-            Ok(output) => store.complete(&job.id, &self.id, &output, &self.app).await.map(|done| {
-                if done {
-                    tracing::info!(bytes = output.size_bytes, frames = output.frames, "completed");
-                } else {
-                    tracing::warn!("finished, but the job was taken from this worker meanwhile; output discarded");
-                }
-            }),
+            Ok(output) => {
+                let cost = self.app.config.prices.cost(&spec.model, output.duration_seconds);
+                store.complete(&job.id, &self.id, &output, cost, &self.app).await.map(|done| {
+                    if done {
+                        tracing::info!(bytes = output.size_bytes, frames = output.frames, "completed");
+                    } else {
+                        tracing::warn!("finished, but the job was taken from this worker meanwhile; output discarded");
+                    }
+                })
+            }
             Err(Stop::Failed(code, message)) => {
                 tracing::warn!(error_code = %code, error = %message, "failed");
                 store
@@ -251,6 +254,9 @@ impl Worker {
                 path
             }
         };
+        if job.billing_status.as_deref() == Some("pending") {
+            self.reserve(job, spec, &input).await?;
+        }
         let background = match (spec.background.kind.as_str(), &spec.background.image_url, spec.background.color) {
             ("image", Some(url), _) => {
                 Background::Image(unless_cancelled(&shared, self.fetch_image(url, scratch.path())).await?)
@@ -305,6 +311,22 @@ impl Worker {
             duration_seconds: if fps > 0.0 { summary.frames as f64 / fps } else { summary.input.duration_secs },
             frames: summary.frames as i64,
         })
+    }
+
+    /// Reserves the cost of a job whose input's duration was unknown at start (a URL), now that
+    /// the input is here: probed as the engine will, billed as [`crate::billing`] says.
+    async fn reserve(&self, job: &JobRow, spec: &JobSpec, input: &std::path::Path) -> Result<(), Stop> {
+        let secs = crate::billing::probe_seconds(&self.app, input.to_path_buf()).await.map_err(engine_failure)?;
+        let cost = self.app.config.prices.cost(&spec.model, crate::billing::billable_seconds(spec, secs));
+        match self.app.store.reserve_for_job(&job.id, &self.id, cost).await {
+            Ok(_) => Ok(()),
+            Err(crate::store::StoreError::InsufficientCredits { needed, balance }) => {
+                let e = crate::billing::insufficient(needed, balance);
+                Err(Stop::Failed(e.code.into(), e.message))
+            }
+            Err(crate::store::StoreError::Db(e)) => Err(internal("reserving credits", e)),
+            Err(crate::store::StoreError::Conflict(_)) => Err(Stop::LeaseLost),
+        }
     }
 
     async fn fetch_image(&self, url: &str, scratch: &std::path::Path) -> Result<PathBuf, Stop> {

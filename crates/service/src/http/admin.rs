@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 
 use super::jobs::timestamp;
 use super::{json_body, Admin};
-use crate::error::{ApiError, ApiResult, FieldError};
-use crate::store::KeyRecord;
+use crate::billing::{credits_from_f64, credits_json};
+use crate::error::{request_id, ApiError, ApiResult, FieldError};
+use crate::store::{Adjustment, KeyRecord, StoreError};
 use crate::App;
 
 fn key_view(k: &KeyRecord) -> Value {
@@ -19,6 +20,7 @@ fn key_view(k: &KeyRecord) -> Value {
         "note": k.note,
         "key_fingerprint": k.fingerprint,
         "status": k.status,
+        "credits": credits_json(k.credits),
         "created_at": timestamp(Some(k.created_at)),
         "last_used_at": timestamp(k.last_used_at),
     })
@@ -46,6 +48,8 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
         "webhook_retry_base_seconds": c.webhook_retry_base.as_secs_f64(),
         "webhook_max_attempts": c.webhook_max_attempts,
         "models": crate::jobs::MODELS,
+        "initial_credits": credits_json(c.initial_credits),
+        "prices_credits_per_minute": c.prices.to_string(),
         "output_formats": crate::jobs::FORMATS,
     }))
 }
@@ -72,7 +76,8 @@ pub async fn create(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<
     let body = json_body(&body)?;
     let client_id = string_field(&body, "client_id", true).map_err(|e| ApiError::invalid(vec![e]))?.unwrap_or_default();
     let note = string_field(&body, "note", false).map_err(|e| ApiError::invalid(vec![e]))?;
-    let (api_key, record) = app.store.create_key(&client_id, note.as_deref()).await?;
+    let (api_key, record) =
+        app.store.create_key(&client_id, note.as_deref(), app.config.initial_credits, request_id().as_deref()).await?;
     tracing::info!(client_id, fingerprint = %record.fingerprint, "api key created");
     let mut view = key_view(&record);
     view["success"] = json!(true);
@@ -102,4 +107,112 @@ pub async fn disable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult
 /// `POST /v1/admin/keys/enable` `{key_fingerprint}`.
 pub async fn enable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
     set_status(&app, &body, "active").await
+}
+
+fn no_key() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No key has that fingerprint")
+}
+
+/// `POST /v1/admin/keys/credits` `{key_fingerprint, amount, note?}` (extension): adds `amount`
+/// credits (negative: takes them away) with an `adjust` ledger row. 404 for an unknown key;
+/// 422 for an amount that is not a non-zero number with at most three decimals, or that would
+/// take the balance below zero (the balance is never clamped).
+pub async fn credits(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
+    let body = json_body(&body)?;
+    let mut errors = Vec::new();
+    let fp = string_field(&body, "key_fingerprint", true).map_err(|e| errors.push(e)).ok().flatten();
+    let note = string_field(&body, "note", false).map_err(|e| errors.push(e)).ok().flatten();
+    let amount = match body.get("amount") {
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new("amount", "is required: credits to add (negative to take away)"));
+            None
+        }
+        Some(v) => match v.as_f64().and_then(credits_from_f64) {
+            Some(n) if n != 0 => Some(n),
+            _ => {
+                errors.push(FieldError::new("amount", "must be a non-zero number of credits with at most 3 decimals"));
+                None
+            }
+        },
+    };
+    let (Some(fp), Some(amount), true) = (fp, amount, errors.is_empty()) else {
+        return Err(ApiError::invalid(errors));
+    };
+    let rid = request_id();
+    let (record, change) =
+        match app.store.adjust_credits(&fp, Adjustment::Add(amount), note.as_deref(), rid.as_deref()).await {
+            Ok(Some(done)) => done,
+            Ok(None) => return Err(no_key()),
+            Err(StoreError::InsufficientCredits { balance, .. }) => {
+                return Err(ApiError::invalid(vec![FieldError::new(
+                    "amount",
+                    format!("would take the balance below zero (it is {})", credits_json(balance)),
+                )]))
+            }
+            Err(StoreError::Conflict(_)) => return Err(no_key()),
+            Err(StoreError::Db(e)) => return Err(e.into()),
+        };
+    tracing::info!(fingerprint = %fp, change, balance = record.credits, "credits adjusted");
+    let mut view = key_view(&record);
+    view["success"] = json!(true);
+    view["change"] = credits_json(change);
+    Ok(Json(view))
+}
+
+/// Query of `GET /v1/admin/keys/ledger`.
+#[derive(serde::Deserialize)]
+pub struct LedgerQuery {
+    key_fingerprint: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /v1/admin/keys/ledger?key_fingerprint=&limit=` (extension): a key's ledger, newest
+/// first, with its cached balance and the balance rebuilt from the whole ledger (always equal).
+pub async fn ledger(
+    State(app): State<App>,
+    _: Admin,
+    axum::extract::Query(q): axum::extract::Query<LedgerQuery>,
+) -> ApiResult<Json<Value>> {
+    let mut errors = Vec::new();
+    let fp = q.key_fingerprint.filter(|f| !f.is_empty());
+    if fp.is_none() {
+        errors.push(FieldError::new("key_fingerprint", "is required"));
+    }
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 100,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                errors.push(FieldError::new("limit", "must be an integer from 1 to 1000"));
+                0
+            }
+        },
+    };
+    let Some(fp) = fp.filter(|_| errors.is_empty()) else { return Err(ApiError::invalid(errors)) };
+    let record = app.store.key_by_fingerprint(&fp).await?.ok_or_else(no_key)?;
+    let rebuilt = app.store.ledger_balance(&fp).await?;
+    let items: Vec<Value> = app
+        .store
+        .ledger(&fp, limit)
+        .await?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "kind": r.kind,
+                "amount": credits_json(r.amount),
+                "balance_after": credits_json(r.balance_after),
+                "job_id": r.job_id,
+                "request_id": r.request_id,
+                "note": r.note,
+                "created_at": timestamp(Some(r.at)),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "key_fingerprint": fp,
+        "credits": credits_json(record.credits),
+        "ledger_credits": credits_json(rebuilt),
+        "items": items,
+    })))
 }

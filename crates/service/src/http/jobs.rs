@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{json_body, ApiKey};
+use crate::billing::{credits_json, insufficient, reservation};
 use crate::error::{request_id, ApiError, ApiResult, FieldError};
 use crate::jobs::{background_view, parse_spec, InputRef, JobSpec, Mode, Status};
 use crate::store::{Conflict, JobRow, StoreError};
@@ -68,7 +69,9 @@ pub(crate) fn job_view(app: &App, row: &JobRow) -> Value {
         "auto_start": spec.auto_start,
         "webhook_url": spec.webhook_url,
         "webhook_events": serde_json::from_str::<Value>(&row.webhook_events).unwrap_or(json!({})),
-        "billing_status": Value::Null,
+        "billing_status": row.billing_status,
+        "credits_reserved": credits_json(row.credits_reserved),
+        "credits_used": credits_json(row.credits_used),
         "attempts": row.attempts,
         "cancel_requested": row.cancel_requested != 0,
         "created_at": timestamp(Some(row.created_at)),
@@ -136,7 +139,14 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
     resolve_input(app, &mut spec, owner).await?;
     let status = if spec.auto_start { Status::Pending } else { Status::Created };
     let id = format!("job_{}", uuid::Uuid::new_v4().simple());
-    let row = app.store.insert_job(&id, owner, &spec, status, request_id().as_deref()).await?;
+    // Drafts too: probing the upload now makes their start cheap.
+    let hold = reservation(app, &spec, owner).await;
+    let row = match app.store.insert_job(&id, owner, &spec, status, request_id().as_deref(), hold).await {
+        Ok(row) => row,
+        Err(StoreError::InsufficientCredits { needed, balance }) => return Err(insufficient(needed, balance)),
+        Err(StoreError::Conflict(_)) => return Err(ApiError::internal("creating the job", "conflict on insert")),
+        Err(StoreError::Db(e)) => return Err(e.into()),
+    };
     if status == Status::Pending {
         app.queued.notify_waiters();
     }
@@ -175,8 +185,10 @@ pub async fn start(State(app): State<App>, key: ApiKey, Path(id): Path<String>, 
     app.limits.start(key.owner()).require("job starts")?;
     let mut spec = parse_spec(&body, Some(&row.spec()), Mode::Start)?;
     resolve_input(&app, &mut spec, Some(key.owner())).await?;
-    let row = match app.store.start_job(&id, Some(key.owner()), &spec, request_id().as_deref()).await {
+    let hold = reservation(&app, &spec, Some(key.owner())).await;
+    let row = match app.store.start_job(&id, Some(key.owner()), &spec, request_id().as_deref(), hold).await {
         Ok(row) => row,
+        Err(StoreError::InsufficientCredits { needed, balance }) => return Err(insufficient(needed, balance)),
         Err(StoreError::Conflict(Conflict::NotFound)) => return Err(ApiError::job_not_found()),
         Err(StoreError::Conflict(Conflict::State(s))) => return Err(state_conflict(s, "start")),
         Err(StoreError::Db(e)) => return Err(e.into()),

@@ -7,16 +7,14 @@ use serde_json::{json, Value};
 
 use crate::App;
 
-/// Credits per minute of output per model, as RemoveBGVideo publishes them.
-pub const CREDITS_PER_MINUTE: [(&str, u32); 4] = [("original", 60), ("light", 45), ("pro", 180), ("human", 45)];
-
-/// `GET /api/pricing`.
-pub async fn pricing() -> Json<Value> {
+/// `GET /api/pricing`: the configured credits per minute of each model (`CLEARBG_PRICES`).
+pub async fn pricing(State(app): State<App>) -> Json<Value> {
     let per_model: serde_json::Map<String, Value> =
-        CREDITS_PER_MINUTE.iter().map(|(m, c)| (m.to_string(), json!(c))).collect();
+        app.config.prices.iter().map(|(m, p)| (m.to_string(), crate::billing::credits_json(p))).collect();
     Json(json!({
         "success": true,
         "model_pricing_credits_per_minute": per_model,
+        "billing": "ceil(seconds processed) x credits_per_minute / 60, reserved at start, charged at completion, refunded on failure or cancel",
         "price_per_second_cents": Value::Null,
         "packages": [],
     }))

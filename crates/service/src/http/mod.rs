@@ -12,6 +12,7 @@ pub(crate) use jobs::{job_view, own_upload_id, timestamp};
 mod legacy;
 mod meta;
 mod uploads;
+mod usage;
 
 use std::time::Instant;
 
@@ -44,6 +45,10 @@ pub fn router(app: App) -> Router {
         .route("/v1/jobs/{id}/start", post(jobs::start).layer(idempotent()))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel).layer(idempotent()))
         .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/usage/summary", get(usage::summary))
+        .route("/v1/usage/events", get(usage::events))
+        .route("/v1/admin/keys/credits", post(admin::credits))
+        .route("/v1/admin/keys/ledger", get(admin::ledger))
         .route("/v1/admin/config", get(admin::config))
         .route("/v1/admin/keys", get(admin::list).post(admin::create))
         .route("/v1/admin/keys/disable", post(admin::disable))

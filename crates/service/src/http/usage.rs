@@ -1,0 +1,89 @@
+//! `/v1/usage`: what a key's jobs did and what they cost, from the `usage_events` rows written
+//! in the same transactions as the changes they record.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::jobs::timestamp;
+use super::ApiKey;
+use crate::billing::credits_json;
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::App;
+
+/// Query of the usage routes; numbers are parsed by hand so that bad ones get a 422 naming them.
+#[derive(Deserialize)]
+pub struct UsageQuery {
+    days: Option<String>,
+    limit: Option<String>,
+}
+
+/// `value` as an integer in `min..=max` (`default` when absent), else a 422 naming `name`.
+fn bounded(name: &str, value: Option<&str>, default: i64, min: i64, max: i64) -> ApiResult<i64> {
+    match value {
+        None | Some("") => Ok(default),
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid(vec![FieldError::new(name, format!("must be an integer from {min} to {max}"))])),
+        },
+    }
+}
+
+/// `GET /v1/usage/summary?days=N` (1-90, default 7): totals over the last N UTC days (today
+/// included) and one row per day, oldest first, idle days included.
+pub async fn summary(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQuery>) -> ApiResult<Json<Value>> {
+    let days = bounded("days", q.days.as_deref(), 7, 1, 90)?;
+    let rows = app.store.usage_summary(key.owner(), days).await?;
+    let sum = |f: fn(&crate::store::UsageDay) -> i64| rows.iter().map(f).sum::<i64>();
+    let daily: Vec<Value> = rows
+        .iter()
+        .map(|d| {
+            json!({
+                "date": d.date,
+                "jobs": d.jobs,
+                "completed": d.completed,
+                "failed": d.failed,
+                "cancelled": d.cancelled,
+                "credits_used": credits_json(d.credits_used),
+                "credits_refunded": credits_json(d.credits_refunded),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "success": true,
+        "days": days,
+        "total_jobs": sum(|d| d.jobs),
+        "completed_jobs": sum(|d| d.completed),
+        "failed_jobs": sum(|d| d.failed),
+        "cancelled_jobs": sum(|d| d.cancelled),
+        "credits_used": credits_json(sum(|d| d.credits_used)),
+        "credits_refunded": credits_json(sum(|d| d.credits_refunded)),
+        "credits_balance": credits_json(key.0.credits),
+        "daily": daily,
+    })))
+}
+
+/// `GET /v1/usage/events?limit=N` (1-100, default 20): the key's latest job events, newest
+/// first: `created`, `started`, `reserved`, `completed`, `failed`, `cancelled`, `charged`,
+/// `refunded`, each with its job and the request that caused it (`null` for a worker's doing).
+pub async fn events(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQuery>) -> ApiResult<Json<Value>> {
+    let limit = bounded("limit", q.limit.as_deref(), 20, 1, 100)?;
+    let items: Vec<Value> = app
+        .store
+        .usage_events(key.owner(), limit)
+        .await?
+        .into_iter()
+        .map(|e| {
+            json!({
+                "id": format!("evt_{}", e.id),
+                "type": e.kind,
+                "job_id": e.job_id,
+                "request_id": e.request_id,
+                "credits": e.credits.map(credits_json),
+                "created_at": timestamp(Some(e.at)),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "success": true, "items": items, "limit": limit })))
+}
