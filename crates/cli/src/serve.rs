@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use clearbg_service::store::Store;
+use clearbg_service::billing::{credits_json, parse_credits};
+use clearbg_service::config::parse_grant;
+use clearbg_service::store::{Adjustment, Store, StoreError};
 use clearbg_service::{Config, StoreConfig};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -27,24 +29,50 @@ pub enum KeysCommand {
         /// A note kept with the key.
         #[arg(long)]
         note: Option<String>,
+        /// Credits granted to the key (the server's setting of the same name).
+        #[arg(long, env = "CLEARBG_INITIAL_CREDITS", default_value = "100000", value_parser = parse_grant)]
+        initial_credits: i64,
         #[command(flatten)]
         store: StoreConfig,
     },
-    /// List keys: fingerprint, status, client id, note.
+    /// List keys: fingerprint, status, client id, credits, note.
     List {
         #[command(flatten)]
         store: StoreConfig,
     },
+    /// Change a key's credits (an `adjust` row in its ledger); prints the new balance.
+    Credits {
+        /// The key's fingerprint (`kfp_…`, from `keys list`).
+        #[arg(long)]
+        key_fingerprint: String,
+        /// Credits to add; negative takes them away (never below zero).
+        #[arg(long, allow_hyphen_values = true, conflicts_with = "set", required_unless_present = "set", value_parser = parse_amount)]
+        add: Option<i64>,
+        /// Set the balance to this many credits.
+        #[arg(long, value_parser = parse_grant)]
+        set: Option<i64>,
+        /// Why, kept in the ledger.
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+}
+
+fn parse_amount(s: &str) -> Result<i64, String> {
+    parse_credits(s.trim())
+        .filter(|n| *n != 0)
+        .ok_or_else(|| format!("{s:?} is not a non-zero number of credits (at most 3 decimals)"))
 }
 
 /// Runs a `keys` command against the service's database.
 pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         match command {
-            KeysCommand::Create { client_id, note, store } => {
+            KeysCommand::Create { client_id, note, initial_credits, store } => {
                 anyhow::ensure!(!client_id.trim().is_empty(), "--client-id must not be empty");
                 let db = Store::open(&store.database_url()).await?;
-                let (key, record) = db.create_key(client_id.trim(), note.as_deref()).await?;
+                let (key, record) = db.create_key(client_id.trim(), note.as_deref(), initial_credits, None).await?;
                 println!("{key}");
                 eprintln!(
                     "created key {} for {}; keep it now, it cannot be shown again",
@@ -54,7 +82,40 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             KeysCommand::List { store } => {
                 let db = Store::open(&store.database_url()).await?;
                 for k in db.list_keys().await? {
-                    println!("{}\t{}\t{}\t{}", k.fingerprint, k.status, k.client_id, k.note.unwrap_or_default());
+                    let credits = credits_json(k.credits);
+                    println!(
+                        "{}\t{}\t{}\t{credits}\t{}",
+                        k.fingerprint,
+                        k.status,
+                        k.client_id,
+                        k.note.unwrap_or_default()
+                    );
+                }
+            }
+            KeysCommand::Credits { key_fingerprint, add, set, note, store } => {
+                let db = Store::open(&store.database_url()).await?;
+                let adjustment = match (add, set) {
+                    (Some(n), _) => Adjustment::Add(n),
+                    (None, Some(n)) => Adjustment::Set(n),
+                    (None, None) => anyhow::bail!("give --add or --set"),
+                };
+                match db.adjust_credits(&key_fingerprint, adjustment, note.as_deref(), None).await {
+                    Ok(Some((record, change))) => {
+                        println!("{}", credits_json(record.credits));
+                        eprintln!(
+                            "{} now has {} credits ({}{})",
+                            record.fingerprint,
+                            credits_json(record.credits),
+                            if change >= 0 { "+" } else { "" },
+                            credits_json(change)
+                        );
+                    }
+                    Ok(None) => anyhow::bail!("no key has the fingerprint {key_fingerprint}"),
+                    Err(StoreError::InsufficientCredits { balance, .. }) => {
+                        anyhow::bail!("that would take the balance below zero (it is {})", credits_json(balance))
+                    }
+                    Err(StoreError::Db(e)) => return Err(e.into()),
+                    Err(StoreError::Conflict(c)) => anyhow::bail!("{c:?}"),
                 }
             }
         }
