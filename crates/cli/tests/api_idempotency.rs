@@ -119,3 +119,21 @@ fn start_cancel_and_upload_are_idempotent() {
         .unwrap();
     expect_error(r, 422, "invalid_request");
 }
+
+/// A 402 is not kept: after a top-up, a retry under the same key runs.
+#[test]
+fn a_refusal_for_credit_is_not_replayed_after_a_top_up() {
+    let server = Server::start(&[("CLEARBG_WORKERS", "0"), ("CLEARBG_INITIAL_CREDITS", "0")]);
+    let admin = |path: &str, body: Value| {
+        json_ok(client().post(server.url(path)).header("X-Admin-Token", ADMIN_TOKEN).json(&body).send().unwrap())
+    };
+    let created = admin("/v1/admin/keys", json!({"client_id": "broke"}));
+    let key = created["api_key"].as_str().unwrap().to_string();
+    let body = json!({"video_url": "https://example.com/a.mp4", "model": "light"});
+    let (status, refused, _) = post(&server, &key, "/v1/jobs", "pay-1", &body);
+    assert_eq!((status, refused["error"]["code"].as_str()), (402, Some("insufficient_credits")));
+    admin("/v1/admin/keys/credits", json!({"key_fingerprint": created["key_fingerprint"], "amount": 100}));
+    let (status, job, replayed) = post(&server, &key, "/v1/jobs", "pay-1", &body);
+    assert_eq!((status, replayed), (200, false), "{job}");
+    assert_eq!(json_ok(server.get(&key, "/v1/jobs"))["total"], 1);
+}

@@ -5,8 +5,8 @@
 //! atomic, so of concurrent duplicates exactly one proceeds); the others wait for its answer and
 //! replay it. The same key with another request is 409 `idempotency_conflict`. A request is
 //! identified by its method, path and body (for an upload, whose body is streamed and never
-//! buffered, by its declared length instead). Answers of 5xx and 429 are not kept, so the
-//! client can retry; keys expire after 24 hours; a claim whose request died with its process is taken over
+//! buffered, by its declared length instead). Answers of 5xx, 429 and 402 are not kept, so
+//! the client can retry (after a wait or a top-up); keys expire after 24 hours; a claim whose request died with its process is taken over
 //! after ten minutes.
 
 use std::time::Duration;
@@ -126,8 +126,10 @@ async fn run(
     let response = next.run(req).await;
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
-    // A 5xx or a 429 says "try again later": keep the key free for that retry.
-    if parts.status.is_server_error() || parts.status == StatusCode::TOO_MANY_REQUESTS {
+    // A 5xx, a 429 or a 402 says "try again later" (after a wait, or a top-up): keep the key
+    // free for that retry.
+    let retryable = [StatusCode::TOO_MANY_REQUESTS, StatusCode::PAYMENT_REQUIRED].contains(&parts.status);
+    if parts.status.is_server_error() || retryable {
         store.idempotency_release(scope, key).await.map_err(db)?;
     } else {
         store.idempotency_save(scope, key, parts.status.as_u16(), &bytes).await.map_err(db)?;
