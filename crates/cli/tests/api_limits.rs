@@ -38,7 +38,9 @@ fn a_burst_is_limited_and_a_client_that_backs_off_succeeds() {
     let r = server.get(&key, "/v1/jobs");
     assert_eq!(r.status().as_u16(), 200);
 
-    // Admin routes and the public routes are not keyed, so not limited.
+    // Admin routes count against the admin token's own budget; public routes are not limited.
+    let r = client().get(server.url("/v1/admin/keys")).header("X-Admin-Token", ADMIN_TOKEN).send().unwrap();
+    assert_eq!((r.status().as_u16(), header(&r, "x-ratelimit-remaining")), (200, 4));
     let r = client().get(server.url("/health")).send().unwrap();
     assert!(r.headers().get("x-ratelimit-limit").is_none());
 }

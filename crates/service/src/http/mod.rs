@@ -142,15 +142,17 @@ async fn json_errors(response: Response) -> Response {
     rewritten
 }
 
-/// Counts every keyed request (`/v1/*` but the admin routes) against its key's limit, refuses
+/// Counts every `/v1/*` request against the limit of the key it presents (the admin token on
+/// admin routes; requests without a key share one budget), refuses
 /// it with 429 `rate_limited` and `Retry-After` when the limit is spent, and reports the state
 /// in `X-RateLimit-Limit`, `-Remaining` and `-Reset` on every such response.
 async fn rate_limit(State(app): State<App>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if !path.starts_with("/v1/") || path.starts_with("/v1/admin") {
+    if !path.starts_with("/v1/") {
         return next.run(req).await;
     }
-    let decision = app.limits.request(presented_key(req.headers()).unwrap_or_default());
+    let admin_token = req.headers().get("x-admin-token").and_then(|v| v.to_str().ok());
+    let decision = app.limits.request(presented_key(req.headers()).or(admin_token).unwrap_or_default());
     if !decision.allowed {
         return decision.refusal("requests").into_response();
     }
