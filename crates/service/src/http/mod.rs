@@ -200,7 +200,11 @@ impl FromRequestParts<App> for ApiKey {
         };
         match app.store.find_key(key).await? {
             Some(record) if record.status == "active" => {
-                app.store.touch_key(&record.fingerprint).await?;
+                // A write per request would serialise every reader behind SQLite's write lock:
+                // last use is recorded to the minute, so only a stale stamp is written.
+                if record.last_used_at.is_none_or(|t| crate::store::now_ms() - t >= 60_000) {
+                    app.store.touch_key(&record.fingerprint).await?;
+                }
                 tracing::Span::current().record("key", record.fingerprint.as_str());
                 Ok(ApiKey(record))
             }
