@@ -246,10 +246,24 @@ fn block_motion(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) ->
     for by in 0..bh {
         for bx in 0..bw {
             let (x0, y0) = (bx * BLOCK, by * BLOCK);
+            // Most blocks lie so far inside that every displacement stays in the picture: sum
+            // them without bounds checks (same order of additions, so the same result).
+            let interior = x0 >= search && x0 + BLOCK + search <= w && y0 >= search && y0 + BLOCK + search <= h;
             for dy in -r..=r {
                 for dx in -r..=r {
                     let (mut sad, mut n) = (0f32, 0u32);
-                    for y in y0..y0 + BLOCK {
+                    if interior {
+                        for y in y0..y0 + BLOCK {
+                            let (py, px0) = ((y as isize - dy) as usize, (x0 as isize - dx) as usize);
+                            let cur_run = &cur[y * w + x0..y * w + x0 + BLOCK];
+                            let prev_run = &prev[py * w + px0..py * w + px0 + BLOCK];
+                            for (c, p) in cur_run.iter().zip(prev_run) {
+                                sad += (c - p).abs();
+                            }
+                        }
+                        n = (BLOCK * BLOCK) as u32;
+                    }
+                    for y in (y0..y0 + BLOCK).filter(|_| !interior) {
                         let py = y as isize - dy;
                         if py < 0 || py >= h as isize {
                             continue;
