@@ -49,7 +49,7 @@ pub async fn layer(State(app): State<App>, req: Request, next: Next) -> Response
         }
     };
     // Keys are scoped by the API key presented (hashed), so two clients never share one.
-    let scope = crate::http::presented_key(req.headers()).map(|k| hex::encode(&Sha256::digest(k.as_bytes())[..12]));
+    let scope = crate::http::presented_key(req.headers()).map(crate::store::hash_key);
     let Some(scope) = scope else { return next.run(req).await };
     let (req, fingerprint) = match fingerprint(req).await {
         Ok(v) => v,

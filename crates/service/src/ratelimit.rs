@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
@@ -148,7 +147,7 @@ impl RateLimits {
 
     /// Counts one request made with `api_key` (hashed: the limiter never holds keys).
     pub fn request(&self, api_key: &str) -> Decision {
-        self.requests.check(&bucket_key(api_key))
+        self.requests.check(&crate::store::hash_key(api_key))
     }
 
     /// Counts one job start by the key with this fingerprint.
@@ -161,10 +160,6 @@ impl RateLimits {
         self.requests.limiter.retain_recent();
         self.starts.limiter.retain_recent();
     }
-}
-
-fn bucket_key(api_key: &str) -> String {
-    hex::encode(&Sha256::digest(api_key.as_bytes())[..12])
 }
 
 #[cfg(test)]
