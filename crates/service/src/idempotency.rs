@@ -150,7 +150,7 @@ impl crate::store::Store {
     /// Drops `key` if it expired, or if its first request never answered (its process died).
     async fn idempotency_forget(&self, scope: &str, key: &str, expired: i64, abandoned: i64) -> sqlx::Result<()> {
         sqlx::query(
-            "DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND (created_at < ? OR (status IS NULL AND created_at < ?))",
+            "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND (created_at < $3 OR (status IS NULL AND created_at < $4))",
         )
         .bind(scope)
         .bind(key)
@@ -164,7 +164,7 @@ impl crate::store::Store {
     /// Claims `key` for this request; false if another request has it.
     async fn idempotency_claim(&self, scope: &str, key: &str, fingerprint: &str, now: i64) -> sqlx::Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(scope)
         .bind(key)
@@ -176,7 +176,7 @@ impl crate::store::Store {
     }
 
     async fn idempotency_get(&self, scope: &str, key: &str) -> sqlx::Result<Option<Saved>> {
-        sqlx::query_as("SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = ? AND key = ?")
+        sqlx::query_as("SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2")
             .bind(scope)
             .bind(key)
             .fetch_optional(self.pool())
@@ -184,7 +184,7 @@ impl crate::store::Store {
     }
 
     async fn idempotency_save(&self, scope: &str, key: &str, status: u16, body: &[u8]) -> sqlx::Result<()> {
-        sqlx::query("UPDATE idempotency_keys SET status = ?, body = ? WHERE scope = ? AND key = ?")
+        sqlx::query("UPDATE idempotency_keys SET status = $1, body = $2 WHERE scope = $3 AND key = $4")
             .bind(status as i64)
             .bind(body)
             .bind(scope)
@@ -195,7 +195,7 @@ impl crate::store::Store {
     }
 
     async fn idempotency_release(&self, scope: &str, key: &str) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE scope = ? AND key = ?")
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
             .bind(scope)
             .bind(key)
             .execute(self.pool())
@@ -205,7 +205,7 @@ impl crate::store::Store {
 
     /// Deletes every key older than 24 hours (called by the sweeper).
     pub async fn idempotency_sweep(&self) -> sqlx::Result<u64> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(now_ms() - KEY_TTL_MS)
             .execute(self.pool())
             .await

@@ -7,15 +7,14 @@
 //! The transitions that a webhook announces also queue its delivery in the same transaction
 //! (see `enqueue_webhook`).
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use rand::RngCore;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor, FromRow};
 
 use crate::jobs::{JobSpec, Status};
 use crate::webhooks::Event;
@@ -189,41 +188,123 @@ pub enum Conflict {
     State(Status),
 }
 
+/// Which database a [`Store`] talks to. The SQL is written once, in the subset both speak
+/// (`$n` placeholders, `RETURNING`, `ON CONFLICT`, `CASE`); the few statements that differ ask
+/// for their backend's form here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One file, one host: the embedded default.
+    Sqlite,
+    /// Shared by any number of API and worker processes on any hosts.
+    Postgres,
+}
+
+/// The PostgreSQL channel that says "a job was queued": idle workers `LISTEN` on it. The
+/// notification is sent inside the transaction that queues the job, so it is delivered exactly
+/// when the job becomes visible, and never for a transaction that rolled back.
+pub const QUEUE_CHANNEL: &str = "clearbg_jobs";
+/// `NOTIFY` on [`QUEUE_CHANNEL`]: a plain statement, because `pg_notify()` returns a `void`
+/// column that the Any driver cannot read.
+const NOTIFY_QUEUED: &str = "NOTIFY clearbg_jobs";
+
 /// The database.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    url: String,
 }
 
 const JOB_COLUMNS: &str = "id, owner, status, spec, warnings, progress, error, error_code, output_key, output_sha256, \
     output_size_bytes, duration_seconds, frames, attempts, lease_owner, lease_expires_at, cancel_requested, created_at, \
-    queued_at, started_at, completed_at, updated_at, output_deleted_at, billing_status, credits_reserved, credits_used, \
-    (SELECT json_group_object(event, status) FROM webhook_deliveries d WHERE d.job_id = jobs.id) AS webhook_events";
+    queued_at, started_at, completed_at, updated_at, output_deleted_at, billing_status, credits_reserved, credits_used";
 
 impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the database at `url` (`sqlite://PATH` or
+    /// `postgres://…`) and brings its schema up to date.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
-        if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) {
+        sqlx::any::install_default_drivers();
+        let (backend, pool) = if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = rest.split('?').next().unwrap_or(rest);
             if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
+            // Create the file when missing, as `mode=rwc` asks, unless the URL says otherwise.
+            let url = if rest.contains("mode=") {
+                url.to_string()
+            } else {
+                format!("{url}{}mode=rwc", if rest.contains('?') { '&' } else { '?' })
+            };
+            let pool = AnyPoolOptions::new()
+                .max_connections(8)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL + NORMAL survives process crashes (kill -9); only an OS crash can
+                        // lose the last commits. Writers wait for each other instead of failing.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON")
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .connect(&url)
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            (Backend::Sqlite, pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool =
+                AnyPoolOptions::new().max_connections(10).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
+            // Migrations take an advisory lock, so processes starting together apply them once.
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            (Backend::Postgres, pool)
         } else {
-            anyhow::bail!("unsupported database URL {url:?}: this build supports sqlite://PATH");
-        }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL survives process crashes (kill -9); only an OS crash can lose the last commits.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+            anyhow::bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE");
+        };
+        Ok(Store { pool, backend, url: url.to_string() })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL it was opened with (for a second connection, such as a `LISTEN`er).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The connection pool, for modules that keep their own tables (idempotency keys).
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The columns of a [`JobRow`], with `webhook_events` aggregated the backend's way.
+    fn job_columns(&self) -> String {
+        let deliveries = match self.backend {
+            Backend::Sqlite => "json_group_object(event, status)",
+            Backend::Postgres => "json_object_agg(event, status)::text",
+        };
+        format!(
+            "{JOB_COLUMNS}, COALESCE((SELECT {deliveries} FROM webhook_deliveries d WHERE d.job_id = jobs.id), '{{}}') AS webhook_events"
+        )
+    }
+
+    /// Lets concurrent claims pass over rows another transaction is claiming, instead of
+    /// queueing behind its lock and then finding the row taken: with PostgreSQL, N workers
+    /// claim N different jobs at once. SQLite has one writer at a time and needs nothing.
+    fn skip_locked(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// Wakes the idle workers of every process when `tx` commits (PostgreSQL `NOTIFY`; with
+    /// SQLite the workers share this process and [`crate::App::queued`] wakes them).
+    async fn announce_queued(&self, tx: &mut sqlx::AnyConnection) -> sqlx::Result<()> {
+        if self.backend == Backend::Postgres {
+            tx.execute(NOTIFY_QUEUED).await?;
+        }
+        Ok(())
     }
 
     /// A cheap round trip, for health checks.
@@ -235,12 +316,12 @@ impl Store {
 
     /// Returns the setting `name`, creating it with `make()` the first time.
     pub async fn setting_or_insert(&self, name: &str, make: impl FnOnce() -> String) -> sqlx::Result<String> {
-        sqlx::query("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(make())
             .execute(&self.pool)
             .await?;
-        sqlx::query_scalar("SELECT value FROM settings WHERE name = ?").bind(name).fetch_one(&self.pool).await
+        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1").bind(name).fetch_one(&self.pool).await
     }
 
     // ---- keys ----
@@ -270,7 +351,7 @@ impl Store {
         };
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO api_keys (fingerprint, key_hash, client_id, note, status, created_at, credits) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (fingerprint, key_hash, client_id, note, status, created_at, credits) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&record.fingerprint)
         .bind(&record.key_hash)
@@ -291,14 +372,17 @@ impl Store {
 
     /// The record of `key`, if it exists (active or not).
     pub async fn find_key(&self, key: &str) -> sqlx::Result<Option<KeyRecord>> {
-        sqlx::query_as("SELECT * FROM api_keys WHERE key_hash = ?").bind(hash_key(key)).fetch_optional(&self.pool).await
+        sqlx::query_as("SELECT * FROM api_keys WHERE key_hash = $1")
+            .bind(hash_key(key))
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Records that a key was used, at most once a minute per key.
     pub async fn touch_key(&self, fingerprint: &str) -> sqlx::Result<()> {
         let now = now_ms();
         sqlx::query(
-            "UPDATE api_keys SET last_used_at = ? WHERE fingerprint = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+            "UPDATE api_keys SET last_used_at = $1 WHERE fingerprint = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
         )
         .bind(now)
         .bind(fingerprint)
@@ -315,7 +399,7 @@ impl Store {
 
     /// Sets a key `active` or `disabled`; `None` if there is no such key.
     pub async fn set_key_status(&self, fingerprint: &str, status: &str) -> sqlx::Result<Option<KeyRecord>> {
-        sqlx::query_as("UPDATE api_keys SET status = ? WHERE fingerprint = ? RETURNING *")
+        sqlx::query_as("UPDATE api_keys SET status = $1 WHERE fingerprint = $2 RETURNING *")
             .bind(status)
             .bind(fingerprint)
             .fetch_optional(&self.pool)
@@ -327,7 +411,7 @@ impl Store {
     /// Records a stored upload.
     pub async fn insert_upload(&self, u: &UploadRecord) -> sqlx::Result<()> {
         sqlx::query(
-            "INSERT INTO uploads (id, owner, object_key, filename, content_type, size_bytes, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO uploads (id, owner, object_key, filename, content_type, size_bytes, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&u.id)
         .bind(&u.owner)
@@ -344,7 +428,7 @@ impl Store {
 
     /// An upload by id.
     pub async fn upload(&self, id: &str) -> sqlx::Result<Option<UploadRecord>> {
-        sqlx::query_as("SELECT * FROM uploads WHERE id = ?").bind(id).fetch_optional(&self.pool).await
+        sqlx::query_as("SELECT * FROM uploads WHERE id = $1").bind(id).fetch_optional(&self.pool).await
     }
 
     // ---- jobs ----
@@ -360,13 +444,14 @@ impl Store {
         request_id: Option<&str>,
         reservation: Reservation,
     ) -> Result<JobRow, StoreError> {
+        let cols = self.job_columns();
         let now = now_ms();
         let reservation = if status == Status::Pending && owner.is_some() { reservation } else { Reservation::None };
         let (billing, reserved) = reservation.columns();
         let mut tx = self.pool.begin().await?;
         let row: JobRow = sqlx::query_as(&format!(
             "INSERT INTO jobs (id, owner, status, spec, warnings, created_at, queued_at, updated_at, billing_status, credits_reserved) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {JOB_COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {cols}"
         ))
         .bind(id)
         .bind(owner)
@@ -387,6 +472,7 @@ impl Store {
         if status == Status::Pending {
             usage(&mut tx, owner, "started", id, request_id, None).await?;
             reserve(&mut tx, owner, id, request_id, reservation).await?;
+            self.announce_queued(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(row)
@@ -394,7 +480,8 @@ impl Store {
 
     /// A job by id, if `owner` may see it (`None` owner: any job, for internal use).
     pub async fn job(&self, id: &str, owner: Option<&str>) -> sqlx::Result<Option<JobRow>> {
-        let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+        let cols = self.job_columns();
+        let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {cols} FROM jobs WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -409,9 +496,10 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> sqlx::Result<(Vec<JobRow>, i64)> {
+        let cols = self.job_columns();
         let status = status.map(Status::as_str);
         let rows = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND (? IS NULL OR status = ?) ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+            "SELECT {cols} FROM jobs WHERE owner = $1 AND ($2 IS NULL OR status = $3) ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
         ))
         .bind(owner)
         .bind(status)
@@ -420,7 +508,7 @@ impl Store {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let total = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE owner = ? AND (? IS NULL OR status = ?)")
+        let total = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE owner = $1 AND ($2 IS NULL OR status = $3)")
             .bind(owner)
             .bind(status)
             .bind(status)
@@ -439,13 +527,14 @@ impl Store {
         request_id: Option<&str>,
         reservation: Reservation,
     ) -> Result<JobRow, StoreError> {
+        let cols = self.job_columns();
         let now = now_ms();
         let reservation = if owner.is_some() { reservation } else { Reservation::None };
         let (billing, reserved) = reservation.columns();
         let mut tx = self.pool.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
-            "UPDATE jobs SET status = 'pending', spec = ?, warnings = ?, queued_at = ?, updated_at = ?, billing_status = ?, credits_reserved = ? \
-             WHERE id = ? AND status = 'created' AND (? IS NULL OR owner = ?) RETURNING {JOB_COLUMNS}"
+            "UPDATE jobs SET status = 'pending', spec = $1, warnings = $2, queued_at = $3, updated_at = $4, billing_status = $5, credits_reserved = $6 \
+             WHERE id = $7 AND status = 'created' AND ($8 IS NULL OR owner = $9) RETURNING {cols}"
         ))
         .bind(serde_json::to_string(spec).expect("a spec serialises"))
         .bind(serde_json::to_string(&spec.warnings()).expect("strings serialise"))
@@ -465,6 +554,7 @@ impl Store {
         event(&mut tx, id, Some(Status::Created), Status::Pending, "started", request_id, None, 0).await?;
         usage(&mut tx, row.owner.as_deref(), "started", id, request_id, None).await?;
         reserve(&mut tx, row.owner.as_deref(), id, request_id, reservation).await?;
+        self.announce_queued(&mut tx).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -481,9 +571,10 @@ impl Store {
     /// they have used every attempt (queueing `job.failed` with `view`). Returns the jobs it
     /// touched.
     pub async fn recover_expired(&self, max_attempts: u32, view: &dyn JobView) -> sqlx::Result<Vec<String>> {
+        let cols = self.job_columns();
         let now = now_ms();
         let expired: Vec<(String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT id, lease_owner, attempts FROM jobs WHERE status = 'processing' AND lease_expires_at < ?",
+            "SELECT id, lease_owner, attempts FROM jobs WHERE status = 'processing' AND lease_expires_at < $1",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -506,13 +597,13 @@ impl Store {
                 )
             };
             let done: Option<JobRow> = sqlx::query_as(&format!(
-                "UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, \
-                 queued_at = CASE WHEN ? = 'pending' THEN ? ELSE queued_at END, \
-                 error = CASE WHEN ? = 'failed' THEN ? ELSE error END, \
-                 error_code = CASE WHEN ? = 'failed' THEN 'attempts_exhausted' ELSE error_code END, \
-                 completed_at = CASE WHEN ? = 'failed' THEN ? ELSE completed_at END, \
-                 billing_status = CASE WHEN ? = 'failed' AND billing_status IN ('pending', 'reserved') THEN 'refunded' ELSE billing_status END \
-                 WHERE id = ? AND status = 'processing' AND lease_expires_at < ? RETURNING {JOB_COLUMNS}"
+                "UPDATE jobs SET status = $1, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2, \
+                 queued_at = CASE WHEN $3 = 'pending' THEN $4 ELSE queued_at END, \
+                 error = CASE WHEN $5 = 'failed' THEN $6 ELSE error END, \
+                 error_code = CASE WHEN $7 = 'failed' THEN 'attempts_exhausted' ELSE error_code END, \
+                 completed_at = CASE WHEN $8 = 'failed' THEN $9 ELSE completed_at END, \
+                 billing_status = CASE WHEN $10 = 'failed' AND billing_status IN ('pending', 'reserved') THEN 'refunded' ELSE billing_status END \
+                 WHERE id = $11 AND status = 'processing' AND lease_expires_at < $12 RETURNING {cols}"
             ))
             .bind(to.as_str())
             .bind(now)
@@ -534,6 +625,9 @@ impl Store {
                     usage(&mut tx, row.owner.as_deref(), "failed", &id, None, None).await?;
                     settle(&mut tx, &row, None).await?;
                 }
+                if to == Status::Pending {
+                    self.announce_queued(&mut tx).await?;
+                }
                 if let Some(ended) = Event::ended(&row) {
                     enqueue_webhook(&mut tx, &row, ended, view).await?;
                 }
@@ -547,13 +641,15 @@ impl Store {
     /// Claims the oldest queued job for `worker` with a lease of `lease`, queueing `job.started`
     /// (with `view`) the first time the job is claimed.
     pub async fn claim(&self, worker: &str, lease: Duration, view: &dyn JobView) -> sqlx::Result<Option<JobRow>> {
+        let cols = self.job_columns();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
-            "UPDATE jobs SET status = 'processing', lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1, \
-             started_at = COALESCE(started_at, ?), updated_at = ?, progress = 0 \
-             WHERE id = (SELECT id FROM jobs WHERE status = 'pending' ORDER BY queued_at, id LIMIT 1) AND status = 'pending' \
-             RETURNING {JOB_COLUMNS}"
+            "UPDATE jobs SET status = 'processing', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
+             started_at = COALESCE(started_at, $3), updated_at = $4, progress = 0 \
+             WHERE id = (SELECT id FROM jobs WHERE status = 'pending' ORDER BY queued_at, id LIMIT 1{skip}) AND status = 'pending' \
+             RETURNING {cols}",
+            skip = self.skip_locked()
         ))
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
@@ -591,8 +687,8 @@ impl Store {
     ) -> sqlx::Result<Option<bool>> {
         let now = now_ms();
         sqlx::query_scalar(
-            "UPDATE jobs SET lease_expires_at = ?, progress = MAX(progress, ?), updated_at = ? \
-             WHERE id = ? AND status = 'processing' AND lease_owner = ? RETURNING cancel_requested",
+            "UPDATE jobs SET lease_expires_at = $1, progress = CASE WHEN progress > $2 THEN progress ELSE $2 END, updated_at = $3 \
+             WHERE id = $4 AND status = 'processing' AND lease_owner = $5 RETURNING cancel_requested",
         )
         .bind(now + lease.as_millis() as i64)
         .bind(progress)
@@ -615,14 +711,15 @@ impl Store {
         cost: i64,
         view: &dyn JobView,
     ) -> sqlx::Result<bool> {
+        let cols = self.job_columns();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
-            "UPDATE jobs SET status = 'completed', progress = 100, output_key = ?, output_sha256 = ?, output_size_bytes = ?, \
-             duration_seconds = ?, frames = ?, completed_at = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL, \
+            "UPDATE jobs SET status = 'completed', progress = 100, output_key = $1, output_sha256 = $2, output_size_bytes = $3, \
+             duration_seconds = $4, frames = $5, completed_at = $6, updated_at = $7, lease_owner = NULL, lease_expires_at = NULL, \
              billing_status = CASE WHEN billing_status IN ('pending', 'reserved') THEN 'charged' ELSE billing_status END, \
-             credits_used = CASE WHEN billing_status = 'reserved' THEN MAX(0, MIN(?, credits_reserved)) ELSE credits_used END \
-             WHERE id = ? AND status = 'processing' AND lease_owner = ? RETURNING {JOB_COLUMNS}"
+             credits_used = CASE WHEN billing_status = 'reserved' THEN CASE WHEN $8 < 0 THEN 0 WHEN $8 > credits_reserved THEN credits_reserved ELSE $8 END ELSE credits_used END \
+             WHERE id = $9 AND status = 'processing' AND lease_owner = $10 RETURNING {cols}"
         ))
         .bind(&out.key)
         .bind(&out.sha256)
@@ -660,13 +757,14 @@ impl Store {
         request_id: Option<&str>,
         view: &dyn JobView,
     ) -> sqlx::Result<bool> {
+        let cols = self.job_columns();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
-            "UPDATE jobs SET status = 'failed', error = ?, error_code = ?, completed_at = ?, updated_at = ?, \
+            "UPDATE jobs SET status = 'failed', error = $1, error_code = $2, completed_at = $3, updated_at = $4, \
              lease_owner = NULL, lease_expires_at = NULL, \
              billing_status = CASE WHEN billing_status IN ('pending', 'reserved') THEN 'refunded' ELSE billing_status END \
-             WHERE id = ? AND status = ? AND (? IS NULL OR lease_owner = ?) RETURNING {JOB_COLUMNS}"
+             WHERE id = $5 AND status = $6 AND ($7 IS NULL OR lease_owner = $8) RETURNING {cols}"
         ))
         .bind(message)
         .bind(code)
@@ -697,7 +795,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let attempt: Option<i64> = sqlx::query_scalar(
             "UPDATE jobs SET status = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, \
-             progress = 0, queued_at = ?, updated_at = ? WHERE id = ? AND status = 'processing' AND lease_owner = ? RETURNING attempts",
+             progress = 0, queued_at = $1, updated_at = $2 WHERE id = $3 AND status = 'processing' AND lease_owner = $4 RETURNING attempts",
         )
         .bind(now)
         .bind(now)
@@ -707,6 +805,7 @@ impl Store {
         .await?;
         let Some(attempt) = attempt else { return Ok(false) };
         event(&mut tx, id, Some(Status::Processing), Status::Pending, reason, None, Some(worker), attempt).await?;
+        self.announce_queued(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -715,7 +814,7 @@ impl Store {
     pub async fn request_cancel(&self, id: &str, request_id: Option<&str>) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
         let attempt: Option<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'processing' RETURNING attempts",
+            "UPDATE jobs SET cancel_requested = 1, updated_at = $1 WHERE id = $2 AND status = 'processing' RETURNING attempts",
         )
         .bind(now_ms())
         .bind(id)
@@ -730,7 +829,7 @@ impl Store {
 
     /// A job's audit trail, oldest first.
     pub async fn events(&self, id: &str) -> sqlx::Result<Vec<EventRow>> {
-        sqlx::query_as("SELECT * FROM job_events WHERE job_id = ? ORDER BY id").bind(id).fetch_all(&self.pool).await
+        sqlx::query_as("SELECT * FROM job_events WHERE job_id = $1 ORDER BY id").bind(id).fetch_all(&self.pool).await
     }
 
     // ---- credits and usage ----
@@ -742,8 +841,8 @@ impl Store {
     pub async fn reserve_for_job(&self, id: &str, worker: &str, amount: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let owner: Option<Option<String>> = sqlx::query_scalar(
-            "UPDATE jobs SET billing_status = 'reserved', credits_reserved = ?, updated_at = ? \
-             WHERE id = ? AND status = 'processing' AND lease_owner = ? AND billing_status = 'pending' RETURNING owner",
+            "UPDATE jobs SET billing_status = 'reserved', credits_reserved = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'processing' AND lease_owner = $4 AND billing_status = 'pending' RETURNING owner",
         )
         .bind(amount)
         .bind(now_ms())
@@ -759,7 +858,7 @@ impl Store {
 
     /// A key by fingerprint.
     pub async fn key_by_fingerprint(&self, fingerprint: &str) -> sqlx::Result<Option<KeyRecord>> {
-        sqlx::query_as("SELECT * FROM api_keys WHERE fingerprint = ?")
+        sqlx::query_as("SELECT * FROM api_keys WHERE fingerprint = $1")
             .bind(fingerprint)
             .fetch_optional(&self.pool)
             .await
@@ -778,7 +877,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // The write comes first, so the transaction holds the write lock before it reads.
         let before: Option<i64> =
-            sqlx::query_scalar("UPDATE api_keys SET credits = credits WHERE fingerprint = ? RETURNING credits")
+            sqlx::query_scalar("UPDATE api_keys SET credits = credits WHERE fingerprint = $1 RETURNING credits")
                 .bind(fingerprint)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -791,14 +890,14 @@ impl Store {
             return Err(StoreError::InsufficientCredits { needed: Some(-change), balance: before });
         }
         let after: i64 =
-            sqlx::query_scalar("UPDATE api_keys SET credits = credits + ? WHERE fingerprint = ? RETURNING credits")
+            sqlx::query_scalar("UPDATE api_keys SET credits = credits + $1 WHERE fingerprint = $2 RETURNING credits")
                 .bind(change)
                 .bind(fingerprint)
                 .fetch_one(&mut *tx)
                 .await?;
         let entry = Entry { kind: "adjust", job_id: None, request_id, note };
         ledger(&mut tx, fingerprint, change, after, &entry).await?;
-        let record = sqlx::query_as("SELECT * FROM api_keys WHERE fingerprint = ?")
+        let record = sqlx::query_as("SELECT * FROM api_keys WHERE fingerprint = $1")
             .bind(fingerprint)
             .fetch_one(&mut *tx)
             .await?;
@@ -808,7 +907,7 @@ impl Store {
 
     /// A key's ledger, newest first, at most `limit` rows.
     pub async fn ledger(&self, fingerprint: &str, limit: i64) -> sqlx::Result<Vec<LedgerRow>> {
-        sqlx::query_as("SELECT * FROM credit_ledger WHERE key_fingerprint = ? ORDER BY id DESC LIMIT ?")
+        sqlx::query_as("SELECT * FROM credit_ledger WHERE key_fingerprint = $1 ORDER BY id DESC LIMIT $2")
             .bind(fingerprint)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -817,23 +916,25 @@ impl Store {
 
     /// A key's balance rebuilt from its ledger alone (the sum of every row).
     pub async fn ledger_balance(&self, fingerprint: &str) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(SUM(amount), 0) FROM credit_ledger WHERE key_fingerprint = ?")
-            .bind(fingerprint)
-            .fetch_one(&self.pool)
-            .await
+        sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM credit_ledger WHERE key_fingerprint = $1",
+        )
+        .bind(fingerprint)
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// Rebuilds every key's cached balance from the ledger; returns the keys whose cache was
     /// wrong, with the cached and the rebuilt balance (empty when all agree, as they should).
     pub async fn rebuild_balances(&self) -> sqlx::Result<Vec<(String, i64, i64)>> {
         const LEDGER: &str =
-            "(SELECT COALESCE(SUM(amount), 0) FROM credit_ledger l WHERE l.key_fingerprint = api_keys.fingerprint)";
+            "(SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM credit_ledger l WHERE l.key_fingerprint = api_keys.fingerprint)";
         let wrong: Vec<(String, i64, i64)> =
             sqlx::query_as(&format!("SELECT fingerprint, credits, {LEDGER} FROM api_keys WHERE credits != {LEDGER}"))
                 .fetch_all(&self.pool)
                 .await?;
         for (fingerprint, _, _) in &wrong {
-            sqlx::query(&format!("UPDATE api_keys SET credits = {LEDGER} WHERE fingerprint = ?"))
+            sqlx::query(&format!("UPDATE api_keys SET credits = {LEDGER} WHERE fingerprint = $1"))
                 .bind(fingerprint)
                 .execute(&self.pool)
                 .await?;
@@ -843,7 +944,7 @@ impl Store {
 
     /// The probed duration of an upload, if known.
     pub async fn upload_duration(&self, id: &str) -> sqlx::Result<Option<f64>> {
-        sqlx::query_scalar("SELECT duration_seconds FROM uploads WHERE id = ?")
+        sqlx::query_scalar("SELECT duration_seconds FROM uploads WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -852,7 +953,7 @@ impl Store {
 
     /// Records the probed duration of an upload.
     pub async fn set_upload_duration(&self, id: &str, seconds: f64) -> sqlx::Result<()> {
-        sqlx::query("UPDATE uploads SET duration_seconds = ? WHERE id = ?")
+        sqlx::query("UPDATE uploads SET duration_seconds = $1 WHERE id = $2")
             .bind(seconds)
             .bind(id)
             .execute(&self.pool)
@@ -863,7 +964,7 @@ impl Store {
     /// A key's usage events, newest first, at most `limit`.
     pub async fn usage_events(&self, fingerprint: &str, limit: i64) -> sqlx::Result<Vec<UsageRow>> {
         sqlx::query_as(
-            "SELECT id, type, job_id, request_id, credits, at FROM usage_events WHERE key_fingerprint = ? ORDER BY id DESC LIMIT ?",
+            "SELECT id, type, job_id, request_id, credits, at FROM usage_events WHERE key_fingerprint = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(fingerprint)
         .bind(limit)
@@ -877,9 +978,10 @@ impl Store {
         let today = chrono::Utc::now().date_naive();
         let first = today - chrono::Duration::days(days - 1);
         let since = first.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT date(at / 1000, 'unixepoch') AS day, type, COUNT(*), COALESCE(SUM(credits), 0) FROM usage_events \
-             WHERE key_fingerprint = ? AND at >= ? GROUP BY day, type",
+        // Days are counted in whole UTC days since the epoch, which both databases compute alike.
+        let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+            "SELECT at / 86400000 AS day, type, COUNT(*), CAST(COALESCE(SUM(credits), 0) AS BIGINT) FROM usage_events \
+             WHERE key_fingerprint = $1 AND at >= $2 GROUP BY at / 86400000, type",
         )
         .bind(fingerprint)
         .bind(since)
@@ -889,7 +991,8 @@ impl Store {
             .map(|n| UsageDay { date: (first + chrono::Duration::days(n)).to_string(), ..UsageDay::default() })
             .collect();
         for (day, kind, count, credits) in rows {
-            let Some(d) = out.iter_mut().find(|d| d.date == day) else { continue };
+            let day = chrono::DateTime::from_timestamp(day * 86_400, 0).map(|t| t.date_naive().to_string());
+            let Some(d) = out.iter_mut().find(|d| Some(&d.date) == day.as_ref()) else { continue };
             match kind.as_str() {
                 "created" => d.jobs += count,
                 "completed" => d.completed += count,
@@ -913,11 +1016,12 @@ impl Store {
     /// same database) sends it meanwhile, and one that dies mid-attempt leaves it due again.
     pub async fn claim_delivery(&self, lease: Duration) -> sqlx::Result<Option<DeliveryRow>> {
         let now = now_ms();
-        sqlx::query_as(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?, updated_at = ? \
-             WHERE id = (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ? \
-             ORDER BY next_attempt_at, id LIMIT 1) AND status = 'pending' AND next_attempt_at <= ? RETURNING *",
-        )
+        sqlx::query_as(&format!(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1, updated_at = $2 \
+             WHERE id = (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
+             ORDER BY next_attempt_at, id LIMIT 1{}) AND status = 'pending' AND next_attempt_at <= $4 RETURNING *",
+            self.skip_locked()
+        ))
         .bind(now + lease.as_millis() as i64)
         .bind(now)
         .bind(now)
@@ -928,20 +1032,22 @@ impl Store {
 
     /// Records that the receiver accepted a delivery.
     pub async fn delivery_sent(&self, id: &str) -> sqlx::Result<()> {
-        sqlx::query("UPDATE webhook_deliveries SET status = 'sent', updated_at = ? WHERE id = ? AND status = 'pending'")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'sent', updated_at = $1 WHERE id = $2 AND status = 'pending'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
     }
 
     /// Records a failed attempt: due again at `retry_at`, or `failed` for good when `None`.
     pub async fn delivery_failed(&self, id: &str, error: &str, retry_at: Option<i64>) -> sqlx::Result<()> {
         let now = now_ms();
         sqlx::query(
-            "UPDATE webhook_deliveries SET status = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END, \
-             next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+            "UPDATE webhook_deliveries SET status = CASE WHEN $1 IS NULL THEN 'failed' ELSE 'pending' END, \
+             next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3, updated_at = $4 WHERE id = $5 AND status = 'pending'",
         )
         .bind(retry_at)
         .bind(retry_at)
@@ -957,7 +1063,7 @@ impl Store {
 
     /// Uploads stored before `cutoff` and not yet deleted.
     pub async fn expired_uploads(&self, cutoff: i64) -> sqlx::Result<Vec<UploadRecord>> {
-        sqlx::query_as("SELECT * FROM uploads WHERE created_at < ? AND deleted_at IS NULL LIMIT 500")
+        sqlx::query_as("SELECT * FROM uploads WHERE created_at < $1 AND deleted_at IS NULL LIMIT 500")
             .bind(cutoff)
             .fetch_all(&self.pool)
             .await
@@ -965,7 +1071,7 @@ impl Store {
 
     /// Marks an upload's file deleted.
     pub async fn mark_upload_deleted(&self, id: &str) -> sqlx::Result<()> {
-        sqlx::query("UPDATE uploads SET deleted_at = ? WHERE id = ?")
+        sqlx::query("UPDATE uploads SET deleted_at = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(id)
             .execute(&self.pool)
@@ -976,7 +1082,7 @@ impl Store {
     /// Completed jobs whose output was stored before `cutoff` and is still there.
     pub async fn expired_outputs(&self, cutoff: i64) -> sqlx::Result<Vec<(String, String)>> {
         sqlx::query_as(
-            "SELECT id, output_key FROM jobs WHERE output_key IS NOT NULL AND output_deleted_at IS NULL AND completed_at < ? LIMIT 500",
+            "SELECT id, output_key FROM jobs WHERE output_key IS NOT NULL AND output_deleted_at IS NULL AND completed_at < $1 LIMIT 500",
         )
         .bind(cutoff)
         .fetch_all(&self.pool)
@@ -986,7 +1092,7 @@ impl Store {
     /// Marks a job's output deleted, with an audit event.
     pub async fn mark_output_deleted(&self, id: &str) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE jobs SET output_deleted_at = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE jobs SET output_deleted_at = $1, updated_at = $2 WHERE id = $3")
             .bind(now_ms())
             .bind(now_ms())
             .bind(id)
@@ -1129,14 +1235,14 @@ struct Entry<'a> {
 }
 
 async fn ledger(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     fingerprint: &str,
     amount: i64,
     balance_after: i64,
     entry: &Entry<'_>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO credit_ledger (key_fingerprint, kind, amount, balance_after, job_id, request_id, note, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO credit_ledger (key_fingerprint, kind, amount, balance_after, job_id, request_id, note, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(fingerprint)
     .bind(entry.kind)
@@ -1152,14 +1258,9 @@ async fn ledger(
 }
 
 /// Adds `amount` (≥ 0) to a balance, with its ledger row.
-async fn credit(
-    tx: &mut sqlx::SqliteConnection,
-    fingerprint: &str,
-    amount: i64,
-    entry: &Entry<'_>,
-) -> sqlx::Result<()> {
+async fn credit(tx: &mut sqlx::AnyConnection, fingerprint: &str, amount: i64, entry: &Entry<'_>) -> sqlx::Result<()> {
     let after: Option<i64> =
-        sqlx::query_scalar("UPDATE api_keys SET credits = credits + ? WHERE fingerprint = ? RETURNING credits")
+        sqlx::query_scalar("UPDATE api_keys SET credits = credits + $1 WHERE fingerprint = $2 RETURNING credits")
             .bind(amount)
             .bind(fingerprint)
             .fetch_optional(&mut *tx)
@@ -1173,13 +1274,13 @@ async fn credit(
 /// Takes `amount` from a balance only if the balance covers it — one conditional statement, so
 /// concurrent debits can never overdraw — with its ledger row.
 async fn debit(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     fingerprint: &str,
     amount: i64,
     entry: &Entry<'_>,
 ) -> Result<(), StoreError> {
     let after: Option<i64> = sqlx::query_scalar(
-        "UPDATE api_keys SET credits = credits - ? WHERE fingerprint = ? AND credits >= ? RETURNING credits",
+        "UPDATE api_keys SET credits = credits - $1 WHERE fingerprint = $2 AND credits >= $3 RETURNING credits",
     )
     .bind(amount)
     .bind(fingerprint)
@@ -1187,7 +1288,7 @@ async fn debit(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(after) = after else {
-        let balance: Option<i64> = sqlx::query_scalar("SELECT credits FROM api_keys WHERE fingerprint = ?")
+        let balance: Option<i64> = sqlx::query_scalar("SELECT credits FROM api_keys WHERE fingerprint = $1")
             .bind(fingerprint)
             .fetch_optional(&mut *tx)
             .await?;
@@ -1199,7 +1300,7 @@ async fn debit(
 
 /// Makes a started job's reservation in the caller's transaction.
 async fn reserve(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     owner: Option<&str>,
     job_id: &str,
     request_id: Option<&str>,
@@ -1209,7 +1310,7 @@ async fn reserve(
     match reservation {
         Reservation::None => Ok(()),
         Reservation::Later => {
-            let balance: i64 = sqlx::query_scalar("SELECT credits FROM api_keys WHERE fingerprint = ?")
+            let balance: i64 = sqlx::query_scalar("SELECT credits FROM api_keys WHERE fingerprint = $1")
                 .bind(owner)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -1234,7 +1335,7 @@ async fn reserve(
 /// Settles a job's billing right after the transition that ended it (`row` as it left it):
 /// `charged` releases the reservation and charges `credits_used`; `refunded` gives the
 /// reservation back.
-async fn settle(tx: &mut sqlx::SqliteConnection, row: &JobRow, request_id: Option<&str>) -> sqlx::Result<()> {
+async fn settle(tx: &mut sqlx::AnyConnection, row: &JobRow, request_id: Option<&str>) -> sqlx::Result<()> {
     let Some(owner) = row.owner.as_deref() else { return Ok(()) };
     let job_id = Some(row.id.as_str());
     match row.billing_status.as_deref() {
@@ -1266,7 +1367,7 @@ async fn settle(tx: &mut sqlx::SqliteConnection, row: &JobRow, request_id: Optio
 
 /// Records a usage event of the job's owner (anonymous jobs have none).
 async fn usage(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     owner: Option<&str>,
     kind: &str,
     job_id: &str,
@@ -1275,7 +1376,7 @@ async fn usage(
 ) -> sqlx::Result<()> {
     let Some(owner) = owner else { return Ok(()) };
     sqlx::query(
-        "INSERT INTO usage_events (key_fingerprint, type, job_id, request_id, credits, at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO usage_events (key_fingerprint, type, job_id, request_id, credits, at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(owner)
     .bind(kind)
@@ -1305,7 +1406,7 @@ pub fn hash_key(key: &str) -> String {
 /// ends once, so a second delivery of the same event is ignored (a job handed back at shutdown
 /// and claimed again is not announced twice).
 async fn enqueue_webhook(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     row: &JobRow,
     event: Event,
     view: &dyn JobView,
@@ -1316,7 +1417,7 @@ async fn enqueue_webhook(
     let body = crate::webhooks::body(event, &id, now, view.job_view(row));
     sqlx::query(
         "INSERT INTO webhook_deliveries (id, job_id, event, url, body, next_attempt_at, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, event) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, event) DO NOTHING",
     )
     .bind(&id)
     .bind(&row.id)
@@ -1333,7 +1434,7 @@ async fn enqueue_webhook(
 
 #[allow(clippy::too_many_arguments)]
 async fn event(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     job_id: &str,
     from: Option<Status>,
     to: Status,
@@ -1343,7 +1444,7 @@ async fn event(
     attempt: i64,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO job_events (job_id, at, from_status, to_status, reason, request_id, worker, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO job_events (job_id, at, from_status, to_status, reason, request_id, worker, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(job_id)
     .bind(now_ms())
@@ -1360,24 +1461,131 @@ async fn event(
 
 #[cfg(test)]
 mod tests {
+    //! Every test runs twice: on a SQLite file and on a PostgreSQL database of its own.
+
     use super::*;
     use crate::jobs::{parse_spec, Mode};
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
-        (dir, store)
+    /// A throwaway database: a temporary SQLite file, or a PostgreSQL database created on the
+    /// server at `CLEARBG_TEST_POSTGRES` (default: the local one, trust auth) and dropped after.
+    enum TestDb {
+        Sqlite(#[allow(dead_code)] tempfile::TempDir),
+        Postgres { admin: String, name: String },
+    }
+
+    fn admin_url() -> String {
+        std::env::var("CLEARBG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let TestDb::Postgres { admin, name } = self else { return };
+            let (admin, drop) = (admin.clone(), format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            // Dropped from a plain thread: the test's runtime may be shutting down.
+            let dropped = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                    conn.execute(drop.as_str()).await.map(|_| ())
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("could not drop the test database {name}: {dropped:?}");
+            }
+        }
+    }
+
+    async fn store(backend: Backend) -> (TestDb, Store) {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("t.db").display());
+                let store = Store::open(&url).await.unwrap();
+                (TestDb::Sqlite(dir), store)
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let admin = admin_url();
+                let name = format!("clearbg_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin} (set CLEARBG_TEST_POSTGRES): {e}"));
+                conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+                let guard = TestDb::Postgres { admin: admin.clone(), name: name.clone() };
+                let url = match admin.rsplit_once('/') {
+                    Some((server, _)) => format!("{server}/{name}"),
+                    None => unreachable!("a postgres URL has a path"),
+                };
+                let store = Store::open(&url).await.unwrap();
+                assert_eq!(store.backend(), Backend::Postgres);
+                (guard, store)
+            }
+        }
+    }
+
+    /// `both!(name)` runs `async fn name(backend)` as `name::sqlite` and `name::postgres`.
+    macro_rules! both {
+        ($($name:ident),* $(,)?) => {$(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            }
+        )*};
+    }
+
+    both!(
+        concurrent_reservations_never_overdraw_and_the_ledger_rebuilds_the_balance,
+        concurrent_claims_take_each_job_exactly_once,
+        an_expired_lease_gives_the_job_to_another_worker_and_fences_the_first,
+        heartbeats_keep_the_highest_progress_and_carry_cancels,
+        webhook_outbox_and_usage_summary,
+    );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_announces_queued_jobs_on_commit_only() {
+        let (_db, store) = store(Backend::Postgres).await;
+        let mut listener = sqlx::postgres::PgListener::connect(store.url()).await.unwrap();
+        listener.listen(QUEUE_CHANNEL).await.unwrap();
+        // A draft queues nothing; a start announces the job once its transaction commits.
+        store.insert_job("job_d", None, &draft(), Status::Created, None, Reservation::None).await.unwrap();
+        assert!(next(&mut listener).await.is_none(), "a draft is not announced");
+        store.start_job("job_d", None, &draft(), None, Reservation::None).await.unwrap();
+        let n = next(&mut listener).await.expect("the start is announced");
+        assert_eq!(n.channel(), QUEUE_CHANNEL);
+        // A start refused for credits rolls back, and announces nothing.
+        let (_, key) = store.create_key("c", None, 0, None).await.unwrap();
+        store
+            .insert_job("job_e", Some(&key.fingerprint), &draft(), Status::Created, None, Reservation::None)
+            .await
+            .unwrap();
+        let refused = store.start_job("job_e", Some(&key.fingerprint), &draft(), None, Reservation::Now(1)).await;
+        assert!(matches!(refused, Err(StoreError::InsufficientCredits { .. })));
+        assert!(next(&mut listener).await.is_none(), "a rolled-back start is not announced");
+    }
+
+    /// The next notification within half a second, if one comes.
+    async fn next(listener: &mut sqlx::postgres::PgListener) -> Option<sqlx::postgres::PgNotification> {
+        tokio::time::timeout(Duration::from_millis(500), listener.recv()).await.ok().map(|n| n.unwrap())
     }
 
     fn draft() -> JobSpec {
-        parse_spec(&serde_json::json!({"video_url": "http://h/a.mp4", "auto_start": false}), None, Mode::Create)
-            .unwrap()
+        spec(serde_json::json!({"video_url": "http://h/a.mp4", "auto_start": false}))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_reservations_never_overdraw_and_the_ledger_rebuilds_the_balance() {
-        let (_dir, store) = store().await;
+    fn spec(body: Value) -> JobSpec {
+        parse_spec(&body, None, Mode::Create).unwrap()
+    }
+
+    async fn concurrent_reservations_never_overdraw_and_the_ledger_rebuilds_the_balance(backend: Backend) {
+        let (_db, store) = store(backend).await;
         let (_, key) = store.create_key("c", None, 10_000, None).await.unwrap();
         let fp = key.fingerprint.clone();
         for n in 0..40 {
@@ -1423,6 +1631,145 @@ mod tests {
         assert!(matches!(over, Err(StoreError::InsufficientCredits { balance: 1_000, .. })));
         let (k, change) = store.adjust_credits(&fp, Adjustment::Set(250), Some("n"), None).await.unwrap().unwrap();
         assert_eq!((k.credits, change), (250, -750));
+        let ledger = store.ledger(&fp, 100).await.unwrap();
+        assert_eq!(ledger.iter().map(|r| r.amount).sum::<i64>(), 250, "the ledger explains the balance");
+    }
+
+    async fn concurrent_claims_take_each_job_exactly_once(backend: Backend) {
+        let (_db, store) = store(backend).await;
+        let queued = spec(serde_json::json!({"video_url": "http://h/a.mp4"}));
+        for n in 0..30 {
+            store
+                .insert_job(&format!("job_{n:02}"), None, &queued, Status::Pending, None, Reservation::None)
+                .await
+                .unwrap();
+        }
+        let workers: Vec<_> = (0..6)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    while let Some(row) = store.claim(&format!("w{w}"), Duration::from_secs(60), &NoView).await.unwrap()
+                    {
+                        assert_eq!((row.status(), row.attempts), (Status::Processing, 1));
+                        mine.push(row.id);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for w in workers {
+            claimed.extend(w.await.unwrap());
+        }
+        claimed.sort();
+        let expected: Vec<String> = (0..30).map(|n| format!("job_{n:02}")).collect();
+        assert_eq!(claimed, expected, "every job claimed, none twice");
+        for id in &expected {
+            let claims = store.events(id).await.unwrap().into_iter().filter(|e| e.to_status == "processing").count();
+            assert_eq!(claims, 1, "{id}: one claim in the audit trail");
+        }
+    }
+
+    async fn an_expired_lease_gives_the_job_to_another_worker_and_fences_the_first(backend: Backend) {
+        let (_db, store) = store(backend).await;
+        let (_, key) = store.create_key("c", None, 10_000, None).await.unwrap();
+        let queued = spec(serde_json::json!({"video_url": "http://h/a.mp4"}));
+        store
+            .insert_job("job_a", Some(&key.fingerprint), &queued, Status::Pending, None, Reservation::Now(3_000))
+            .await
+            .unwrap();
+        let lease = Duration::from_millis(200);
+        assert_eq!(store.claim("dead", lease, &NoView).await.unwrap().unwrap().id, "job_a");
+        assert!(store.recover_expired(2, &NoView).await.unwrap().is_empty(), "the lease is still live");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(store.recover_expired(2, &NoView).await.unwrap(), vec!["job_a".to_string()]);
+        let second = store.claim("alive", lease, &NoView).await.unwrap().unwrap();
+        assert_eq!((second.attempts, second.lease_owner.as_deref()), (2, Some("alive")));
+        // The first worker is fenced off: no heartbeat, no completion, no failure.
+        assert_eq!(store.heartbeat("job_a", "dead", lease, 50.0).await.unwrap(), None);
+        let out = Output {
+            key: "outputs/job_a.webm".into(),
+            sha256: "00".into(),
+            size_bytes: 1,
+            duration_seconds: 1.0,
+            frames: 1,
+        };
+        assert!(!store.complete("job_a", "dead", &out, 750, &NoView).await.unwrap());
+        assert!(!store.fail("job_a", Some("dead"), Status::Processing, "x", "x", None, &NoView).await.unwrap());
+        // Its second worker dies too: with max_attempts 2 the job fails and is refunded.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(store.recover_expired(2, &NoView).await.unwrap(), vec!["job_a".to_string()]);
+        let row = store.job("job_a", None).await.unwrap().unwrap();
+        assert_eq!((row.status(), row.error_code.as_deref()), (Status::Failed, Some("attempts_exhausted")));
+        assert_eq!(row.billing_status.as_deref(), Some("refunded"));
+        assert_eq!(store.key_by_fingerprint(&key.fingerprint).await.unwrap().unwrap().credits, 10_000);
+        let trail: Vec<(i64, String)> =
+            store.events("job_a").await.unwrap().into_iter().map(|e| (e.attempt, e.to_status)).collect();
+        let expected = [(0, "pending"), (1, "processing"), (1, "pending"), (2, "processing"), (2, "failed")];
+        assert_eq!(trail, expected.map(|(a, s)| (a, s.to_string())));
+    }
+
+    async fn heartbeats_keep_the_highest_progress_and_carry_cancels(backend: Backend) {
+        let (_db, store) = store(backend).await;
+        let queued = spec(serde_json::json!({"video_url": "http://h/a.mp4"}));
+        store.insert_job("job_h", None, &queued, Status::Pending, None, Reservation::None).await.unwrap();
+        let lease = Duration::from_secs(60);
+        store.claim("w", lease, &NoView).await.unwrap().unwrap();
+        assert_eq!(store.heartbeat("job_h", "w", lease, 40.0).await.unwrap(), Some(false));
+        assert_eq!(store.heartbeat("job_h", "w", lease, 30.0).await.unwrap(), Some(false));
+        assert_eq!(store.job("job_h", None).await.unwrap().unwrap().progress, 40.0);
+        assert!(store.request_cancel("job_h", Some("req_1")).await.unwrap());
+        assert_eq!(store.heartbeat("job_h", "w", lease, 45.0).await.unwrap(), Some(true));
+        assert!(store.release("job_h", "w", "shutdown").await.unwrap());
+        let row = store.job("job_h", None).await.unwrap().unwrap();
+        assert_eq!((row.status(), row.attempts, row.progress), (Status::Pending, 0, 0.0));
+        // Settings are written once, whoever asks first.
+        assert_eq!(store.setting_or_insert("s", || "one".into()).await.unwrap(), "one");
+        assert_eq!(store.setting_or_insert("s", || "two".into()).await.unwrap(), "one");
+    }
+
+    async fn webhook_outbox_and_usage_summary(backend: Backend) {
+        let (_db, store) = store(backend).await;
+        let (_, key) = store.create_key("c", None, 10_000, None).await.unwrap();
+        let fp = key.fingerprint.clone();
+        let hooked = spec(serde_json::json!({"video_url": "http://h/a.mp4", "webhook_url": "http://h/hook"}));
+        store
+            .insert_job("job_w", Some(&fp), &hooked, Status::Pending, Some("req_1"), Reservation::Now(1_500))
+            .await
+            .unwrap();
+        let lease = Duration::from_secs(60);
+        store.claim("w", lease, &NoView).await.unwrap().unwrap();
+        let row = store.job("job_w", None).await.unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&row.webhook_events).unwrap(),
+            serde_json::json!({"job.started": "pending"})
+        );
+        let delivery = store.claim_delivery(Duration::from_secs(30)).await.unwrap().unwrap();
+        assert_eq!((delivery.event.as_str(), delivery.attempts), ("job.started", 1));
+        assert!(store.claim_delivery(Duration::from_secs(30)).await.unwrap().is_none(), "in flight: not due");
+        store.delivery_sent(&delivery.id).await.unwrap();
+        let out = Output {
+            key: "outputs/job_w.webm".into(),
+            sha256: "00".into(),
+            size_bytes: 1,
+            duration_seconds: 2.0,
+            frames: 50,
+        };
+        assert!(store.complete("job_w", "w", &out, 1_000, &NoView).await.unwrap());
+        let row = store.job("job_w", None).await.unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&row.webhook_events).unwrap(),
+            serde_json::json!({"job.started": "sent", "job.completed": "pending"})
+        );
+        assert_eq!((row.credits_used, store.key_by_fingerprint(&fp).await.unwrap().unwrap().credits), (1_000, 9_000));
+        let days = store.usage_summary(&fp, 2).await.unwrap();
+        assert_eq!(days.len(), 2);
+        let today = &days[1];
+        assert_eq!(today.date, chrono::Utc::now().date_naive().to_string());
+        assert_eq!((today.jobs, today.completed, today.credits_used), (1, 1, 1_000));
+        let kinds: Vec<String> = store.usage_events(&fp, 10).await.unwrap().into_iter().map(|u| u.kind).collect();
+        assert_eq!(kinds, ["charged", "completed", "reserved", "started", "created"]);
     }
 
     struct NoView;
