@@ -3,18 +3,30 @@
 //!
 //! Keys are `uploads/<id>.<ext>` and `outputs/<job id>.<ext>`. Writes go through multipart
 //! uploads, so a file is streamed in chunks and appears whole or not at all.
+//!
+//! Two kinds of store: a local directory (`file:///dir`, the default), whose files this service
+//! serves itself under HMAC-signed `/files/…` links, and S3-compatible object storage
+//! (`s3://bucket/prefix?endpoint=…&region=…`), whose links the storage presigns, so downloads go
+//! straight to it and never through an API process.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::FutureExt;
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer as Presigner;
 use object_store::{ObjectStore, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+
+/// S3 refuses presigned links that live longer than this (SigV4's limit).
+const MAX_PRESIGNED: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The object store in use.
 #[derive(Clone)]
@@ -22,30 +34,115 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     /// The directory behind a `file://` store: files there are read in place, not copied.
     local_root: Option<PathBuf>,
+    /// The S3 client, which presigns links to its objects.
+    presigner: Option<Arc<dyn Presigner>>,
+    /// Keys live under this prefix of the bucket (`s3://bucket/prefix`); empty for local stores.
+    prefix: String,
+    /// Signs `/files/…` links for a local store.
+    signer: Signer,
     url: String,
 }
 
 impl Storage {
-    /// Opens `file:///abs/dir` (created if missing).
-    pub fn open(url: &str) -> anyhow::Result<Storage> {
-        let Some(path) = url.strip_prefix("file://") else {
-            anyhow::bail!("unsupported storage URL {url:?}: this build supports file:///absolute/dir");
-        };
-        let root = PathBuf::from(path);
-        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-        let root = root.canonicalize()?;
-        let store = LocalFileSystem::new_with_prefix(&root)?;
-        Ok(Storage { store: Arc::new(store), local_root: Some(root), url: url.to_string() })
+    /// Opens `file:///abs/dir` (created if missing) or `s3://bucket[/prefix]?endpoint=…&region=…`.
+    /// S3 credentials come from the usual `AWS_*` variables (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, …); any other query parameter is an `object_store` S3 option
+    /// (for example `virtual_hosted_style_request=true`). `signer` signs a local store's links.
+    pub fn open(url: &str, signer: Signer) -> anyhow::Result<Storage> {
+        if let Some(path) = url.strip_prefix("file://") {
+            let root = PathBuf::from(path);
+            std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+            let root = root.canonicalize()?;
+            let store = LocalFileSystem::new_with_prefix(&root)?;
+            return Ok(Storage {
+                store: Arc::new(store),
+                local_root: Some(root),
+                presigner: None,
+                prefix: String::new(),
+                signer,
+                url: url.to_string(),
+            });
+        }
+        if url.starts_with("s3://") {
+            let parsed = url::Url::parse(url).with_context(|| format!("parsing the storage URL {url:?}"))?;
+            let bucket =
+                parsed.host_str().filter(|b| !b.is_empty()).context("s3:// URLs name a bucket: s3://BUCKET")?;
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            for (name, value) in parsed.query_pairs() {
+                builder = match name.as_ref() {
+                    "endpoint" => builder.with_allow_http(value.starts_with("http://")).with_endpoint(value.as_ref()),
+                    "region" => builder.with_region(value.as_ref()),
+                    other => {
+                        let key: AmazonS3ConfigKey =
+                            other.parse().with_context(|| format!("unknown S3 option {other:?} in the storage URL"))?;
+                        builder.with_config(key, value.as_ref())
+                    }
+                };
+            }
+            let s3 = Arc::new(builder.build().context("configuring S3 storage")?);
+            let prefix = parsed.path().trim_matches('/').to_string();
+            // The URL without its query: that may hold options one would rather not log.
+            let shown = format!("s3://{bucket}/{prefix}");
+            return Ok(Storage {
+                store: s3.clone(),
+                local_root: None,
+                presigner: Some(s3),
+                prefix,
+                signer,
+                url: shown,
+            });
+        }
+        anyhow::bail!("unsupported storage URL {url:?}: use file:///absolute/dir or s3://bucket?endpoint=…&region=…")
     }
 
-    /// The URL it was opened with.
+    /// The URL it was opened with (without S3 options).
     pub fn url(&self) -> &str {
         &self.url
     }
 
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    /// A link that downloads `key` for about `ttl`, and when it expires (Unix seconds): a
+    /// presigned S3 URL (at most 7 days, S3's limit), or a signed `/files/…` URL of this service.
+    pub fn download_url(&self, key: &str, ttl: Duration) -> (String, i64) {
+        let now = chrono::Utc::now().timestamp();
+        let Some(presigner) = &self.presigner else {
+            let expires = now + ttl.as_secs() as i64;
+            return (self.signer.url(key, expires), expires);
+        };
+        let ttl = ttl.min(MAX_PRESIGNED);
+        let path = self.path(key);
+        // With static credentials signing is pure computation and is ready at once; credentials
+        // that must be fetched (instance metadata) are waited for on this thread.
+        let mut signing = presigner.signed_url(axum::http::Method::GET, &path, ttl);
+        let signed = match (&mut signing).now_or_never() {
+            Some(result) => result,
+            None => tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(signing)),
+        };
+        match signed {
+            Ok(url) => (url.to_string(), now + ttl.as_secs() as i64),
+            Err(e) => {
+                // A link that fails cleanly beats a failed request: the next GET signs again.
+                tracing::error!(error = %e, key, "presigning a storage URL");
+                (String::new(), now)
+            }
+        }
+    }
+
+    /// True when `sig` signs `key` until `expires` (the `/files/…` links of a local store).
+    pub fn verify_link(&self, key: &str, expires: i64, sig: &str) -> bool {
+        self.signer.verify(key, expires, sig)
+    }
+
     /// Starts writing `key`; nothing is visible until [`ObjectWriter::finish`].
     pub async fn writer(&self, key: &str) -> anyhow::Result<ObjectWriter> {
-        let upload = self.store.put_multipart(&ObjectPath::from(key)).await?;
+        let upload = self.store.put_multipart(&self.path(key)).await?;
         Ok(ObjectWriter { inner: WriteMultipart::new(upload), hasher: Sha256::new(), size: 0 })
     }
 
@@ -77,7 +174,7 @@ impl Storage {
         }
         let target = scratch.join(key.replace('/', "_"));
         let mut out = tokio::fs::File::create(&target).await?;
-        let mut stream = self.store.get(&ObjectPath::from(key)).await?.into_stream();
+        let mut stream = self.store.get(&self.path(key)).await?.into_stream();
         while let Some(chunk) = stream.next().await {
             out.write_all(&chunk?).await?;
         }
@@ -92,7 +189,7 @@ impl Storage {
 
     /// Deletes `key`; a missing key is not an error.
     pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        match self.store.delete(&ObjectPath::from(key)).await {
+        match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -100,7 +197,7 @@ impl Storage {
 
     /// True when the store answers (a listing of one key).
     pub async fn check(&self) -> bool {
-        let mut list = self.store.list(Some(&ObjectPath::from("outputs")));
+        let mut list = self.store.list(Some(&self.path("outputs")));
         !matches!(list.next().await, Some(Err(_)))
     }
 }

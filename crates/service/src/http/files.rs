@@ -32,7 +32,7 @@ pub async fn serve(
     let (Some(expires), Some(sig)) = (q.expires.and_then(|e| e.parse::<i64>().ok()), q.sig) else {
         return Err(forbidden("invalid_signature", "This link is not signed"));
     };
-    if !app.signer.verify(&key, expires, &sig) {
+    if !app.storage.verify_link(&key, expires, &sig) {
         return Err(forbidden("invalid_signature", "This link was altered; ask the API for a fresh one"));
     }
     if expires < chrono::Utc::now().timestamp() {

@@ -35,10 +35,7 @@ pub(crate) fn job_view(app: &App, row: &JobRow) -> Value {
     let output = (status == Status::Completed && row.output_deleted_at.is_none())
         .then(|| row.output_key.as_deref())
         .flatten()
-        .map(|key| {
-            let expires = chrono::Utc::now().timestamp() + app.config.url_ttl.as_secs() as i64;
-            (app.signer.url(key, expires), expires)
-        });
+        .map(|key| app.storage.download_url(key, app.config.url_ttl));
     let warnings: Value = serde_json::from_str(&row.warnings).unwrap_or(json!([]));
     json!({
         "id": row.id,
@@ -125,10 +122,14 @@ pub(crate) async fn resolve_input(app: &App, spec: &mut JobSpec, owner: Option<&
     }
 }
 
-/// The upload id in one of our own upload URLs (`…/files/uploads/vid_<hex>.<ext>?…`).
+/// The upload id in one of our own upload links: `…/files/uploads/vid_<hex>.<ext>?…` when this
+/// service serves the files, `…/<bucket>/[<prefix>/]uploads/vid_<hex>.<ext>?…` when S3 presigned
+/// it. The signature is not checked here: the caller looks the id up and checks its owner.
 pub(crate) fn own_upload_id(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url).ok()?;
-    let name = parsed.path().strip_prefix("/files/uploads/")?;
+    let mut segments = parsed.path_segments()?.rev();
+    let name = segments.next()?;
+    (segments.next()? == "uploads").then_some(())?;
     let id = name.split('.').next()?;
     (id.len() == 36 && id.starts_with("vid_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
 }

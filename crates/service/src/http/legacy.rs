@@ -61,10 +61,10 @@ pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResu
             ))
         }
     };
-    let expires = chrono::Utc::now().timestamp() + app.config.url_ttl.as_secs() as i64;
+    let (download_url, expires) = app.storage.download_url(key, app.config.url_ttl);
     Ok(Json(json!({
         "success": true,
-        "download_url": app.signer.url(key, expires),
+        "download_url": download_url,
         "output_format": spec.output_format,
         "expires_at": timestamp(Some(expires * 1000)),
         "output_sha256": row.output_sha256,

@@ -165,13 +165,13 @@ async fn stream_file(
         let _ = app.storage.delete(&object_key).await;
         return Err(e.into());
     }
-    // The link lives as long as the file does.
-    let expires = chrono::Utc::now().timestamp() + app.config.retention.as_secs() as i64;
+    // The link lives as long as the file does (or as long as the storage allows).
+    let (video_url, _) = app.storage.download_url(&object_key, app.config.retention);
     tracing::info!(upload_id = %id, size, content_type, "upload stored");
     Ok(json!({
         "success": true,
         "video_id": id,
-        "video_url": app.signer.url(&object_key, expires),
+        "video_url": video_url,
         "filename": filename,
         "size": size,
         "content_type": content_type,
