@@ -30,8 +30,12 @@ enum Command {
     Remove(remove::RemoveArgs),
     /// List the installed models: tier, file, sha256, licence, input size, and whether it loads.
     Models,
-    /// Run the HTTP API (RemoveBGVideo-compatible) with embedded workers.
-    Serve(Box<clearbg_service::Config>),
+    /// Run the HTTP API (RemoveBGVideo-compatible) with embedded workers (`--no-workers`: the
+    /// API alone, for hosts whose jobs run in `clearbg worker` processes elsewhere).
+    Serve(Box<serve::ServeArgs>),
+    /// Run workers only (no HTTP): they take jobs from the shared database and storage
+    /// (PostgreSQL and S3 when API and workers run on several hosts; see docs/deploy.md).
+    Worker(Box<clearbg_service::Config>),
     /// Manage API keys in the service's database.
     #[command(subcommand)]
     Keys(serve::KeysCommand),
@@ -43,7 +47,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Remove(args) => remove::run(args),
         Command::Models => list_models(),
-        Command::Serve(config) => serve::serve(*config),
+        Command::Serve(args) => serve::serve(*args),
+        Command::Worker(config) => serve::worker(*config),
         Command::Keys(command) => serve::keys(command),
     };
     match result {
@@ -58,7 +63,8 @@ fn main() -> ExitCode {
 /// Logs go to stderr (stdout carries results, such as a new key). `CLEARBG_LOG` sets the filter;
 /// the server logs every request and job at `info` by default, the one-shot commands only errors.
 fn init_logging(cli: &Cli) {
-    let default = if matches!(cli.command, Command::Serve(_)) { "info,sqlx=warn" } else { "error" };
+    let default =
+        if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) { "info,sqlx=warn" } else { "error" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLEARBG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;

@@ -1,20 +1,40 @@
-//! `clearbg serve` and `clearbg keys`: hand the settings to the service and run it.
+//! `clearbg serve`, `clearbg worker` and `clearbg keys`: hand the settings to the service and run it.
 
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use clearbg_service::billing::{credits_json, parse_credits};
 use clearbg_service::config::parse_grant;
 use clearbg_service::store::{Adjustment, Store, StoreError};
-use clearbg_service::{Config, StoreConfig};
+use clearbg_service::{Config, Role, StoreConfig};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// `clearbg serve` flags.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Serve the API without embedded workers (jobs run in `clearbg worker` processes).
+    #[arg(long)]
+    no_workers: bool,
+    #[command(flatten)]
+    config: Config,
+}
+
 /// `clearbg serve`.
-pub fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    runtime()?.block_on(clearbg_service::serve(config))?;
+pub fn serve(ServeArgs { no_workers, mut config }: ServeArgs) -> anyhow::Result<ExitCode> {
+    if no_workers {
+        config.workers = 0;
+    }
+    runtime()?.block_on(clearbg_service::run(config, Role::Serve))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `clearbg worker`.
+pub fn worker(config: Config) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(config.workers > 0, "a worker process needs --workers 1 or more");
+    runtime()?.block_on(clearbg_service::run(config, Role::Worker))?;
     Ok(ExitCode::SUCCESS)
 }
 

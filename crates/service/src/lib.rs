@@ -49,10 +49,8 @@ pub struct App {
     pub config: Arc<Config>,
     /// The database.
     pub store: Store,
-    /// Object storage.
+    /// Object storage, and the links that download from it.
     pub storage: Storage,
-    /// Signs download URLs.
-    pub signer: Signer,
     /// Downloads inputs.
     pub fetcher: Fetcher,
     /// Wakes idle workers when a job is queued.
@@ -68,7 +66,6 @@ impl App {
             .with_context(|| format!("creating the data directory {}", config.store.data_dir.display()))?;
         std::fs::create_dir_all(config.work_dir())?;
         let store = Store::open(&config.store.database_url()).await.context("opening the database")?;
-        let storage = Storage::open(&config.storage_url()).context("opening object storage")?;
         let secret = match &config.signing_secret {
             Some(s) => s.clone(),
             // Generated once and kept in the database, so links survive restarts and every
@@ -84,13 +81,14 @@ impl App {
             }
         };
         let signer = Signer::new(secret.as_bytes(), &config.public_url());
+        let storage = Storage::open(&config.storage_url(), signer).context("opening object storage")?;
         let fetcher = Fetcher {
             allow_private: config.allow_private_urls,
             max_bytes: config.max_upload_bytes,
             timeout: config.fetch_timeout,
         };
         let limits = Arc::new(ratelimit::RateLimits::new(config.rate_limit, config.start_rate_limit));
-        Ok(App { config: Arc::new(config), store, storage, signer, fetcher, queued: Arc::new(Notify::new()), limits })
+        Ok(App { config: Arc::new(config), store, storage, fetcher, queued: Arc::new(Notify::new()), limits })
     }
 }
 
@@ -100,40 +98,64 @@ impl JobView for App {
     }
 }
 
-/// Runs the API and the embedded workers until SIGINT or SIGTERM, then stops accepting
-/// requests, hands running jobs back to the queue and returns.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// What one process runs. Every process also runs the webhook delivery loop and the retention
+/// sweeper: both claim their work in the database, so any number of processes share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API and `config.workers` embedded workers (`clearbg serve`; with
+    /// `--no-workers`, the API alone).
+    Serve,
+    /// `config.workers` workers and no HTTP (`clearbg worker`), for hosts that only process.
+    Worker,
+}
+
+/// Runs `role` until SIGINT or SIGTERM, then stops accepting requests, hands running jobs back
+/// to the queue and returns.
+pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let app = App::open(config).await?;
-    let listener = tokio::net::TcpListener::bind(app.config.listen)
-        .await
-        .with_context(|| format!("listening on {}", app.config.listen))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = worker::spawn_pool(app.clone(), app.config.workers, stop_rx.clone())?;
-    let sweeper = tokio::spawn(sweeper::run(app.clone(), stop_rx.clone()));
-    let webhooks = tokio::spawn(webhooks::run(app.clone(), stop_rx.clone()));
-    tracing::info!(
-        listen = %listener.local_addr()?,
-        public_url = %app.config.public_url(),
-        database = %app.config.store.database_url(),
-        storage = %app.storage.url(),
-        workers = app.config.workers,
-        "clearbg is serving"
-    );
-    let mut shutdown = stop_rx.clone();
-    let server = axum::serve(listener, http::router(app.clone())).with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    });
+    let mut background = vec![
+        tokio::spawn(sweeper::run(app.clone(), stop_rx.clone())),
+        tokio::spawn(webhooks::run(app.clone(), stop_rx.clone())),
+    ];
+    if !workers.is_empty() && app.store.backend() == store::Backend::Postgres {
+        background.push(tokio::spawn(worker::listen_for_jobs(app.clone(), stop_rx.clone())));
+    }
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: finishing requests, handing running jobs back to the queue");
         let _ = stop_tx.send(true);
     });
-    server.await?;
-    for w in workers {
-        let _ = w.await;
+    let database = app.store.url().split('@').next_back().unwrap_or_default().to_string();
+    match role {
+        Role::Serve => {
+            let listener = tokio::net::TcpListener::bind(app.config.listen)
+                .await
+                .with_context(|| format!("listening on {}", app.config.listen))?;
+            tracing::info!(
+                listen = %listener.local_addr()?,
+                public_url = %app.config.public_url(),
+                database,
+                storage = %app.storage.url(),
+                workers = app.config.workers,
+                "clearbg is serving"
+            );
+            let mut shutdown = stop_rx.clone();
+            axum::serve(listener, http::router(app.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                })
+                .await?;
+        }
+        Role::Worker => {
+            tracing::info!(database, storage = %app.storage.url(), workers = app.config.workers, "clearbg worker is running");
+            let _ = stop_rx.clone().wait_for(|stop| *stop).await;
+        }
     }
-    let _ = sweeper.await;
-    let _ = webhooks.await;
+    for task in workers.into_iter().chain(background) {
+        let _ = task.await;
+    }
     signals.abort();
     Ok(())
 }

@@ -35,7 +35,8 @@ pub fn spawn_pool(app: App, count: usize, stop: watch::Receiver<bool>) -> anyhow
     }
     let home = Home::from_env();
     // Fail at start-up, not at the first job, when ONNX Runtime is missing.
-    let runtime = Runtime::load(&home, app.config.threads).context("loading ONNX Runtime (run `make setup`)")?;
+    let runtime = Runtime::load_on(&home, app.config.threads, app.config.device)
+        .with_context(|| format!("loading ONNX Runtime for {} (run `make setup`)", app.config.device))?;
     let process = uuid::Uuid::new_v4().simple().to_string();
     Ok((0..count)
         .map(|n| {
@@ -50,6 +51,37 @@ pub fn spawn_pool(app: App, count: usize, stop: watch::Receiver<bool>) -> anyhow
             tokio::spawn(async move { worker.run(stop).await })
         })
         .collect())
+}
+
+/// Wakes this process's idle workers whenever any process queues a job (PostgreSQL
+/// `LISTEN`), so a job starts at once rather than at the next poll. Polling stays as the
+/// safety net: a notification sent while the connection was down is simply missed.
+pub async fn listen_for_jobs(app: App, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        match listen(&app, &mut stop).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "listening for queued jobs; polling until reconnected"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn listen(app: &App, stop: &mut watch::Receiver<bool>) -> sqlx::Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect(app.store.url()).await?;
+    listener.listen(crate::store::QUEUE_CHANNEL).await?;
+    tracing::info!(channel = crate::store::QUEUE_CHANNEL, "listening for queued jobs");
+    loop {
+        tokio::select! {
+            notification = listener.recv() => {
+                notification?;
+                app.queued.notify_waiters();
+            }
+            _ = stop.changed() => return Ok(()),
+        }
+    }
 }
 
 struct Worker {
