@@ -46,6 +46,9 @@ pub struct RemoveArgs {
     /// Inference threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Where the model runs: cpu, or cuda / cuda:N (a build with the `cuda` feature).
+    #[arg(long, env = "CLEARBG_DEVICE", default_value = "cpu")]
+    device: clearbg_engine::Device,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -94,7 +97,7 @@ impl Progress for Bar {
 pub fn run(args: RemoveArgs) -> anyhow::Result<ExitCode> {
     let (tier, request) = args.request()?;
     let home = Home::from_env();
-    let runtime = Runtime::load(&home, args.threads)?;
+    let runtime = Runtime::load_on(&home, args.threads, args.device)?;
     let mut segmenter = Segmenter::new(&runtime, &home, tier)?;
     let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(

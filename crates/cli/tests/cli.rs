@@ -180,3 +180,25 @@ fn a_missing_runtime_is_an_error_that_names_the_setup_command() {
     assert_eq!(models.status.code(), Some(1));
     assert!(text(&models.stdout).contains("make setup"));
 }
+
+#[test]
+fn a_device_this_build_cannot_use_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = |device: &str| {
+        Command::new(env!("CARGO_BIN_EXE_clearbg"))
+            .env("CLEARBG_DATA_DIR", dir.path().join("data"))
+            .args(["worker", "--device", device])
+            .output()
+            .unwrap()
+    };
+    let bad = worker("gpu");
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
+    assert!(text(&bad.stderr).contains("use cpu, cuda or cuda:N"), "{}", text(&bad.stderr));
+    // Without the `cuda` feature the worker says so and how to get one; with it, and no GPU
+    // libraries installed, it names the set-up step. Either way it exits instead of running on.
+    let cuda = worker("cuda:1");
+    assert_eq!(cuda.status.code(), Some(1), "an error, not a panic or a worker that runs on");
+    let stderr = text(&cuda.stderr);
+    let how = if cfg!(feature = "cuda") { "make setup-cuda" } else { "--features cuda" };
+    assert!(stderr.contains("cuda:1") && stderr.contains(how), "{stderr}");
+}

@@ -28,7 +28,7 @@ pub enum EngineError {
         tool: String,
     },
     /// ONNX Runtime's shared library could not be loaded.
-    #[error("ONNX Runtime could not be loaded from {path}: {reason}; run `make setup` to install it")]
+    #[error("ONNX Runtime could not be loaded from {path}: {reason}")]
     RuntimeMissing {
         /// Where we looked.
         path: PathBuf,

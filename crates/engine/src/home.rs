@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 /// The ONNX Runtime library the set-up step installs (from the PyPI `onnxruntime` wheel).
 pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.32.0";
+/// The GPU build of ONNX Runtime (PyPI `onnxruntime-gpu`; its newest release is one behind the CPU one).
+pub const ORT_GPU_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 
 /// The clearbg home directory: `$CLEARBG_HOME`, default `~/.cache/clearbg`.
 ///
@@ -34,9 +36,18 @@ impl Home {
         &self.root
     }
 
-    /// The ONNX Runtime shared library.
+    /// The ONNX Runtime shared library (the CPU build).
     pub fn ort_library(&self) -> PathBuf {
         self.root.join("lib").join(ORT_LIBRARY)
+    }
+
+    /// The ONNX Runtime library for `device`: the GPU build, with its CUDA provider beside it,
+    /// lives in `lib/cuda/` (`make setup-cuda`).
+    pub fn ort_library_for(&self, device: crate::model::Device) -> PathBuf {
+        match device {
+            crate::model::Device::Cpu => self.ort_library(),
+            crate::model::Device::Cuda(_) => self.root.join("lib").join("cuda").join(ORT_GPU_LIBRARY),
+        }
     }
 
     /// The directory holding the `.onnx` models.

@@ -32,7 +32,7 @@ pub mod video;
 
 pub use error::{EngineError, Result};
 pub use home::Home;
-pub use model::{Runtime, Segmenter, Tier};
+pub use model::{Device, Runtime, Segmenter, Tier};
 pub use output::{Anchor, Background, Composition, OutputFormat};
 pub use pipeline::{remove_background, Progress, RemoveRequest, Summary};
 pub use probe::{probe, Limits, VideoInfo};

@@ -85,6 +85,10 @@ pub struct Config {
     /// Attempts per webhook delivery before it is marked failed.
     #[arg(long, env = "CLEARBG_WEBHOOK_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub webhook_max_attempts: u32,
+    /// Where workers run the models: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda`
+    /// feature and the GPU libraries of `make setup-cuda`.
+    #[arg(long, env = "CLEARBG_DEVICE", default_value = "cpu")]
+    pub device: clearbg_engine::Device,
     /// Inference threads per worker (0: one per core).
     #[arg(long, env = "CLEARBG_THREADS", default_value_t = 0)]
     pub threads: usize,

@@ -36,7 +36,7 @@ pub fn spawn_pool(app: App, count: usize, stop: watch::Receiver<bool>) -> anyhow
     let home = Home::from_env();
     // Fail at start-up, not at the first job, when ONNX Runtime is missing.
     let runtime = Runtime::load_on(&home, app.config.threads, app.config.device)
-        .with_context(|| format!("loading ONNX Runtime for {} (run `make setup`)", app.config.device))?;
+        .with_context(|| format!("loading ONNX Runtime for {}", app.config.device))?;
     let process = uuid::Uuid::new_v4().simple().to_string();
     Ok((0..count)
         .map(|n| {

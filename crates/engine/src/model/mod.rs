@@ -13,7 +13,7 @@ mod runtime;
 mod segmenter;
 
 pub use catalogue::{ModelFile, ModelStatus, Tier, MODEL_FILES};
-pub use runtime::Runtime;
+pub use runtime::{Device, Runtime};
 pub use segmenter::Segmenter;
 
 use crate::error::EngineError;

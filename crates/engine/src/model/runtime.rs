@@ -4,6 +4,11 @@
 //! through `ort::init_from`, so a missing library is an error that says how to install it
 //! instead of a panic inside `ort`. ONNX Runtime allows one environment per process, so it is
 //! created once and shared.
+//!
+//! Models run on the CPU, or on an NVIDIA GPU through ONNX Runtime's CUDA execution provider
+//! when the crate is built with the `cuda` feature and the GPU build of ONNX Runtime is installed
+//! (`make setup-cuda`, see docs/deploy.md). The device is chosen when the runtime is loaded,
+//! because the CPU and GPU builds are different libraries.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -17,34 +22,95 @@ use crate::home::Home;
 
 static ENVIRONMENT: Mutex<Option<Environment>> = Mutex::new(None);
 
+/// Where models run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// The CPU (the default; needs nothing but the CPU build of ONNX Runtime).
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU by index, through the CUDA execution provider.
+    Cuda(i32),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Device, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<i32>) {
+                Some(Ok(n)) if n >= 0 => Ok(Device::Cuda(n)),
+                _ => Err(format!("{s:?} is not a device: use cpu, cuda or cuda:N")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 /// A handle on the loaded ONNX Runtime; cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
     env: Environment,
     threads: usize,
+    device: Device,
 }
 
 impl Runtime {
     /// Loads ONNX Runtime from `home` (once per process) and uses `threads` intra-op threads
     /// per model (0 = one per available core).
     pub fn load(home: &Home, threads: usize) -> Result<Runtime> {
+        Runtime::load_on(home, threads, Device::Cpu)
+    }
+
+    /// [`Runtime::load`] for models that run on `device`. A process uses one device: the
+    /// first load picks the library.
+    pub fn load_on(home: &Home, threads: usize, device: Device) -> Result<Runtime> {
+        if device != Device::Cpu && !cfg!(feature = "cuda") {
+            return Err(EngineError::RuntimeMissing {
+                path: home.ort_library_for(device),
+                reason: format!(
+                    "this build of clearbg runs on the CPU only; build it with `--features cuda` to use {device}"
+                ),
+            });
+        }
         let threads =
             if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
         let mut slot = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(env) = slot.as_ref() {
-            return Ok(Runtime { env: env.clone(), threads });
+            return Ok(Runtime { env: env.clone(), threads, device });
         }
-        let library = home.ort_library();
+        let library = home.ort_library_for(device);
+        let install = if device == Device::Cpu { "make setup" } else { "make setup-cuda" };
         if !library.is_file() {
-            return Err(EngineError::RuntimeMissing { path: library, reason: "file not found".into() });
+            return Err(EngineError::RuntimeMissing {
+                path: library,
+                reason: format!("file not found; run `{install}` to install it"),
+            });
         }
         let env = ort::init_from(&library)
-            .map_err(|e| EngineError::RuntimeMissing { path: library.clone(), reason: e.to_string() })?
+            .map_err(|e| EngineError::RuntimeMissing {
+                path: library.clone(),
+                reason: format!("{e}; run `{install}`"),
+            })?
             .with_name("clearbg")
             .build()
             .map_err(|e| EngineError::RuntimeMissing { path: library, reason: e.to_string() })?;
         *slot = Some(env.clone());
-        Ok(Runtime { env, threads })
+        Ok(Runtime { env, threads, device })
+    }
+
+    /// Where its models run.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// ONNX Runtime's version string, for `clearbg models`.
@@ -59,7 +125,15 @@ impl Runtime {
     /// Opens a model file as a session tuned for frame-by-frame CPU inference; `tiny` models run
     /// on one thread.
     pub(crate) fn session(&self, path: &Path, tiny: bool) -> Result<Session> {
-        let session = Session::builder(&self.env)?
+        let builder = Session::builder(&self.env)?;
+        #[cfg(feature = "cuda")]
+        let builder = match self.device {
+            Device::Cpu => builder,
+            // error_on_failure: a GPU that cannot be used is an error, not a silent CPU fallback.
+            Device::Cuda(id) => builder
+                .with_execution_providers([ort::ep::CUDA::default().with_device_id(id).build().error_on_failure()])?,
+        };
+        let session = builder
             .with_optimization_level(GraphOptimizationLevel::Level3)?
             .with_intra_threads(if tiny { 1 } else { self.threads })?
             .with_inter_threads(1)?
