@@ -5,10 +5,18 @@
 CLEARBG_HOME ?= $(HOME)/.cache/clearbg
 export CLEARBG_HOME
 
-.PHONY: setup build run test bench eval
+.PHONY: setup test-tools setup-cuda build run test bench eval
 
 setup:
 	@scripts/setup.sh
+
+# What only the tests need (Garage, the S3 server of the scale-out tests).
+test-tools:
+	@scripts/test-tools.sh
+
+# The GPU build of ONNX Runtime and the CUDA libraries, for `--device cuda` (docs/deploy.md).
+setup-cuda: setup
+	@scripts/setup-cuda.sh
 
 build: setup
 	cargo build --release
@@ -22,8 +30,11 @@ run: build
 	@echo "clearbg: then follow the curl session in README.md (upload -> job -> poll -> download)"
 	./target/release/clearbg serve
 
-test: setup
+# Everything, then the API suite again with PostgreSQL in place of SQLite (each test server
+# gets a database of its own at 127.0.0.1:5432, dropped after).
+test: setup test-tools
 	cargo test --workspace --no-fail-fast
+	CLEARBG_TEST_DATABASE=postgres cargo test --workspace --no-fail-fast --test 'api_*'
 
 bench: build
 	bench/run.sh

@@ -15,9 +15,9 @@ use serde_json::{json, Value};
 
 /// A key made with `clearbg keys create --initial-credits`, and its fingerprint.
 fn key_with(server: &Server, client_id: &str, credits: &str) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_clearbg"))
+    let out = server
+        .clearbg()
         .args(["keys", "create", "--client-id", client_id, "--initial-credits", credits])
-        .env("CLEARBG_DATA_DIR", &server.data)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -354,14 +354,8 @@ fn admins_change_balances_and_prices_are_configurable() {
     assert_eq!(balance(&server, "acme"), 254.25);
 
     // The CLI does the same on the database.
-    let cli = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_clearbg"))
-            .args(["keys", "credits", "--key-fingerprint"])
-            .args(args)
-            .env("CLEARBG_DATA_DIR", &server.data)
-            .output()
-            .unwrap()
-    };
+    let cli =
+        |args: &[&str]| server.clearbg().args(["keys", "credits", "--key-fingerprint"]).args(args).output().unwrap();
     let out = cli(&[&fp, "--add", "-4.25", "--note", "correction"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "250");
@@ -373,11 +367,7 @@ fn admins_change_balances_and_prices_are_configurable() {
     let out = cli(&["kfp_nope", "--add", "1"]);
     assert!(!out.status.success());
     assert_eq!(balance(&server, "acme"), 3.0);
-    let list = Command::new(env!("CARGO_BIN_EXE_clearbg"))
-        .args(["keys", "list"])
-        .env("CLEARBG_DATA_DIR", &server.data)
-        .output()
-        .unwrap();
+    let list = server.clearbg().args(["keys", "list"]).output().unwrap();
     assert!(String::from_utf8_lossy(&list.stdout).contains(&format!("{fp}\tactive\tacme\t3\tn")));
 
     let l = ledger(&server, &fp);

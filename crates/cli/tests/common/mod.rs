@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod scaleout;
+
 use reqwest::blocking::{multipart, Client, Response};
 use serde_json::Value;
 
@@ -18,9 +20,12 @@ pub struct Server {
     pub base: String,
     pub port: u16,
     pub data: PathBuf,
+    pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
     _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL database of this server, when the suite runs on PostgreSQL.
+    _pg: Option<scaleout::PgDatabase>,
 }
 
 pub fn free_port() -> u16 {
@@ -30,19 +35,35 @@ pub fn free_port() -> u16 {
 impl Server {
     /// Starts a server with a fresh data directory and extra `CLEARBG_*` settings.
     pub fn start(env: &[(&str, &str)]) -> Server {
+        Server::start_with(&[], env)
+    }
+
+    /// Starts `clearbg serve ARGS…` with a fresh data directory and extra settings. With
+    /// `CLEARBG_TEST_DATABASE=postgres`, a server not given a database gets a fresh PostgreSQL
+    /// database instead of its SQLite file, so the whole API suite can run on either.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut server = Server::launch(data, free_port(), env, 0);
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pg = (std::env::var("CLEARBG_TEST_DATABASE").as_deref() == Ok("postgres")
+            && !env.iter().any(|(k, _)| k == "CLEARBG_DATABASE_URL"))
+        .then(scaleout::PgDatabase::create);
+        if let Some(pg) = &pg {
+            env.push(("CLEARBG_DATABASE_URL".into(), pg.url.clone()));
+        }
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut server = Server::launch(data, free_port(), args, env, 0);
         server._dir = Some(dir);
+        server._pg = pg;
         server
     }
 
-    fn launch(data: PathBuf, port: u16, env: Vec<(String, String)>, generation: u32) -> Server {
+    fn launch(data: PathBuf, port: u16, args: Vec<String>, env: Vec<(String, String)>, generation: u32) -> Server {
         std::fs::create_dir_all(&data).unwrap();
         let log = data.with_file_name(format!("server-{port}-{generation}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_clearbg"));
         cmd.arg("serve")
+            .args(&args)
             .env("CLEARBG_DATA_DIR", &data)
             .env("CLEARBG_LISTEN", format!("127.0.0.1:{port}"))
             .env("CLEARBG_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -54,7 +75,17 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("clearbg serve starts");
-        let server = Server { child, base: format!("http://127.0.0.1:{port}"), port, data, env, log, _dir: None };
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            data,
+            args,
+            env,
+            log,
+            _dir: None,
+            _pg: None,
+        };
         server.wait_healthy();
         server
     }
@@ -107,9 +138,10 @@ impl Server {
             env.push((k.to_string(), v.to_string()));
         }
         let generation = std::fs::read_dir(self.data.parent().unwrap()).unwrap().count() as u32;
-        let dir = self._dir.take();
-        let mut next = Server::launch(self.data.clone(), self.port, env, generation);
+        let (dir, pg) = (self._dir.take(), self._pg.take());
+        let mut next = Server::launch(self.data.clone(), self.port, self.args.clone(), env, generation);
         next._dir = dir;
+        next._pg = pg;
         next
     }
 
@@ -117,13 +149,16 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// A `clearbg` command on this server's database (for `clearbg keys …`).
+    pub fn clearbg(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clearbg"));
+        cmd.env("CLEARBG_DATA_DIR", &self.data).envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
     /// Creates an API key with `clearbg keys create` on this server's database.
     pub fn key(&self, client_id: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_clearbg"))
-            .args(["keys", "create", "--client-id", client_id])
-            .env("CLEARBG_DATA_DIR", &self.data)
-            .output()
-            .unwrap();
+        let out = self.clearbg().args(["keys", "create", "--client-id", client_id]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert_eq!(stdout.lines().count(), 1, "the key is the only line on stdout: {stdout:?}");

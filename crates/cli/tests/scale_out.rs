@@ -1,0 +1,171 @@
+//! Scale-out for real: API and worker processes that share only a PostgreSQL database and an S3
+//! server (Garage), as on separate hosts. Every accepted job completes exactly once while a
+//! worker is killed mid-job and the API process is restarted mid-flight.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use common::scaleout::{Garage, PgDatabase, WorkerProcess};
+use common::*;
+use serde_json::{json, Value};
+
+const JOBS: usize = 30;
+
+/// One attempt of a job, from its audit trail: who ran it and how it ended.
+#[derive(Debug)]
+struct Attempt {
+    worker: String,
+    ended: String,
+}
+
+/// A job's attempts, numbered as the store numbers them, built from `/v1/jobs/{id}/events`.
+fn attempt_log(events: &[Value]) -> BTreeMap<i64, Attempt> {
+    let mut attempts = BTreeMap::new();
+    for e in events {
+        let n = e["attempt"].as_i64().unwrap();
+        match (e["from"].as_str(), e["to"].as_str().unwrap()) {
+            (Some("pending"), "processing") => {
+                let worker = e["worker"].as_str().unwrap().to_string();
+                let old = attempts.insert(n, Attempt { worker, ended: "running".into() });
+                assert!(old.is_none(), "attempt {n} claimed twice: {events:?}");
+            }
+            (Some("processing"), to @ ("completed" | "failed" | "pending")) => {
+                let attempt = attempts.get_mut(&n).unwrap_or_else(|| panic!("attempt {n} ended unclaimed: {events:?}"));
+                assert_eq!(attempt.ended, "running", "attempt {n} ended twice: {events:?}");
+                attempt.ended = match to {
+                    "pending" => format!("lost ({})", e["reason"].as_str().unwrap()),
+                    other => other.to_string(),
+                };
+            }
+            _ => {}
+        }
+    }
+    attempts
+}
+
+#[test]
+fn one_api_and_three_workers_on_postgres_and_s3_complete_every_job_exactly_once() {
+    let db = PgDatabase::create();
+    let s3 = Garage::start();
+    let mut env: Vec<(String, String)> = s3.env();
+    env.push(("CLEARBG_DATABASE_URL".into(), db.url.clone()));
+    // A short lease, so the killed worker's job is taken up again within seconds.
+    env.push(("CLEARBG_LEASE".into(), "5s".into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let api = Server::start_with(&["--no-workers"], &env_refs);
+    let key = api.key("scale");
+    let dir = tempfile::tempdir().unwrap();
+    let mut workers: Vec<WorkerProcess> =
+        (0..3).map(|n| WorkerProcess::start(dir.path(), &format!("worker{n}"), &env)).collect();
+
+    for w in &workers {
+        assert!(w.log_text().contains("listening for queued jobs"), "workers wake on NOTIFY:\n{}", w.log_text());
+    }
+
+    // The upload goes to S3 as a multipart upload; its link is presigned by S3 and still names
+    // our upload, so jobs read it from the bucket rather than fetching a URL.
+    let upload = api.upload(&key, &person_clip(dir.path(), 3.0));
+    let video_url = upload["video_url"].as_str().unwrap().to_string();
+    assert!(video_url.starts_with(&s3.endpoint) && video_url.contains("X-Amz-Signature="), "{video_url}");
+    let mut ids = Vec::new();
+    let submit = |api: &Server, ids: &mut Vec<String>, n: usize| {
+        for _ in 0..n {
+            let job = json_ok(api.post_json(&key, "/v1/jobs", &json!({"video_url": video_url, "model": "light"})));
+            ids.push(job["id"].as_str().unwrap().to_string());
+        }
+    };
+    submit(&api, &mut ids, JOBS / 2);
+
+    // Kill -9 the worker process that is in the middle of a job.
+    let victim_job = {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let running = ids.iter().find_map(|id| {
+                let job = json_ok(api.get(&key, &format!("/v1/jobs/{id}")));
+                let progress = job["progress"].as_f64().unwrap();
+                // Early in the job, so that it is still running when the kill lands.
+                (job["status"] == "processing" && progress > 0.0 && progress < 50.0).then(|| id.clone())
+            });
+            if let Some(id) = running {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "no job started:\n{}", api.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let victim = workers.iter().position(|w| w.log_text().contains(&victim_job)).expect("a worker logs the job");
+    workers[victim].kill9();
+    eprintln!("killed worker{victim} (kill -9) while it ran {victim_job}");
+
+    // Restart the API process mid-flight (kill -9, then a new process on the same port), and
+    // keep submitting through the new one.
+    let mut api = api;
+    api.kill9();
+    let api = api.restart(&[]);
+    submit(&api, &mut ids, JOBS - JOBS / 2);
+
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let jobs: HashMap<String, Value> = ids
+        .iter()
+        .map(|id| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (job, _) = api.wait(&key, id, left);
+            (id.clone(), job)
+        })
+        .collect();
+
+    // The per-job attempt log: every job completed, exactly once, by one attempt of one worker;
+    // the killed worker's job was lost once and completed elsewhere.
+    let killed = {
+        let text = workers[victim].log_text();
+        let at = text.find("worker ready worker=").expect("worker ids are logged") + "worker ready worker=".len();
+        text[at..].split_whitespace().next().unwrap().to_string()
+    };
+    for id in &ids {
+        let job = &jobs[id];
+        assert_eq!(job["status"], "completed", "{job}");
+        let events = json_ok(api.get(&key, &format!("/v1/jobs/{id}/events")))["items"].as_array().unwrap().clone();
+        let attempts = attempt_log(&events);
+        eprintln!("{id}: {attempts:?}");
+        let completed: Vec<_> = attempts.values().filter(|a| a.ended == "completed").collect();
+        assert_eq!(completed.len(), 1, "{id} completed once: {attempts:?}");
+        assert_eq!(attempts.len() as i64, job["attempts"].as_i64().unwrap(), "{id}: {attempts:?}");
+        assert!(attempts.values().all(|a| a.ended == "completed" || a.ended.starts_with("lost")), "{attempts:?}");
+        if *id == victim_job {
+            assert_eq!(attempts.len(), 2, "the killed worker's job ran twice: {attempts:?}");
+            assert_eq!(attempts[&1].worker, killed, "{attempts:?}");
+            assert!(attempts[&1].ended.contains("stopped renewing its lease"), "{attempts:?}");
+            assert_ne!(attempts[&1].worker, attempts[&2].worker);
+        } else {
+            assert_eq!(attempts.len(), 1, "{id}: {attempts:?}");
+        }
+    }
+
+    // Exactly once in the money too: one charge per job, and the balance is what the ledger says.
+    let charges = db.query("SELECT job_id, COUNT(*) FROM credit_ledger WHERE kind = 'charge' GROUP BY job_id");
+    assert_eq!(charges.len(), JOBS, "{charges:?}");
+    assert!(charges.iter().all(|row| row.ends_with("|1")), "{charges:?}");
+    let mismatched = db.query(
+        "SELECT fingerprint FROM api_keys WHERE credits <> (SELECT COALESCE(SUM(amount), 0) FROM credit_ledger l WHERE l.key_fingerprint = api_keys.fingerprint)",
+    );
+    assert!(mismatched.is_empty(), "{mismatched:?}");
+
+    // Every output is in the bucket, served by presigned links, and is what the job says.
+    for (n, id) in ids.iter().enumerate().step_by(7) {
+        let job = &jobs[id];
+        let url = job["output_url"].as_str().unwrap();
+        assert!(url.starts_with(&s3.endpoint) && url.contains("X-Amz-Signature="), "{url}");
+        let path = dir.path().join(format!("out-{n}.webm"));
+        download(url, &path);
+        assert_eq!(sha256_of(&path), job["output_sha256"].as_str().unwrap());
+        let (_, _, alpha) = decode_alpha(&path);
+        assert_eq!(alpha.len(), 90, "3 s at 30 fps");
+    }
+
+    // Nothing runs on: the queue is empty and no lease is held.
+    let left = db.query("SELECT COUNT(*) FROM jobs WHERE status <> 'completed' OR lease_owner IS NOT NULL");
+    assert_eq!(left, ["0"]);
+    drop(workers);
+}
