@@ -169,3 +169,61 @@ fn one_api_and_three_workers_on_postgres_and_s3_complete_every_job_exactly_once(
     assert_eq!(left, ["0"]);
     drop(workers);
 }
+
+#[test]
+fn uploads_stream_to_s3_in_parts_and_only_presigned_links_read_them() {
+    let s3 = Garage::start();
+    let env = s3.env();
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start(&env_refs);
+    let key = server.key("big");
+    let dir = tempfile::tempdir().unwrap();
+
+    // A lossless clip of noise: about 20 MB, so several 5 MB parts.
+    let clip = dir.path().join("noise.mp4");
+    let ffmpeg = std::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "nullsrc=s=640x480:r=10,geq=random(1)*255:128:128",
+        ])
+        .args(["-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(ffmpeg.success());
+    let size = std::fs::metadata(&clip).unwrap().len();
+    assert!(size > 12_000_000, "{size} bytes");
+
+    let upload = server.upload(&key, &clip);
+    assert_eq!(upload["size"].as_u64(), Some(size));
+    let url = upload["video_url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{}/{}/uploads/", s3.endpoint, s3.bucket)), "{url}");
+    let copy = dir.path().join("copy.mp4");
+    let headers = download(url, &copy);
+    assert_eq!(sha256_of(&copy), upload["sha256"].as_str().unwrap(), "the bucket holds the bytes sent");
+    // S3 marks an object assembled from a multipart upload with `-<parts>` in its ETag.
+    let etag = headers["etag"].to_str().unwrap().trim_matches('"').to_string();
+    let parts: u32 = etag.rsplit_once('-').map(|(_, n)| n.parse().unwrap()).unwrap_or(1);
+    assert!(parts >= 3, "a multipart upload of {size} bytes: ETag {etag}");
+
+    // The signature is the storage's: an altered link is refused by S3 itself, and this
+    // service's own /files/ route has nothing to serve for a bucket.
+    let altered = url.replace("X-Amz-Signature=", "X-Amz-Signature=0");
+    assert_eq!(client().get(&altered).send().unwrap().status().as_u16(), 403);
+    let unsigned = url.split('?').next().unwrap();
+    assert_eq!(client().get(unsigned).send().unwrap().status().as_u16(), 403);
+    let object = url.split(&format!("/{}/", s3.bucket)).nth(1).unwrap().split('?').next().unwrap();
+    expect_error(
+        client().get(server.url(&format!("/files/{object}?expires=9999999999&sig=00"))).send().unwrap(),
+        403,
+        "invalid_signature",
+    );
+    let health = json_ok(client().get(server.url("/health")).send().unwrap());
+    assert_eq!(health["checks"]["storage"], true, "{health}");
+}
