@@ -194,11 +194,11 @@ fn a_device_this_build_cannot_use_is_refused_at_start_up() {
     let bad = worker("gpu");
     assert_eq!(bad.status.code(), Some(2), "a usage error");
     assert!(text(&bad.stderr).contains("use cpu, cuda or cuda:N"), "{}", text(&bad.stderr));
-    // Without the `cuda` feature the worker says so and how to get one; with it, and no GPU
-    // libraries installed, it names the set-up step. Either way it exits instead of running on.
+    // Without the `cuda` feature the worker says so and how to get one; with it, on a machine
+    // without that GPU, it says the device is not usable. Either way it exits, taking no job.
     let cuda = worker("cuda:1");
     assert_eq!(cuda.status.code(), Some(1), "an error, not a panic or a worker that runs on");
     let stderr = text(&cuda.stderr);
-    let how = if cfg!(feature = "cuda") { "make setup-cuda" } else { "--features cuda" };
+    let how = if cfg!(feature = "cuda") { "cuda:1" } else { "--features cuda" };
     assert!(stderr.contains("cuda:1") && stderr.contains(how), "{stderr}");
 }

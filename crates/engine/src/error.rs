@@ -43,6 +43,15 @@ pub enum EngineError {
         /// Missing, wrong hash...
         reason: String,
     },
+    /// The device asked for (a GPU) cannot run the models: no driver, no such GPU, missing
+    /// CUDA libraries.
+    #[error("{device} is not usable: {reason}")]
+    DeviceUnavailable {
+        /// `cuda:N`.
+        device: String,
+        /// What ONNX Runtime said.
+        reason: String,
+    },
     /// ONNX Runtime failed while loading or running a model.
     #[error("inference failed: {0}")]
     Inference(String),
@@ -84,6 +93,7 @@ impl EngineError {
             EngineError::ToolMissing { .. } => "ffmpeg_missing",
             EngineError::RuntimeMissing { .. } => "runtime_missing",
             EngineError::ModelMissing { .. } => "model_missing",
+            EngineError::DeviceUnavailable { .. } => "device_unavailable",
             EngineError::Inference(_) => "inference_failed",
             EngineError::Ffmpeg { stage: "encode", .. } => "encode_failed",
             EngineError::Ffmpeg { .. } => "decode_failed",

@@ -127,7 +127,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing requests, handing running jobs back to the queue");
         let _ = stop_tx.send(true);
     });
-    let database = app.store.url().split('@').next_back().unwrap_or_default().to_string();
+    let database = app.store.display_url();
     match role {
         Role::Serve => {
             let listener = tokio::net::TcpListener::bind(app.config.listen)

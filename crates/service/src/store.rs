@@ -272,6 +272,17 @@ impl Store {
         &self.url
     }
 
+    /// The URL without its password, for logs.
+    pub fn display_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut url) => {
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            Err(_) => self.url.clone(),
+        }
+    }
+
     /// The connection pool, for modules that keep their own tables (idempotency keys).
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool

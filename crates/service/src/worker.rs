@@ -37,6 +37,10 @@ pub fn spawn_pool(app: App, count: usize, stop: watch::Receiver<bool>) -> anyhow
     // Fail at start-up, not at the first job, when ONNX Runtime is missing.
     let runtime = Runtime::load_on(&home, app.config.threads, app.config.device)
         .with_context(|| format!("loading ONNX Runtime for {}", app.config.device))?;
+    if app.config.device != clearbg_engine::Device::Cpu {
+        // A GPU that cannot run models would fail every job it took: refuse to start instead.
+        Segmenter::new(&runtime, &home, Tier::Light).context("trying the GPU with the light model")?;
+    }
     let process = uuid::Uuid::new_v4().simple().to_string();
     Ok((0..count)
         .map(|n| {

@@ -92,11 +92,17 @@ impl Segmenter {
             .map(|file| {
                 verify(&dir, file)?;
                 let net = Net::from_file(file);
-                let session =
-                    runtime.session(&dir.join(file), net.is_tiny()).map_err(|e| EngineError::ModelMissing {
-                        file: file.to_string(),
-                        reason: format!("ONNX Runtime could not load it: {e}"),
-                    })?;
+                let session = runtime.session(&dir.join(file), net.is_tiny()).map_err(|e| {
+                    // The file was verified above: on a GPU, a failure is the device's.
+                    if runtime.device() == crate::model::Device::Cpu {
+                        EngineError::ModelMissing {
+                            file: file.to_string(),
+                            reason: format!("ONNX Runtime could not load it: {e}"),
+                        }
+                    } else {
+                        EngineError::DeviceUnavailable { device: runtime.device().to_string(), reason: e.to_string() }
+                    }
+                })?;
                 Ok(LoadedNet { net, session })
             })
             .collect::<Result<Vec<_>>>()?;
