@@ -32,6 +32,7 @@ fn forbidden(code: &'static str, message: &str) -> ApiError {
     ),
     responses(
         (status = 200, description = "The file (Range requests supported)", content_type = "*/*"),
+        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
         (status = 206, description = "Part of the file", content_type = "*/*"),
         (status = 403, description = "`invalid_signature` or `url_expired`", body = super::openapi::Error),
         (status = 404, description = "`not_found`: deleted after the retention period", body = super::openapi::Error),

@@ -156,7 +156,7 @@ pub(crate) struct Offset {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct CreateJob {
     /// An upload's `video_url`, or any http(s) URL (downloaded by the worker).
-    #[schema(max_length = 4096)]
+    #[schema(max_length = 4096, format = "uri", pattern = "^https?://")]
     video_url: String,
     /// Default `original`.
     model: Option<Model>,
@@ -165,6 +165,7 @@ pub(crate) struct CreateJob {
     /// Default `transparent`.
     bg_type: Option<BgType>,
     bg_color: Option<Color>,
+    #[schema(format = "uri", pattern = "^https?://")]
     bg_image_url: Option<String>,
     background: Option<BackgroundRequest>,
     composition: Option<Composition>,
@@ -174,6 +175,7 @@ pub(crate) struct CreateJob {
     #[schema(max_length = 1000)]
     text_prompt: Option<String>,
     /// Receives `job.started`, `job.completed`, `job.failed`, `job.cancelled`.
+    #[schema(format = "uri", pattern = "^https?://")]
     webhook_url: Option<String>,
     /// Process only the first N seconds.
     #[schema(exclusive_minimum = 0)]
@@ -190,12 +192,14 @@ pub(crate) struct StartJob {
     output_format: Option<OutputFormat>,
     bg_type: Option<BgType>,
     bg_color: Option<Color>,
+    #[schema(format = "uri", pattern = "^https?://")]
     bg_image_url: Option<String>,
     background: Option<BackgroundRequest>,
     composition: Option<Composition>,
     metadata: Option<BTreeMap<String, Value>>,
     #[schema(max_length = 1000)]
     text_prompt: Option<String>,
+    #[schema(format = "uri", pattern = "^https?://")]
     webhook_url: Option<String>,
     #[schema(exclusive_minimum = 0)]
     preview_duration: Option<f64>,
