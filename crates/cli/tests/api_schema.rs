@@ -8,6 +8,12 @@
 //! own with nothing but loopback (`unshare --net`), and the server runs no worker
 //! (`CLEARBG_WORKERS=0`): nothing generated can reach past this machine or start real work.
 //! Rate limits are raised so that the run's own volume is not refused with 429s.
+//!
+//! `negative_data_rejection` (every schema-violating request must be refused) is not among the
+//! checks: its one finding is that an empty query value (`?limit=`) means the default, which the
+//! API does on purpose (`None | Some("")` in the handlers) and OpenAPI 3.1 cannot describe
+//! (`allowEmptyValue` is deprecated, and utoipa does not emit it). It found one real bug first:
+//! `composition.foreground.offset` given as an array was read as `{x: 0, y: 0}`; now a 422.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
