@@ -215,7 +215,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 say "ok $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
 STEP="installing the browser test's npm packages"
-BROWSER=$SCRIPTS/../crates/cli/tests/browser
+BROWSER=$(cd "$SCRIPTS/../crates/cli/tests/browser" && pwd)
 if ! cmp -s "$BROWSER/package-lock.json" "$BROWSER/node_modules/.clearbg-lock"; then
   say "npm ci in $BROWSER"
   (cd "$BROWSER" && npm ci --silent --no-audit --no-fund)
