@@ -197,7 +197,7 @@ const CHECKS: [&str; 9] = [
 
 #[test]
 fn health_is_healthy_when_every_check_passes() {
-    let server = Server::start(&[("CLEARBG_WORKERS", "0")]);
+    let server = Server::start(&[]);
     let r = client().get(server.url("/health")).send().unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().unwrap();
@@ -208,7 +208,14 @@ fn health_is_healthy_when_every_check_passes() {
         assert_eq!(checks[check], true, "{check}: {body}");
     }
     assert_eq!(body["details"], json!({}));
-    assert_eq!(body["workers"], 0);
+    assert_eq!(body["workers"], 1);
+
+    // An API node runs no model: it checks what it uses, and is healthy without the engine's parts.
+    let api_only = Server::start(&[("CLEARBG_WORKERS", "0")]);
+    let body: Value = client().get(api_only.url("/health")).send().unwrap().json().unwrap();
+    assert_eq!(body["status"], "healthy");
+    let checks: Vec<&str> = body["checks"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(checks, ["api", "database", "ffmpeg", "storage"], "{body}");
 }
 
 /// A server process started by hand, for a home the harness would refuse (it waits for 200).

@@ -6,11 +6,13 @@
 //! | `database` | `SELECT 1` | no |
 //! | `storage` | writes, reads back and deletes a small object | no |
 //! | `ffmpeg` | `ffmpeg -version` and `ffprobe -version` run | 10 s |
-//! | `onnx_runtime` | the shared library loads ([`Runtime::load`]) | once loaded |
-//! | `model_<tier>` | every file of the tier present and matching its pinned sha256 | per file size and mtime |
+//! | `onnx_runtime` | the shared library loads ([`Runtime::load`]) (with workers) | once loaded |
+//! | `model_<tier>` | every file of the tier present and matching its pinned sha256 (with workers) | per file size and mtime |
 //!
 //! Each check is a boolean in `checks` (the contract's object, whose `api` is kept), so
 //! `all(checks.values())` is the verdict; `details` says what is wrong with each failing one.
+//! A process that runs no worker (`CLEARBG_WORKERS=0`, an API node) never loads a model, so it
+//! leaves out `onnx_runtime` and the models: an API node without them is not unhealthy.
 //! The service knows no pixels: the model check asks the engine ([`model::check_tier`]).
 
 use std::path::PathBuf;
@@ -51,12 +53,32 @@ impl Report {
 pub async fn report(app: &App) -> Report {
     let mut report = Report { healthy: true, checks: Map::new(), details: Map::new() };
     report.record("api", Ok(()));
-    let (database, storage, ffmpeg, runtime, models) =
-        tokio::join!(database(app), storage(app), ffmpeg(), onnx_runtime(), models());
+    let engine = app.config.workers > 0;
+    let (database, storage, ffmpeg, runtime, models) = tokio::join!(
+        database(app),
+        storage(app),
+        ffmpeg(),
+        async {
+            if engine {
+                Some(onnx_runtime().await)
+            } else {
+                None
+            }
+        },
+        async {
+            if engine {
+                models().await
+            } else {
+                Vec::new()
+            }
+        },
+    );
     report.record("database", database);
     report.record("storage", storage);
     report.record("ffmpeg", ffmpeg);
-    report.record("onnx_runtime", runtime);
+    if let Some(runtime) = runtime {
+        report.record("onnx_runtime", runtime);
+    }
     for (tier, result) in models {
         report.record(&format!("model_{}", tier.name()), result);
     }
@@ -136,7 +158,10 @@ async fn onnx_runtime() -> Result<(), String> {
 /// What a file looked like when its tier was checked: a new size or mtime means a new check.
 type Identity = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
 
-static MODELS: Mutex<Vec<(Tier, Identity, Result<(), String>)>> = Mutex::new(Vec::new());
+/// A tier's last answer, and the files it was given for.
+type Checked = (Tier, Identity, Result<(), String>);
+
+static MODELS: Mutex<Vec<Checked>> = Mutex::new(Vec::new());
 
 fn identity(home: &Home, tier: Tier) -> Identity {
     tier.files()
