@@ -55,6 +55,8 @@ fn schemathesis_finds_no_server_error_and_no_drift_from_the_description() {
     let started = Instant::now();
     let mut child = Command::new("unshare")
         .args(["--net", "--", "bash", "-c", SCRIPT])
+        // schemathesis keeps a cache (.schemathesis/) in its working directory: not in the tree.
+        .current_dir(dir.path())
         .env("CLEARBG", env!("CARGO_BIN_EXE_clearbg"))
         .env("ST", &st)
         .env("BASE", "http://127.0.0.1:8080")
