@@ -160,7 +160,14 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
     params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
     request_body(content = super::openapi::CreateJob, content_type = "application/json"),
     responses(
-        (status = 200, description = "Created: queued (`auto_start`, the default) or a draft", body = super::openapi::JobChanged),
+        (status = 200, description = "Created: queued (`auto_start`, the default) or a draft", body = super::openapi::JobChanged,
+            links(
+                ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+                ("StartJob" = (operation_id = "start_job", parameters(("id" = "$response.body#/id")))),
+                ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+                ("JobEvents" = (operation_id = "job_events", parameters(("id" = "$response.body#/id")))),
+                ("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))),
+            )),
         (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
         (status = 402, description = "`insufficient_credits`: nothing was created", body = super::openapi::Error),
         (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = super::openapi::Error),

@@ -39,7 +39,8 @@ pub async fn upload(
     post, path = "/api/process", tag = "legacy", operation_id = "legacy_process",
     request_body(content = super::openapi::CreateJob, content_type = "application/json"),
     responses(
-        (status = 200, description = "Created, with no key (not billed)", body = super::openapi::LegacyProcess),
+        (status = 200, description = "Created, with no key (not billed)", body = super::openapi::LegacyProcess,
+            links(("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))))),
         (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
         (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error)
     )

@@ -618,8 +618,34 @@ impl Modify for Security {
 pub struct ApiDoc;
 
 /// The description as served.
-pub fn spec() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+pub fn spec() -> Value {
+    let mut spec = serde_json::to_value(ApiDoc::openapi()).expect("the description serialises");
+    fix_link_keys(&mut spec);
+    spec
+}
+
+/// utoipa 5.5 serialises a Link object's fields in snake case (`operation_id`), which OpenAPI
+/// does not know, so tools see links with no target: rename them to the specification's names.
+fn fix_link_keys(spec: &mut Value) {
+    let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    let links = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses").and_then(Value::as_object_mut))
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links").and_then(Value::as_object_mut))
+        .flat_map(|links| links.values_mut())
+        .filter_map(Value::as_object_mut);
+    for link in links {
+        for (from, to) in
+            [("operation_id", "operationId"), ("operation_ref", "operationRef"), ("request_body", "requestBody")]
+        {
+            if let Some(v) = link.remove(from) {
+                link.insert(to.to_string(), v);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -651,6 +677,26 @@ mod tests {
         }
         let described: usize = spec["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
         assert_eq!(described, served.len(), "the description has operations the router does not serve");
+    }
+
+    /// Links name their target with the specification's `operationId`, and the target exists.
+    #[test]
+    fn links_point_at_real_operations() {
+        let spec = super::spec();
+        let ids: Vec<&str> = spec["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter_map(|op| op["operationId"].as_str())
+            .collect();
+        let links = spec["paths"]["/v1/jobs"]["post"]["responses"]["200"]["links"].as_object().unwrap();
+        assert!(links.len() >= 4, "{links:?}");
+        for (name, link) in links {
+            let target = link["operationId"].as_str().unwrap_or_else(|| panic!("{name}: {link}"));
+            assert!(ids.contains(&target), "{name} points at {target}, which is not an operation");
+            assert!(link.get("operation_id").is_none(), "{link}");
+        }
     }
 
     /// Every error answer points at the one error shape, and keyed routes name their schemes.
