@@ -1,7 +1,8 @@
 //! The web app at `/`, end to end in Debian's headless Chromium driven by playwright-core
 //! (`tests/browser/webapp.mjs`): a real key, a real clip dropped on the page, the `light` model on
-//! a real `clearbg serve`, and the preview checked for playback and transparent pixels. The
-//! screenshot is kept at `target/test-artifacts/webapp.png`.
+//! a real `clearbg serve`, and the preview checked for playback and transparent pixels; then the
+//! API reference at `/docs` must render every operation offline. The screenshots are kept at
+//! `target/test-artifacts/webapp.png` and `webapp-docs.png`.
 
 mod common;
 
@@ -81,6 +82,10 @@ fn a_person_removes_a_background_in_the_browser() {
     assert_eq!((job["output_format"].as_str(), job["bg_type"].as_str()), (Some("webm"), Some("transparent")));
     assert_eq!(job["metadata"]["source"], "web");
     assert!(facts["download"]["href"].as_str().unwrap().contains(job["id"].as_str().unwrap()));
+
+    assert!(facts["docs_operations"].as_u64().unwrap() >= 28, "every operation in /docs: {facts}");
+    assert!(facts["docs_title"].as_str().unwrap().starts_with("clearbg"), "{facts}");
+    assert!(artefacts.join("webapp-docs.png").is_file());
 
     let png = std::fs::read(&shot).expect("the screenshot is kept");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());

@@ -125,7 +125,16 @@ try {
   await page.screenshot({ path: shot, fullPage: true });
   facts.screenshot = shot;
 
-  if (foreign.length) throw new Error(`the page reached beyond the server: ${foreign.join(", ")}`);
+  // The API reference renders offline: Swagger UI from the binary, reading /openapi.json.
+  await page.goto(base + "/docs", { waitUntil: "load" });
+  await page.waitForFunction(() => document.querySelectorAll(".opblock").length >= 20, null, { timeout: 30_000 });
+  facts.docs_operations = await page.$$eval(".opblock", (ops) => ops.length);
+  facts.docs_title = await page.$eval(".info .title", (t) => t.textContent);
+  const docsShot = shot.replace(/\.png$/, "") + "-docs.png";
+  await page.screenshot({ path: docsShot });
+  facts.docs_screenshot = docsShot;
+
+  if (foreign.length) throw new Error(`the pages reached beyond the server: ${foreign.join(", ")}`);
   if (consoleErrors.length) throw new Error(`console errors: ${consoleErrors.join(" | ")}`);
   console.log(JSON.stringify(facts));
 } catch (err) {
