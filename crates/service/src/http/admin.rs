@@ -28,7 +28,7 @@ fn key_view(k: &KeyRecord) -> Value {
 
 /// `GET /v1/admin/config`: the settings in force, secrets left out.
 #[utoipa::path(
-    get, path = "/v1/admin/config", tag = "admin", operation_id = "admin_config",
+    get, path = "/v1/admin/config", tag = "admin", operation_id = "admin_config", summary = "The settings in force",
     responses(
         (status = 200, description = "Every non-secret setting in force", body = Object),
         (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
@@ -66,7 +66,7 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
 
 /// `GET /v1/admin/keys`.
 #[utoipa::path(
-    get, path = "/v1/admin/keys", tag = "admin", operation_id = "list_keys",
+    get, path = "/v1/admin/keys", tag = "admin", operation_id = "list_keys", summary = "List API keys",
     responses(
         (status = 200, description = "Every key", body = super::openapi::KeyList),
         (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
@@ -93,7 +93,7 @@ fn string_field(body: &Value, name: &str, required: bool) -> Result<Option<Strin
 
 /// `POST /v1/admin/keys` `{client_id, note?}`: the key is in this response and nowhere else.
 #[utoipa::path(
-    post, path = "/v1/admin/keys", tag = "admin", operation_id = "create_key",
+    post, path = "/v1/admin/keys", tag = "admin", operation_id = "create_key", summary = "Create an API key",
     request_body(content = super::openapi::CreateKey, content_type = "application/json"),
     responses(
         (status = 200, description = "Created; `api_key` is shown only here", body = super::openapi::KeyCreated),
@@ -134,7 +134,7 @@ async fn set_status(app: &App, body: &Bytes, status: &str) -> ApiResult<Json<Val
 
 /// `POST /v1/admin/keys/disable` `{key_fingerprint}`: refused from the next request on.
 #[utoipa::path(
-    post, path = "/v1/admin/keys/disable", tag = "admin", operation_id = "disable_key",
+    post, path = "/v1/admin/keys/disable", tag = "admin", operation_id = "disable_key", summary = "Disable an API key",
     request_body(content = super::openapi::KeyRef, content_type = "application/json"),
     responses(
         (status = 200, description = "Disabled: refused from the next request", body = super::openapi::KeyChanged),
@@ -153,7 +153,7 @@ pub async fn disable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult
 
 /// `POST /v1/admin/keys/enable` `{key_fingerprint}`.
 #[utoipa::path(
-    post, path = "/v1/admin/keys/enable", tag = "admin", operation_id = "enable_key",
+    post, path = "/v1/admin/keys/enable", tag = "admin", operation_id = "enable_key", summary = "Enable an API key",
     request_body(content = super::openapi::KeyRef, content_type = "application/json"),
     responses(
         (status = 200, description = "Enabled", body = super::openapi::KeyChanged),
@@ -179,7 +179,7 @@ fn no_key() -> ApiError {
 /// 422 for an amount that is not a non-zero number with at most three decimals, or that would
 /// take the balance below zero (the balance is never clamped).
 #[utoipa::path(
-    post, path = "/v1/admin/keys/credits", tag = "admin", operation_id = "adjust_credits",
+    post, path = "/v1/admin/keys/credits", tag = "admin", operation_id = "adjust_credits", summary = "Add or take away a key's credits",
     request_body(content = super::openapi::AdjustCredits, content_type = "application/json"),
     responses(
         (status = 200, description = "Adjusted, with an `adjust` ledger row", body = super::openapi::CreditsChanged),
@@ -244,7 +244,7 @@ pub struct LedgerQuery {
 /// `GET /v1/admin/keys/ledger?key_fingerprint=&limit=` (extension): a key's ledger, newest
 /// first, with its cached balance and the balance rebuilt from the whole ledger (always equal).
 #[utoipa::path(
-    get, path = "/v1/admin/keys/ledger", tag = "admin", operation_id = "key_ledger",
+    get, path = "/v1/admin/keys/ledger", tag = "admin", operation_id = "key_ledger", summary = "A key's credit ledger",
     params(
         ("key_fingerprint" = String, Query, description = "The key (`kfp_…`)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Default 100"),

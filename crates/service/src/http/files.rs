@@ -24,7 +24,7 @@ fn forbidden(code: &'static str, message: &str) -> ApiError {
 
 /// Serves one stored file if its link is intact and unexpired.
 #[utoipa::path(
-    get, path = "/files/{key}", tag = "files", operation_id = "download_file",
+    get, path = "/files/{key}", tag = "files", operation_id = "download_file", summary = "Download a stored file (signed link)",
     params(
         ("key" = String, Path, description = "`uploads/…` or `outputs/…`, as in a signed link"),
         ("expires" = Option<i64>, Query, description = "Unix time the link expires"),

@@ -156,7 +156,7 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
 
 /// `POST /v1/jobs`.
 #[utoipa::path(
-    post, path = "/v1/jobs", tag = "jobs", operation_id = "create_job",
+    post, path = "/v1/jobs", tag = "jobs", operation_id = "create_job", summary = "Create a job (and start it)",
     params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
     request_body(content = super::openapi::CreateJob, content_type = "application/json"),
     responses(
@@ -199,7 +199,7 @@ fn with_message(mut view: Value, message: &str) -> Value {
 
 /// `POST /v1/jobs/{id}/start`: a draft takes its final options and is queued.
 #[utoipa::path(
-    post, path = "/v1/jobs/{id}/start", tag = "jobs", operation_id = "start_job",
+    post, path = "/v1/jobs/{id}/start", tag = "jobs", operation_id = "start_job", summary = "Start a draft job",
     params(("id" = String, Path, description = "The job id (`job_…`)"), ("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
     request_body(content = Option<super::openapi::StartJob>, content_type = "application/json"),
     responses(
@@ -246,7 +246,7 @@ fn state_conflict(status: Status, action: &str) -> ApiError {
 
 /// `GET /v1/jobs/{id}`.
 #[utoipa::path(
-    get, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "get_job",
+    get, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "get_job", summary = "Get a job",
     params(("id" = String, Path, description = "The job id (`job_…`)")),
     responses(
         (status = 200, description = "The job", body = super::openapi::Job),
@@ -271,7 +271,7 @@ pub struct ListQuery {
 
 /// `GET /v1/jobs?limit&offset&status`: this key's jobs, newest first.
 #[utoipa::path(
-    get, path = "/v1/jobs", tag = "jobs", operation_id = "list_jobs",
+    get, path = "/v1/jobs", tag = "jobs", operation_id = "list_jobs", summary = "List jobs",
     params(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
         ("offset" = Option<i64>, Query, minimum = 0, description = "Default 0"),
@@ -322,7 +322,7 @@ pub async fn list(State(app): State<App>, key: ApiKey, Query(q): Query<ListQuery
 /// `POST /v1/jobs/{id}/cancel`: a draft or queued job fails at once; a running job's worker is
 /// told to stop (its ffmpeg children with it) and the answer waits briefly for it.
 #[utoipa::path(
-    post, path = "/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancel_job",
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancel_job", summary = "Cancel a job",
     params(("id" = String, Path, description = "The job id (`job_…`)"), ("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
     responses(
         (status = 200, description = "Cancelled (`failed`, `error_code: cancelled`), or told to stop if it was running", body = super::openapi::JobChanged),
@@ -372,7 +372,7 @@ pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>)
 
 /// `GET /v1/jobs/{id}/events`: every state transition with its time, reason and request id.
 #[utoipa::path(
-    get, path = "/v1/jobs/{id}/events", tag = "jobs", operation_id = "job_events",
+    get, path = "/v1/jobs/{id}/events", tag = "jobs", operation_id = "job_events", summary = "A job's audit trail",
     params(("id" = String, Path, description = "The job id (`job_…`)")),
     responses(
         (status = 200, description = "Every transition, oldest first", body = super::openapi::JobEvents),

@@ -17,7 +17,7 @@ use crate::App;
 
 /// `POST /api/upload`: as `/v1/uploads`, with the documented 400s for a wrong type or size.
 #[utoipa::path(
-    post, path = "/api/upload", tag = "legacy", operation_id = "legacy_upload",
+    post, path = "/api/upload", tag = "legacy", operation_id = "legacy_upload", summary = "Upload a video (legacy, no key)",
     request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Stored", body = super::openapi::Upload),
@@ -36,7 +36,7 @@ pub async fn upload(
 
 /// `POST /api/process`: the `/v1/jobs` body, no key.
 #[utoipa::path(
-    post, path = "/api/process", tag = "legacy", operation_id = "legacy_process",
+    post, path = "/api/process", tag = "legacy", operation_id = "legacy_process", summary = "Create a job (legacy, no key)",
     request_body(content = super::openapi::CreateJob, content_type = "application/json"),
     responses(
         (status = 200, description = "Created, with no key (not billed)", body = super::openapi::LegacyProcess,
@@ -61,7 +61,7 @@ pub async fn process(State(app): State<App>, body: Bytes) -> ApiResult<Json<Valu
 
 /// `GET /api/download/{job_id}`: the signed output URL of a completed job; 400 until then.
 #[utoipa::path(
-    get, path = "/api/download/{id}", tag = "legacy", operation_id = "download",
+    get, path = "/api/download/{id}", tag = "legacy", operation_id = "download", summary = "A completed job's output link",
     params(("id" = String, Path, description = "The job id (`job_…`)")),
     responses(
         (status = 200, description = "A signed link to the output", body = super::openapi::Download),

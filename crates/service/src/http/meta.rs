@@ -9,7 +9,7 @@ use crate::App;
 
 /// `GET /api/pricing`: the configured credits per minute of each model (`CLEARBG_PRICES`).
 #[utoipa::path(
-    get, path = "/api/pricing", tag = "legacy", operation_id = "pricing",
+    get, path = "/api/pricing", tag = "legacy", operation_id = "pricing", summary = "Prices per model",
     responses(
         (status = 200, description = "Credits per minute per model", body = super::openapi::Pricing)
     )
@@ -30,7 +30,7 @@ pub async fn pricing(State(app): State<App>) -> Json<Value> {
 /// (503) with `details` naming what is wrong. `checks` keeps the contract's `api` and adds one
 /// boolean per dependency.
 #[utoipa::path(
-    get, path = "/health", tag = "operations", operation_id = "health",
+    get, path = "/health", tag = "operations", operation_id = "health", summary = "Health, with every check",
     responses(
         (status = 200, description = "`healthy`: every check passed", body = super::openapi::Health),
         (status = 503, description = "`degraded`: `details` says what is wrong", body = super::openapi::Health)

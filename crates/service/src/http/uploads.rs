@@ -36,7 +36,7 @@ pub(crate) struct Refusals {
 
 /// `POST /v1/uploads`.
 #[utoipa::path(
-    post, path = "/v1/uploads", tag = "uploads", operation_id = "create_upload",
+    post, path = "/v1/uploads", tag = "uploads", operation_id = "create_upload", summary = "Upload a video",
     params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
     request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data"),
     responses(

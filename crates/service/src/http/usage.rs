@@ -33,7 +33,7 @@ fn bounded(name: &str, value: Option<&str>, default: i64, min: i64, max: i64) ->
 /// `GET /v1/usage/summary?days=N` (1-90, default 7): totals over the last N UTC days (today
 /// included) and one row per day, oldest first, idle days included.
 #[utoipa::path(
-    get, path = "/v1/usage/summary", tag = "usage", operation_id = "usage_summary",
+    get, path = "/v1/usage/summary", tag = "usage", operation_id = "usage_summary", summary = "Usage over the last days",
     params(("days" = Option<i64>, Query, minimum = 1, maximum = 90, description = "Default 7")),
     responses(
         (status = 200, description = "Totals and one row per UTC day", body = super::openapi::UsageSummary),
@@ -80,7 +80,7 @@ pub async fn summary(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQ
 /// first: `created`, `started`, `reserved`, `completed`, `failed`, `cancelled`, `charged`,
 /// `refunded`, each with its job and the request that caused it (`null` for a worker's doing).
 #[utoipa::path(
-    get, path = "/v1/usage/events", tag = "usage", operation_id = "usage_events",
+    get, path = "/v1/usage/events", tag = "usage", operation_id = "usage_events", summary = "Latest usage events",
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20")),
     responses(
         (status = 200, description = "The latest events, newest first", body = super::openapi::UsageEvents),

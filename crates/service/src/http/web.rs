@@ -65,7 +65,7 @@ fn serve_asset(asset: &Asset, headers: &HeaderMap) -> Response {
 }
 
 /// `GET /`: the web app.
-#[utoipa::path(get, path = "/", tag = "operations", operation_id = "web_app",
+#[utoipa::path(get, path = "/", tag = "operations", operation_id = "web_app", summary = "The web app",
     responses((status = 200, description = "The web app's page", content_type = "text/html"),
               (status = 304, description = "Not modified (If-None-Match)")))]
 pub async fn index(headers: HeaderMap) -> Response {
@@ -73,7 +73,7 @@ pub async fn index(headers: HeaderMap) -> Response {
 }
 
 /// `GET /app/{file}`: the web app's script, styles and icon.
-#[utoipa::path(get, path = "/app/{file}", tag = "operations", operation_id = "web_app_asset",
+#[utoipa::path(get, path = "/app/{file}", tag = "operations", operation_id = "web_app_asset", summary = "The web app's files",
     params(("file" = String, Path, description = "`app.js`, `app.css` or `icon.svg`")),
     responses((status = 200, description = "The file", content_type = "*/*"),
               (status = 304, description = "Not modified (If-None-Match)"),
@@ -87,7 +87,7 @@ pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Result<Respo
 }
 
 /// `GET /openapi.json`: the OpenAPI 3.1 description, generated from the code.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", operation_id = "openapi",
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", operation_id = "openapi", summary = "This description",
     responses((status = 200, description = "This description (OpenAPI 3.1)", content_type = "application/json")))]
 pub async fn openapi_json() -> Response {
     static SPEC: OnceLock<String> = OnceLock::new();
@@ -111,21 +111,21 @@ fn swagger_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
 }
 
 /// `GET /docs`: the interactive reference (Swagger UI), reading `/openapi.json`.
-#[utoipa::path(get, path = "/docs", tag = "operations", operation_id = "docs",
+#[utoipa::path(get, path = "/docs", tag = "operations", operation_id = "docs", summary = "The interactive API reference",
     responses((status = 200, description = "Swagger UI, served from files embedded in the binary", content_type = "text/html")))]
 pub async fn docs() -> Result<Response, ApiError> {
     swagger("")
 }
 
 /// `GET /docs/`: the interactive reference (Swagger UI).
-#[utoipa::path(get, path = "/docs/", tag = "operations", operation_id = "docs_page",
+#[utoipa::path(get, path = "/docs/", tag = "operations", operation_id = "docs_page", summary = "The interactive API reference",
     responses((status = 200, description = "The same page as /docs", content_type = "text/html")))]
 pub async fn docs_index() -> Result<Response, ApiError> {
     swagger("")
 }
 
 /// `GET /docs/{*file}`: Swagger UI's files, embedded at build time.
-#[utoipa::path(get, path = "/docs/{file}", tag = "operations", operation_id = "docs_file",
+#[utoipa::path(get, path = "/docs/{file}", tag = "operations", operation_id = "docs_file", summary = "The reference's files",
     params(("file" = String, Path, description = "A Swagger UI file (`swagger-ui.css`, `swagger-ui-bundle.js`, …)")),
     responses((status = 200, description = "The file", content_type = "*/*"),
               (status = 404, description = "No such file", body = super::openapi::Error)))]
@@ -153,7 +153,7 @@ fn swagger(file: &str) -> Result<Response, ApiError> {
 }
 
 /// `GET /metrics`: Prometheus text format (see [`crate::metrics`]).
-#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics", summary = "Prometheus metrics",
     responses((status = 200, description = "Every series, Prometheus text format 0.0.4", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<App>) -> Response {
     crate::metrics::scrape(State(app)).await
