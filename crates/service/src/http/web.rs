@@ -113,14 +113,14 @@ fn swagger_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
 /// `GET /docs`: the interactive reference (Swagger UI), reading `/openapi.json`.
 #[utoipa::path(get, path = "/docs", tag = "operations", operation_id = "docs", summary = "The interactive API reference",
     responses((status = 200, description = "Swagger UI, served from files embedded in the binary", content_type = "text/html")))]
-pub async fn docs() -> Result<Response, ApiError> {
+pub async fn docs() -> Response {
     swagger("")
 }
 
 /// `GET /docs/`: the interactive reference (Swagger UI).
 #[utoipa::path(get, path = "/docs/", tag = "operations", operation_id = "docs_page", summary = "The interactive API reference",
     responses((status = 200, description = "The same page as /docs", content_type = "text/html")))]
-pub async fn docs_index() -> Result<Response, ApiError> {
+pub async fn docs_index() -> Response {
     swagger("")
 }
 
@@ -129,13 +129,13 @@ pub async fn docs_index() -> Result<Response, ApiError> {
     params(("file" = String, Path, description = "A Swagger UI file (`swagger-ui.css`, `swagger-ui-bundle.js`, …)")),
     responses((status = 200, description = "The file", content_type = "*/*"),
               (status = 404, description = "No such file", body = super::openapi::Error)))]
-pub async fn docs_file(Path(file): Path<String>) -> Result<Response, ApiError> {
+pub async fn docs_file(Path(file): Path<String>) -> Response {
     swagger(&file)
 }
 
 /// One Swagger UI file. The page names its files relatively (`./swagger-ui.css`): a `<base>`
 /// makes them resolve under `/docs/` whether the page was opened as `/docs` or `/docs/`.
-fn swagger(file: &str) -> Result<Response, ApiError> {
+fn swagger(file: &str) -> Response {
     match utoipa_swagger_ui::serve(file, swagger_config()) {
         Ok(Some(found)) => {
             let mut bytes = found.bytes.into_owned();
@@ -144,11 +144,13 @@ fn swagger(file: &str) -> Result<Response, ApiError> {
                     .replacen("<head>", "<head>\n  <base href=\"/docs/\">", 1)
                     .into_bytes();
             }
-            Ok(([(header::CONTENT_TYPE, found.content_type), (header::CACHE_CONTROL, "no-cache".to_string())], bytes)
-                .into_response())
+            ([(header::CONTENT_TYPE, found.content_type), (header::CACHE_CONTROL, "no-cache".to_string())], bytes)
+                .into_response()
         }
-        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such file in the API reference")),
-        Err(e) => Err(ApiError::internal("serving the API reference", e)),
+        Ok(None) => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such file in the API reference").into_response()
+        }
+        Err(e) => ApiError::internal("serving the API reference", e).into_response(),
     }
 }
 
