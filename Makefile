@@ -5,14 +5,14 @@
 CLEARBG_HOME ?= $(HOME)/.cache/clearbg
 export CLEARBG_HOME
 
-.PHONY: setup test-tools setup-cuda build run test bench eval
+.PHONY: setup setup-tests setup-cuda build run test bench eval
 
 setup:
 	@scripts/setup.sh
 
-# What only the tests need (Garage, the S3 server of the scale-out tests).
-test-tools:
-	@scripts/test-tools.sh
+# Also what only the tests need: schemathesis, Chromium and playwright-core, Garage (S3).
+setup-tests:
+	@scripts/setup.sh --tests
 
 # The GPU build of ONNX Runtime and the CUDA libraries, for `--device cuda` (docs/deploy.md).
 setup-cuda: setup
@@ -32,7 +32,7 @@ run: build
 
 # Everything, then the API suite again with PostgreSQL in place of SQLite (each test server
 # gets a database of its own at 127.0.0.1:5432, dropped after).
-test: setup test-tools
+test: setup-tests
 	cargo test --workspace --no-fail-fast
 	CLEARBG_TEST_DATABASE=postgres cargo test --workspace --no-fail-fast --test 'api_*'
 

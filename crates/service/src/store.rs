@@ -1122,6 +1122,12 @@ impl Store {
         .await?;
         tx.commit().await
     }
+
+    /// How many jobs are in each status, for `/metrics` (statuses with no job are absent).
+    /// Plain SQL that SQLite and PostgreSQL both run; the count is cast so both return BIGINT.
+    pub async fn count_jobs_by_status(&self) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as("SELECT status, CAST(COUNT(*) AS BIGINT) FROM jobs GROUP BY status").fetch_all(&self.pool).await
+    }
 }
 
 /// Errors of a conditional state change.

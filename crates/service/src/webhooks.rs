@@ -128,6 +128,7 @@ async fn attempt(app: App, delivery: DeliveryRow) {
     let recorded = match outcome {
         Ok(()) => {
             tracing::info!(delivery_id = %id, job_id = %job_id, event = %event, attempt, "webhook delivered");
+            crate::metrics::webhook_delivery(event, "delivered");
             app.store.delivery_sent(id).await
         }
         Err(error) => {
@@ -135,6 +136,7 @@ async fn attempt(app: App, delivery: DeliveryRow) {
                 .then(|| now_ms() + backoff(app.config.webhook_retry_base, attempt).as_millis() as i64);
             tracing::warn!(delivery_id = %id, job_id = %job_id, event = %event, attempt, error = %error,
                 will_retry = retry_at.is_some(), "webhook delivery failed");
+            crate::metrics::webhook_delivery(event, if retry_at.is_some() { "retry" } else { "failed" });
             app.store.delivery_failed(id, &error, retry_at).await
         }
     };

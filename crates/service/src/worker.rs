@@ -187,6 +187,7 @@ impl Worker {
                 let cost = self.app.config.prices.cost(&spec.model, output.duration_seconds);
                 store.complete(&job.id, &self.id, &output, cost, &self.app).await.map(|done| {
                     if done {
+                        tokio::spawn(crate::metrics::job_charged(self.app.clone(), job.id.clone()));
                         tracing::info!(bytes = output.size_bytes, frames = output.frames, "completed");
                     } else {
                         tracing::warn!("finished, but the job was taken from this worker meanwhile; output discarded");
@@ -330,6 +331,7 @@ impl Worker {
         .await
         .map_err(|e| internal("the engine thread", e))?
         .map_err(engine_failure)?;
+        crate::metrics::engine_run(&spec.model, summary.frames, summary.wall);
         let key = format!("outputs/{}.{}", job.id, format.extension());
         let (size, sha256) =
             app.storage.put_file(&key, &output).await.map_err(|e| internal("storing the output", e))?;

@@ -27,6 +27,16 @@ fn key_view(k: &KeyRecord) -> Value {
 }
 
 /// `GET /v1/admin/config`: the settings in force, secrets left out.
+#[utoipa::path(
+    get, path = "/v1/admin/config", tag = "admin", operation_id = "admin_config", summary = "The settings in force",
+    responses(
+        (status = 200, description = "Every non-secret setting in force", body = Object),
+        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
+        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
     let c = &app.config;
     Json(json!({
@@ -55,6 +65,16 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
 }
 
 /// `GET /v1/admin/keys`.
+#[utoipa::path(
+    get, path = "/v1/admin/keys", tag = "admin", operation_id = "list_keys", summary = "List API keys",
+    responses(
+        (status = 200, description = "Every key", body = super::openapi::KeyList),
+        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
+        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn list(State(app): State<App>, _: Admin) -> ApiResult<Json<Value>> {
     let items: Vec<Value> = app.store.list_keys().await?.iter().map(key_view).collect();
     Ok(Json(json!({ "items": items })))
@@ -72,6 +92,19 @@ fn string_field(body: &Value, name: &str, required: bool) -> Result<Option<Strin
 }
 
 /// `POST /v1/admin/keys` `{client_id, note?}`: the key is in this response and nowhere else.
+#[utoipa::path(
+    post, path = "/v1/admin/keys", tag = "admin", operation_id = "create_key", summary = "Create an API key",
+    request_body(content = super::openapi::CreateKey, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Created; `api_key` is shown only here", body = super::openapi::KeyCreated),
+        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
+        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
+        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn create(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
     let client_id = string_field(&body, "client_id", true).map_err(|e| ApiError::invalid(vec![e]))?.unwrap_or_default();
@@ -100,11 +133,39 @@ async fn set_status(app: &App, body: &Bytes, status: &str) -> ApiResult<Json<Val
 }
 
 /// `POST /v1/admin/keys/disable` `{key_fingerprint}`: refused from the next request on.
+#[utoipa::path(
+    post, path = "/v1/admin/keys/disable", tag = "admin", operation_id = "disable_key", summary = "Disable an API key",
+    request_body(content = super::openapi::KeyRef, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Disabled: refused from the next request", body = super::openapi::KeyChanged),
+        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
+        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
+        (status = 404, description = "`not_found`: no key has that fingerprint", body = super::openapi::Error),
+        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn disable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
     set_status(&app, &body, "disabled").await
 }
 
 /// `POST /v1/admin/keys/enable` `{key_fingerprint}`.
+#[utoipa::path(
+    post, path = "/v1/admin/keys/enable", tag = "admin", operation_id = "enable_key", summary = "Enable an API key",
+    request_body(content = super::openapi::KeyRef, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Enabled", body = super::openapi::KeyChanged),
+        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
+        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
+        (status = 404, description = "`not_found`: no key has that fingerprint", body = super::openapi::Error),
+        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn enable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
     set_status(&app, &body, "active").await
 }
@@ -117,6 +178,20 @@ fn no_key() -> ApiError {
 /// credits (negative: takes them away) with an `adjust` ledger row. 404 for an unknown key;
 /// 422 for an amount that is not a non-zero number with at most three decimals, or that would
 /// take the balance below zero (the balance is never clamped).
+#[utoipa::path(
+    post, path = "/v1/admin/keys/credits", tag = "admin", operation_id = "adjust_credits", summary = "Add or take away a key's credits",
+    request_body(content = super::openapi::AdjustCredits, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Adjusted, with an `adjust` ledger row", body = super::openapi::CreditsChanged),
+        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
+        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
+        (status = 404, description = "`not_found`: no key has that fingerprint", body = super::openapi::Error),
+        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: zero, not a number, more than 3 decimals, or below zero", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn credits(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
     let mut errors = Vec::new();
@@ -168,6 +243,23 @@ pub struct LedgerQuery {
 
 /// `GET /v1/admin/keys/ledger?key_fingerprint=&limit=` (extension): a key's ledger, newest
 /// first, with its cached balance and the balance rebuilt from the whole ledger (always equal).
+#[utoipa::path(
+    get, path = "/v1/admin/keys/ledger", tag = "admin", operation_id = "key_ledger", summary = "A key's credit ledger",
+    params(
+        ("key_fingerprint" = String, Query, description = "The key (`kfp_…`)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Default 100"),
+    ),
+    responses(
+        (status = 200, description = "The ledger, newest first", body = super::openapi::Ledger),
+        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
+        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
+        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
+        (status = 404, description = "`not_found`: no key has that fingerprint", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn ledger(
     State(app): State<App>,
     _: Admin,

@@ -23,6 +23,22 @@ fn forbidden(code: &'static str, message: &str) -> ApiError {
 }
 
 /// Serves one stored file if its link is intact and unexpired.
+#[utoipa::path(
+    get, path = "/files/{key}", tag = "files", operation_id = "download_file", summary = "Download a stored file (signed link)",
+    params(
+        ("key" = String, Path, description = "`uploads/…` or `outputs/…`, as in a signed link"),
+        ("expires" = Option<i64>, Query, description = "Unix time the link expires"),
+        ("sig" = Option<String>, Query, description = "HMAC-SHA256 of the key and expiry"),
+    ),
+    responses(
+        (status = 200, description = "The file (Range requests supported)", content_type = "*/*"),
+        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
+        (status = 206, description = "Part of the file", content_type = "*/*"),
+        (status = 403, description = "`invalid_signature` or `url_expired`", body = super::openapi::Error),
+        (status = 404, description = "`not_found`: deleted after the retention period", body = super::openapi::Error),
+        (status = 416, description = "`range_not_satisfiable`", body = super::openapi::Error)
+    )
+)]
 pub async fn serve(
     State(app): State<App>,
     Path(key): Path<String>,

@@ -156,6 +156,28 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
 }
 
 /// `POST /v1/jobs`.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs", operation_id = "create_job", summary = "Create a job (and start it)",
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
+    request_body(content = super::openapi::CreateJob, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Created: queued (`auto_start`, the default) or a draft", body = super::openapi::JobChanged,
+            links(
+                ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+                ("StartJob" = (operation_id = "start_job", parameters(("id" = "$response.body#/id")))),
+                ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+                ("JobEvents" = (operation_id = "job_events", parameters(("id" = "$response.body#/id")))),
+                ("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
+        (status = 402, description = "`insufficient_credits`: nothing was created", body = super::openapi::Error),
+        (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = super::openapi::Error),
+        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn create(State(app): State<App>, key: ApiKey, body: Bytes) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
     if body.get("auto_start") != Some(&Value::Bool(false)) {
@@ -177,6 +199,22 @@ fn with_message(mut view: Value, message: &str) -> Value {
 }
 
 /// `POST /v1/jobs/{id}/start`: a draft takes its final options and is queued.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/start", tag = "jobs", operation_id = "start_job", summary = "Start a draft job",
+    params(("id" = String, Path, description = "The job id (`job_…`)"), ("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
+    request_body(content = Option<super::openapi::StartJob>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Queued", body = super::openapi::JobChanged),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
+        (status = 402, description = "`insufficient_credits`: the draft stays a draft", body = super::openapi::Error),
+        (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
+        (status = 409, description = "`invalid_job_state` (not a draft) or `idempotency_conflict`", body = super::openapi::Error),
+        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn start(State(app): State<App>, key: ApiKey, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
     let row = app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
@@ -208,6 +246,17 @@ fn state_conflict(status: Status, action: &str) -> ApiError {
 }
 
 /// `GET /v1/jobs/{id}`.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "get_job", summary = "Get a job",
+    params(("id" = String, Path, description = "The job id (`job_…`)")),
+    responses(
+        (status = 200, description = "The job", body = super::openapi::Job),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
+        (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn get(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let row = app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
     Ok(Json(job_view(&app, &row)))
@@ -222,6 +271,22 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/jobs?limit&offset&status`: this key's jobs, newest first.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs", operation_id = "list_jobs", summary = "List jobs",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
+        ("offset" = Option<i64>, Query, minimum = 0, description = "Default 0"),
+        ("status" = Option<super::openapi::JobStatus>, Query, description = "Only jobs in this status"),
+    ),
+    responses(
+        (status = 200, description = "Jobs of this key, newest first", body = super::openapi::JobList),
+        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn list(State(app): State<App>, key: ApiKey, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
     let mut errors = Vec::new();
     let mut number = |name: &str, value: Option<String>, default: i64, min: i64, max: i64| match value.as_deref() {
@@ -257,6 +322,20 @@ pub async fn list(State(app): State<App>, key: ApiKey, Query(q): Query<ListQuery
 
 /// `POST /v1/jobs/{id}/cancel`: a draft or queued job fails at once; a running job's worker is
 /// told to stop (its ffmpeg children with it) and the answer waits briefly for it.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancel_job", summary = "Cancel a job",
+    params(("id" = String, Path, description = "The job id (`job_…`)"), ("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
+    responses(
+        (status = 200, description = "Cancelled (`failed`, `error_code: cancelled`), or told to stop if it was running", body = super::openapi::JobChanged),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
+        (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
+        (status = 409, description = "`invalid_job_state` (already ended) or `idempotency_conflict`", body = super::openapi::Error),
+        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let owner = Some(key.owner());
     let row = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?;
@@ -293,6 +372,17 @@ pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>)
 }
 
 /// `GET /v1/jobs/{id}/events`: every state transition with its time, reason and request id.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/events", tag = "jobs", operation_id = "job_events", summary = "A job's audit trail",
+    params(("id" = String, Path, description = "The job id (`job_…`)")),
+    responses(
+        (status = 200, description = "Every transition, oldest first", body = super::openapi::JobEvents),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
+        (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn events(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
     let items: Vec<Value> = app

@@ -16,6 +16,15 @@ use crate::jobs::Status;
 use crate::App;
 
 /// `POST /api/upload`: as `/v1/uploads`, with the documented 400s for a wrong type or size.
+#[utoipa::path(
+    post, path = "/api/upload", tag = "legacy", operation_id = "legacy_upload", summary = "Upload a video (legacy, no key)",
+    request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Stored", body = super::openapi::Upload),
+        (status = 400, description = "Not a video, too large, or an unreadable multipart body (the documented 400s)", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error)
+    )
+)]
 pub async fn upload(
     State(app): State<App>,
     headers: HeaderMap,
@@ -26,6 +35,16 @@ pub async fn upload(
 }
 
 /// `POST /api/process`: the `/v1/jobs` body, no key.
+#[utoipa::path(
+    post, path = "/api/process", tag = "legacy", operation_id = "legacy_process", summary = "Create a job (legacy, no key)",
+    request_body(content = super::openapi::CreateJob, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Created, with no key (not billed)", body = super::openapi::LegacyProcess,
+            links(("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))))),
+        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error)
+    )
+)]
 pub async fn process(State(app): State<App>, body: Bytes) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
     let row = create_job(&app, None, &body).await?;
@@ -41,6 +60,16 @@ pub async fn process(State(app): State<App>, body: Bytes) -> ApiResult<Json<Valu
 }
 
 /// `GET /api/download/{job_id}`: the signed output URL of a completed job; 400 until then.
+#[utoipa::path(
+    get, path = "/api/download/{id}", tag = "legacy", operation_id = "download", summary = "A completed job's output link",
+    params(("id" = String, Path, description = "The job id (`job_…`)")),
+    responses(
+        (status = 200, description = "A signed link to the output", body = super::openapi::Download),
+        (status = 400, description = "`job_not_completed`", body = super::openapi::Error),
+        (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
+        (status = 410, description = "`output_expired`: deleted after the retention period", body = super::openapi::Error)
+    )
+)]
 pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let row = app.store.job(&id, None).await?.ok_or_else(ApiError::job_not_found)?;
     let spec = row.spec();

@@ -8,6 +8,12 @@ use serde_json::{json, Value};
 use crate::App;
 
 /// `GET /api/pricing`: the configured credits per minute of each model (`CLEARBG_PRICES`).
+#[utoipa::path(
+    get, path = "/api/pricing", tag = "legacy", operation_id = "pricing", summary = "Prices per model",
+    responses(
+        (status = 200, description = "Credits per minute per model", body = super::openapi::Pricing)
+    )
+)]
 pub async fn pricing(State(app): State<App>) -> Json<Value> {
     let per_model: serde_json::Map<String, Value> =
         app.config.prices.iter().map(|(m, p)| (m.to_string(), crate::billing::credits_json(p))).collect();
@@ -20,17 +26,26 @@ pub async fn pricing(State(app): State<App>) -> Json<Value> {
     }))
 }
 
-/// `GET /health`: `healthy` when the database and storage answer, else `degraded` (503).
+/// `GET /health`: `healthy` (200) when every check in [`crate::health`] passes, else `degraded`
+/// (503) with `details` naming what is wrong. `checks` keeps the contract's `api` and adds one
+/// boolean per dependency.
+#[utoipa::path(
+    get, path = "/health", tag = "operations", operation_id = "health", summary = "Health, with every check",
+    responses(
+        (status = 200, description = "`healthy`: every check passed", body = super::openapi::Health),
+        (status = 503, description = "`degraded`: `details` says what is wrong", body = super::openapi::Health)
+    )
+)]
 pub async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {
-    let database = app.store.ping().await.is_ok();
-    let storage = app.storage.check().await;
-    let healthy = database && storage;
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let report = crate::health::report(&app).await;
+    let status = if report.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
         Json(json!({
-            "status": if healthy { "healthy" } else { "degraded" },
-            "checks": { "api": true, "database": database, "storage": storage, "workers": app.config.workers },
+            "status": if report.healthy { "healthy" } else { "degraded" },
+            "checks": report.checks,
+            "details": report.details,
+            "workers": app.config.workers,
             "version": env!("CARGO_PKG_VERSION"),
         })),
     )

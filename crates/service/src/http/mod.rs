@@ -11,8 +11,10 @@ mod jobs;
 pub(crate) use jobs::{job_view, own_upload_id, timestamp};
 mod legacy;
 mod meta;
+pub mod openapi;
 mod uploads;
 mod usage;
+mod web;
 
 use std::time::Instant;
 
@@ -36,6 +38,7 @@ const MAX_JSON_BYTES: usize = 1024 * 1024;
 
 /// All routes.
 pub fn router(app: App) -> Router {
+    crate::metrics::install();
     // Retried POSTs with the same Idempotency-Key do nothing twice.
     let idempotent = || middleware::from_fn_with_state(app.clone(), crate::idempotency::layer);
     Router::new()
@@ -59,6 +62,13 @@ pub fn router(app: App) -> Router {
         .route("/api/pricing", get(meta::pricing))
         .route("/health", get(meta::health))
         .route("/files/{*key}", get(files::serve))
+        .route("/metrics", get(web::metrics))
+        .route("/openapi.json", get(web::openapi_json))
+        .route("/docs", get(web::docs))
+        .route("/docs/", get(web::docs_index))
+        .route("/docs/{*file}", get(web::docs_file))
+        .route("/", get(web::index))
+        .route("/app/{file}", get(web::asset))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -70,6 +80,9 @@ pub fn router(app: App) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn_with_state(app.clone(), rate_limit))
         .layer(middleware::from_fn(request_context))
+        // Outermost, so that refusals (429, 413) are counted too; the route template is known
+        // here because Router::layer wraps each route after it has been matched.
+        .layer(middleware::from_fn(crate::metrics::track))
         .with_state(app)
 }
 

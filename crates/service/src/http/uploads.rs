@@ -35,6 +35,22 @@ pub(crate) struct Refusals {
 }
 
 /// `POST /v1/uploads`.
+#[utoipa::path(
+    post, path = "/v1/uploads", tag = "uploads", operation_id = "create_upload", summary = "Upload a video",
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
+    request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Stored", body = super::openapi::Upload),
+        (status = 400, description = "`invalid_request`: the multipart body cannot be read", body = super::openapi::Error),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
+        (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = super::openapi::Error),
+        (status = 413, description = "`file_too_large`", body = super::openapi::Error),
+        (status = 415, description = "`unsupported_media_type`: not a video", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn create(
     State(app): State<App>,
     key: ApiKey,

@@ -32,6 +32,18 @@ fn bounded(name: &str, value: Option<&str>, default: i64, min: i64, max: i64) ->
 
 /// `GET /v1/usage/summary?days=N` (1-90, default 7): totals over the last N UTC days (today
 /// included) and one row per day, oldest first, idle days included.
+#[utoipa::path(
+    get, path = "/v1/usage/summary", tag = "usage", operation_id = "usage_summary", summary = "Usage over the last days",
+    params(("days" = Option<i64>, Query, minimum = 1, maximum = 90, description = "Default 7")),
+    responses(
+        (status = 200, description = "Totals and one row per UTC day", body = super::openapi::UsageSummary),
+        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn summary(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQuery>) -> ApiResult<Json<Value>> {
     let days = bounded("days", q.days.as_deref(), 7, 1, 90)?;
     let rows = app.store.usage_summary(key.owner(), days).await?;
@@ -67,6 +79,18 @@ pub async fn summary(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQ
 /// `GET /v1/usage/events?limit=N` (1-100, default 20): the key's latest job events, newest
 /// first: `created`, `started`, `reserved`, `completed`, `failed`, `cancelled`, `charged`,
 /// `refunded`, each with its job and the request that caused it (`null` for a worker's doing).
+#[utoipa::path(
+    get, path = "/v1/usage/events", tag = "usage", operation_id = "usage_events", summary = "Latest usage events",
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20")),
+    responses(
+        (status = 200, description = "The latest events, newest first", body = super::openapi::UsageEvents),
+        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
+        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn events(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQuery>) -> ApiResult<Json<Value>> {
     let limit = bounded("limit", q.limit.as_deref(), 20, 1, 100)?;
     let items: Vec<Value> = app
