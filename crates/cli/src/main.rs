@@ -35,7 +35,7 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Run workers only (no HTTP): they take jobs from the shared database and storage
     /// (PostgreSQL and S3 when API and workers run on several hosts; see docs/deploy.md).
-    Worker(Box<clearbg_service::Config>),
+    Worker(Box<serve::WorkerArgs>),
     /// Manage API keys in the service's database.
     #[command(subcommand)]
     Keys(serve::KeysCommand),

@@ -31,10 +31,20 @@ pub fn serve(ServeArgs { no_workers, mut config }: ServeArgs) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// `clearbg worker` flags.
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Serve /health and /metrics on this address (a worker serves no API).
+    #[arg(long, env = "CLEARBG_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    config: Config,
+}
+
 /// `clearbg worker`.
-pub fn worker(config: Config) -> anyhow::Result<ExitCode> {
+pub fn worker(WorkerArgs { metrics_listen, config }: WorkerArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(config.workers > 0, "a worker process needs --workers 1 or more");
-    runtime()?.block_on(clearbg_service::run(config, Role::Worker))?;
+    runtime()?.block_on(clearbg_service::run(config, Role::Worker { ops_listen: metrics_listen }))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -57,8 +57,17 @@ fn one_api_and_three_workers_on_postgres_and_s3_complete_every_job_exactly_once(
     let api = Server::start_with(&["--no-workers"], &env_refs);
     let key = api.key("scale");
     let dir = tempfile::tempdir().unwrap();
-    let mut workers: Vec<WorkerProcess> =
-        (0..3).map(|n| WorkerProcess::start(dir.path(), &format!("worker{n}"), &env)).collect();
+    // Worker 0 serves its own /health and /metrics, as a worker host would for monitoring.
+    let ops = format!("127.0.0.1:{}", free_port());
+    let mut workers: Vec<WorkerProcess> = (0..3)
+        .map(|n| {
+            let mut env = env.clone();
+            if n == 0 {
+                env.push(("CLEARBG_METRICS_LISTEN".into(), ops.clone()));
+            }
+            WorkerProcess::start(dir.path(), &format!("worker{n}"), &env)
+        })
+        .collect();
 
     for w in &workers {
         assert!(w.log_text().contains("listening for queued jobs"), "workers wake on NOTIFY:\n{}", w.log_text());
@@ -163,6 +172,26 @@ fn one_api_and_three_workers_on_postgres_and_s3_complete_every_job_exactly_once(
         let (_, _, alpha) = decode_alpha(&path);
         assert_eq!(alpha.len(), 90, "3 s at 30 fps");
     }
+
+    // Monitoring sees it all: the API's gauges come from the database, a worker's series from
+    // the jobs it ran.
+    let metric = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+    };
+    let api_metrics = client().get(api.url("/metrics")).send().unwrap().text().unwrap();
+    assert_eq!(metric(&api_metrics, "clearbg_jobs{status=\"completed\"}"), JOBS as f64);
+    assert_eq!(metric(&api_metrics, "clearbg_queue_depth"), 0.0);
+    let worker_metrics = client().get(format!("http://{ops}/metrics")).send().unwrap().text().unwrap();
+    assert!(metric(&worker_metrics, "clearbg_frames_processed_total{model=\"light\"}") >= 90.0, "{worker_metrics}");
+    assert!(
+        metric(&worker_metrics, "clearbg_credits_charged_millicredits_total{model=\"light\"}") > 0.0,
+        "{worker_metrics}"
+    );
+    let health = json_ok(client().get(format!("http://{ops}/health")).send().unwrap());
+    assert_eq!(health["status"], "healthy", "{health}");
+    expect_error(client().get(format!("http://{ops}/v1/jobs")).send().unwrap(), 404, "not_found");
 
     // Nothing runs on: the queue is empty and no lease is held.
     let left = db.query("SELECT COUNT(*) FROM jobs WHERE status <> 'completed' OR lease_owner IS NOT NULL");

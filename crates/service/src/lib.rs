@@ -108,8 +108,12 @@ pub enum Role {
     /// The HTTP API and `config.workers` embedded workers (`clearbg serve`; with
     /// `--no-workers`, the API alone).
     Serve,
-    /// `config.workers` workers and no HTTP (`clearbg worker`), for hosts that only process.
-    Worker,
+    /// `config.workers` workers and no API (`clearbg worker`), for hosts that only process;
+    /// with an address, `/health` and `/metrics` are served there.
+    Worker {
+        /// Where to serve `/health` and `/metrics` (`--metrics-listen`), if anywhere.
+        ops_listen: Option<std::net::SocketAddr>,
+    },
 }
 
 /// Runs `role` until SIGINT or SIGTERM, then stops accepting requests, hands running jobs back
@@ -151,9 +155,21 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
                 })
                 .await?;
         }
-        Role::Worker => {
+        Role::Worker { ops_listen } => {
             tracing::info!(database, storage = %app.storage.url(), workers = app.config.workers, "clearbg worker is running");
-            let _ = stop_rx.clone().wait_for(|stop| *stop).await;
+            let mut shutdown = stop_rx.clone();
+            let stopped = async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            };
+            match ops_listen {
+                Some(addr) => {
+                    let listener =
+                        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+                    tracing::info!(listen = %listener.local_addr()?, "serving /health and /metrics");
+                    axum::serve(listener, http::ops_router(app.clone())).with_graceful_shutdown(stopped).await?;
+                }
+                None => stopped.await,
+            }
         }
     }
     for task in workers.into_iter().chain(background) {

@@ -86,6 +86,21 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// What a `clearbg worker` process serves (`--metrics-listen`): `/health` and `/metrics`, so
+/// a worker host's checks and its own series (speed by model, charges, webhook outcomes) can be
+/// scraped like an API host's.
+pub fn ops_router(app: App) -> Router {
+    crate::metrics::install();
+    Router::new()
+        .route("/health", get(meta::health))
+        .route("/metrics", get(web::metrics))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "A worker serves /health and /metrics only")
+        })
+        .layer(middleware::from_fn(request_context))
+        .with_state(app)
+}
+
 /// Gives each request an id (the client's `X-Request-Id` if it is sane, else `req_<random>`),
 /// a tracing span carrying it, the `X-Request-Id` response header, and a JSON body on every error.
 async fn request_context(req: Request, next: Next) -> Response {
