@@ -74,8 +74,12 @@ fn start_cancel_and_upload_are_idempotent() {
     let key = server.key("a");
     let dir = tempfile::tempdir().unwrap();
     let clip = person_clip(dir.path(), 0.5);
+    // Large enough that a replay which answered before reading the body would cut the client
+    // off mid-send (the trailing bytes are ignored by MP4 readers).
+    let mut bytes = std::fs::read(&clip).unwrap();
+    bytes.resize(bytes.len() + 24_000_000, 0);
     let upload = |idem: &str| {
-        let part = Part::bytes(std::fs::read(&clip).unwrap()).file_name("clip.mp4");
+        let part = Part::bytes(bytes.clone()).file_name("clip.mp4");
         let r = client()
             .post(server.url("/v1/uploads"))
             .header("X-Api-Key", &key)

@@ -16,6 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -91,36 +92,40 @@ async fn run(
     let store = &app.store;
     let db = |e: sqlx::Error| ApiError::from(e).into_response();
     let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let early = loop {
         let now = now_ms();
         store.idempotency_forget(scope, key, now - KEY_TTL_MS, now - ABANDONED_MS).await.map_err(db)?;
         if store.idempotency_claim(scope, key, fingerprint, now).await.map_err(db)? {
-            break;
+            break None;
         }
         let Some(saved) = store.idempotency_get(scope, key).await.map_err(db)? else { continue };
         if saved.fingerprint != fingerprint {
-            return Err(ApiError::new(
+            break Some(Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_conflict",
                 "This Idempotency-Key was used for a different request; use a new key for a new request",
             )
-            .into_response());
+            .into_response()));
         }
         if let (Some(status), Some(body)) = (saved.status, saved.body) {
             let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
             let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
             response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return Ok(response);
+            break Some(Ok(response));
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::new(
+            break Some(Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_in_progress",
                 "A request with this Idempotency-Key is still being processed; retry later",
             )
-            .into_response());
+            .into_response()));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if let Some(answer) = early {
+        drain(req, app.config.max_upload_bytes).await;
+        return answer;
     }
     // This request owns the key: run it and keep its answer.
     let response = next.run(req).await;
@@ -135,6 +140,20 @@ async fn run(
         store.idempotency_save(scope, key, parts.status.as_u16(), &bytes).await.map_err(db)?;
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// Reads and drops the rest of a request's body (up to `limit` bytes) before an answer that did
+/// not need it: a replayed upload is still being sent, and an answer sent mid-upload makes the
+/// server close the connection, which the client sees as a failed request, not as the replay.
+async fn drain(req: Request, limit: u64) {
+    let mut body = req.into_body().into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = body.next().await {
+        seen += chunk.len() as u64;
+        if seen > limit {
+            break;
+        }
+    }
 }
 
 /// A remembered request.
