@@ -134,43 +134,29 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing requests, handing running jobs back to the queue");
         let _ = stop_tx.send(true);
     });
-    let database = app.store.display_url();
-    match role {
-        Role::Serve => {
-            let listener = tokio::net::TcpListener::bind(app.config.listen)
-                .await
-                .with_context(|| format!("listening on {}", app.config.listen))?;
-            tracing::info!(
-                listen = %listener.local_addr()?,
-                public_url = %app.config.public_url(),
-                database,
-                storage = %app.storage.url(),
-                workers = app.config.workers,
-                "clearbg is serving"
-            );
-            let mut shutdown = stop_rx.clone();
-            axum::serve(listener, http::router(app.clone()))
-                .with_graceful_shutdown(async move {
-                    let _ = shutdown.wait_for(|stop| *stop).await;
-                })
-                .await?;
+    tracing::info!(
+        database = %app.store.display_url(),
+        storage = %app.storage.url(),
+        workers = app.config.workers,
+        role = ?role,
+        "clearbg is running"
+    );
+    // The API, or a worker's /health and /metrics if it was given an address, else nothing.
+    let served = match role {
+        Role::Serve => Some((app.config.listen, http::router(app.clone()))),
+        Role::Worker { ops_listen } => ops_listen.map(|addr| (addr, http::ops_router(app.clone()))),
+    };
+    let mut shutdown = stop_rx.clone();
+    let stopped = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    match served {
+        Some((addr, router)) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+            tracing::info!(listen = %listener.local_addr()?, public_url = %app.config.public_url(), "serving HTTP");
+            axum::serve(listener, router).with_graceful_shutdown(stopped).await?;
         }
-        Role::Worker { ops_listen } => {
-            tracing::info!(database, storage = %app.storage.url(), workers = app.config.workers, "clearbg worker is running");
-            let mut shutdown = stop_rx.clone();
-            let stopped = async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            };
-            match ops_listen {
-                Some(addr) => {
-                    let listener =
-                        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-                    tracing::info!(listen = %listener.local_addr()?, "serving /health and /metrics");
-                    axum::serve(listener, http::ops_router(app.clone())).with_graceful_shutdown(stopped).await?;
-                }
-                None => stopped.await,
-            }
-        }
+        None => stopped.await,
     }
     for task in workers.into_iter().chain(background) {
         let _ = task.await;
