@@ -45,7 +45,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // The engine's own probe, decoder flags and frame reader, so the frames are exactly the
     // ones `clearbg remove` segments.
-    let info = probe(&input, &Limits::default())?;
+    let info = probe(&input, &Limits::default(), &|| false)?;
     let mut decoder = Command::new("ffmpeg")
         .args(video::decoder_args(&input, &info))
         .stdin(Stdio::null())

@@ -58,7 +58,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let home = Home::from_env();
     let runtime = Runtime::load(&home, threads)?;
     let mut segmenter = Segmenter::new(&runtime, &home, tier)?;
-    let info = probe(&input, &Limits::default())?;
+    let info = probe(&input, &Limits::default(), &|| false)?;
     let mut decoder = Command::new("ffmpeg")
         .args(video::decoder_args(&input, &info))
         .stdin(Stdio::null())

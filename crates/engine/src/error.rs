@@ -66,6 +66,15 @@ pub enum EngineError {
     /// The caller asked us to stop.
     #[error("cancelled")]
     Cancelled,
+    /// A step that should take seconds did not finish in time (an input that keeps ffprobe
+    /// reading or waiting); the tool was killed.
+    #[error("{stage} took longer than {seconds} s and was stopped")]
+    TimedOut {
+        /// `probe`, usually.
+        stage: &'static str,
+        /// How long it was given.
+        seconds: u64,
+    },
     /// No stage made progress for too long (a hung child process); the job was stopped.
     #[error("no progress for {seconds} s: the job was stopped")]
     Stalled {
@@ -98,6 +107,7 @@ impl EngineError {
             EngineError::Ffmpeg { stage: "encode", .. } => "encode_failed",
             EngineError::Ffmpeg { .. } => "decode_failed",
             EngineError::Cancelled => "cancelled",
+            EngineError::TimedOut { .. } => "timed_out",
             EngineError::Stalled { .. } => "stalled",
             EngineError::Io { .. } => "io_error",
         }
@@ -111,6 +121,7 @@ impl EngineError {
                 | EngineError::UnsupportedInput(_)
                 | EngineError::InvalidOptions(_)
                 | EngineError::Ffmpeg { stage: "decode", .. }
+                | EngineError::TimedOut { stage: "probe", .. }
         )
     }
 

@@ -11,7 +11,10 @@
 //!       ─► encode (ffmpeg child: background, composition, format, original audio)
 //! ```
 //!
-//! - [`probe`] reads a video's facts with ffprobe and refuses what we cannot or will not process.
+//! - [`container`] decides from a file's bytes whether ffmpeg may read it, and as what: only
+//!   real video containers, each read with its own demuxer forced and no protocol but `file`.
+//! - [`probe`] reads a video's facts with ffprobe and refuses what we cannot or will not process
+//!   (size, area, rate, a duration that cannot be established), before anything is decoded.
 //! - [`model`] pins, verifies and runs the neural models behind the four tiers.
 //! - [`matte`] turns a low-resolution mask into a steady full-resolution alpha matte.
 //! - [`output`] describes what the user asked for: format, background, composition.
@@ -19,6 +22,7 @@
 //! - [`pipeline`] runs the stages and reports progress; it is the only entry point a service needs.
 #![deny(missing_docs)]
 
+pub mod container;
 pub mod error;
 pub mod frame;
 pub mod home;
@@ -36,3 +40,4 @@ pub use model::{Device, Runtime, Segmenter, Tier};
 pub use output::{Anchor, Background, Composition, OutputFormat};
 pub use pipeline::{remove_background, Progress, RemoveRequest, Summary};
 pub use probe::{probe, Limits, VideoInfo};
+pub use process::kill_all as kill_running_tools;

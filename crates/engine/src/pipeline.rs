@@ -27,6 +27,8 @@ use crate::video::{self, EncoderTarget, FrameReader};
 
 /// Frames in flight between two stages.
 const QUEUE_DEPTH: usize = 3;
+/// How often the watchdog looks for a stall or a cancel.
+const WATCHDOG_TICK: Duration = Duration::from_millis(100);
 
 /// One background-removal job.
 #[derive(Debug, Clone)]
@@ -51,6 +53,9 @@ impl RemoveRequest {
     /// Checks that the options make sense together, before any work starts.
     pub fn validate(&self) -> Result<()> {
         self.composition.validate()?;
+        if let Some((w, h)) = self.composition.canvas {
+            self.limits.check_frame("canvas", w, h).map_err(as_option_error)?;
+        }
         if self.format == OutputFormat::Mp4 && self.background.is_transparent() {
             return Err(EngineError::InvalidOptions(
                 "mp4 cannot carry transparency: choose a background (for example --bg green or --bg '#ffffff') or a format with alpha (webm, mov, gif, webp, png_sequence)".into(),
@@ -115,13 +120,21 @@ pub fn remove_background(
 ) -> Result<Summary> {
     let started = Instant::now();
     request.validate()?;
-    if let Background::Image(path) = &request.background {
-        probe::check_picture(path)?;
-    }
-    let mut info = probe::probe(&request.input, &request.limits)?;
+    let cancelled = || progress.cancelled();
+    let picture = match &request.background {
+        Background::Image(path) => Some(probe::check_picture(path, &request.limits, &cancelled)?),
+        _ => None,
+    };
+    let mut info = probe::probe(&request.input, &request.limits, &cancelled)?;
     if let Some(secs) = request.preview_secs {
         info = info.trimmed(secs);
     }
+    // What the composition makes of the frame must fit the same limits as the frame itself.
+    let (w, h) = (info.width, info.height);
+    let (cw, ch) = request.composition.canvas_size(w, h);
+    request.limits.check_frame("canvas", cw, ch).map_err(as_option_error)?;
+    let (sw, sh) = request.composition.subject_size(w, h);
+    request.limits.check_frame("scaled subject", sw, sh).map_err(as_option_error)?;
     progress.start(&info, info.expected_frames);
     let out_dir = match request.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -145,8 +158,15 @@ pub fn remove_background(
         Some(dir) => EncoderTarget::PngDirectory(dir.path()),
         None => EncoderTarget::File(part.path()),
     };
-    let encoder_args =
-        video::encoder_args(&request.input, &info, request.format, &request.background, &request.composition, target);
+    let encoder_args = video::encoder_args(
+        &request.input,
+        &info,
+        request.format,
+        &request.background,
+        picture,
+        &request.composition,
+        target,
+    );
     let frames = run_stages(segmenter, &request.input, &info, &encoder_args, request.limits.stall_timeout, progress)?;
     if let Some(dir) = &png_dir {
         zip_frames(dir.path(), part.as_file())?;
@@ -168,6 +188,14 @@ pub fn remove_background(
         tier: segmenter.tier(),
         format: request.format,
     })
+}
+
+/// A size limit broken by the options (a canvas, a scale) is the options' fault, not the input's.
+fn as_option_error(e: EngineError) -> EngineError {
+    match e {
+        EngineError::UnsupportedInput(message) => EngineError::InvalidOptions(message),
+        other => other,
+    }
 }
 
 /// Milliseconds since the job started at which some stage last moved a frame.
@@ -212,6 +240,8 @@ fn run_stages(
     let activity = Activity::new();
     let frames_decoded = AtomicU64::new(0);
     let tier = segmenter.tier();
+    let interrupt = segmenter.interrupt();
+    interrupt.reset();
 
     let (frame_tx, frame_rx) = sync_channel::<YuvFrame>(QUEUE_DEPTH);
     let (mask_tx, mask_rx) = sync_channel::<(YuvFrame, Mask, Vec<u8>)>(QUEUE_DEPTH);
@@ -219,13 +249,16 @@ fn run_stages(
     let (done_tx, done_rx) = sync_channel::<()>(0);
 
     let (decode_result, segment_result, matte_result, write_result) = std::thread::scope(|s| {
-        // The watchdog: a child that neither reads nor writes would otherwise block a stage forever.
-        let (activity_ref, stalled_ref, stop_ref) = (&activity, &stalled, &stop);
+        // The watchdog: a child that neither reads nor writes would otherwise block a stage
+        // forever, and a cancel must not wait for the next frame (a large model takes seconds).
+        let (activity_ref, stalled_ref, stop_ref, interrupt_ref) = (&activity, &stalled, &stop, &interrupt);
         s.spawn(move || {
-            while let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(Duration::from_millis(200)) {
-                if activity_ref.idle() > stall_timeout {
-                    stalled_ref.store(true, Ordering::SeqCst);
+            while let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(WATCHDOG_TICK) {
+                let stalled = activity_ref.idle() > stall_timeout;
+                if stalled || progress.cancelled() {
+                    stalled_ref.store(stalled, Ordering::SeqCst);
                     stop_ref.store(true, Ordering::SeqCst);
+                    interrupt_ref.fire();
                     kill_children();
                     break;
                 }

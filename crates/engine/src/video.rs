@@ -5,17 +5,24 @@
 use std::io::Read;
 use std::path::Path;
 
+use crate::container::Picture;
 use crate::error::{EngineError, Result};
 use crate::frame::YuvFrame;
 use crate::output::{Background, Composition, OutputFormat};
-use crate::probe::VideoInfo;
+use crate::probe::{file_arg, forced_input, forced_picture_input, VideoInfo};
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-fn path_arg(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
+/// The options and `-i` for reading the input video itself: its own demuxer forced, no protocol
+/// but `file`, and no frame larger than the probe allowed.
+fn input_video(input: &Path, info: &VideoInfo) -> Vec<String> {
+    let mut args = forced_input(info.container.demuxer());
+    args.extend(["-max_pixels".into(), info.max_pixels.to_string()]);
+    args.extend(read_limit(info));
+    args.extend(["-i".into(), file_arg(input)]);
+    args
 }
 
 /// Arguments for the decoder: raw planar YUV 4:2:0 at a constant frame rate on stdout.
@@ -26,7 +33,7 @@ fn path_arg(p: &Path) -> String {
 ///
 /// Variable-frame-rate input is resampled to its average rate (`-fps_mode cfr -r`) so that the
 /// frame count matches duration × fps and the original audio stays in sync; the CLI applies
-/// rotation metadata itself (autorotate).
+/// rotation metadata itself (autorotate). Output stops at [`VideoInfo::frame_cap`].
 pub fn decoder_args(input: &Path, info: &VideoInfo) -> Vec<String> {
     let mut args = strings(&["-nostdin", "-hide_banner", "-v", "error"]);
     if info.vpx_alpha {
@@ -34,10 +41,10 @@ pub fn decoder_args(input: &Path, info: &VideoInfo) -> Vec<String> {
         let decoder = if info.codec == "vp8" { "libvpx" } else { "libvpx-vp9" };
         args.extend(strings(&["-c:v", decoder]));
     }
-    args.extend(read_limit(info));
-    args.extend(["-i".into(), path_arg(input)]);
+    args.extend(input_video(input, info));
     args.extend(strings(&["-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "cfr", "-r"]));
     args.push(info.fps.to_string());
+    args.extend(["-frames:v".into(), info.frame_cap().to_string()]);
     // Full-range sources stay full range ("yuvj"), so no stage converts the range either.
     let pix_fmt = if info.color.full_range { "yuvj420p" } else { "yuv420p" };
     args.extend(strings(&["-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]));
@@ -87,11 +94,13 @@ pub(crate) enum EncoderTarget<'a> {
 
 /// Arguments for the encoder of `format`: YUVA 4:2:0 `width`x`height` frames on stdin, `input` as
 /// the source of audio, the background and composition applied with ffmpeg's filters.
+/// `picture` is the format [`crate::probe::check_picture`] found for an image background.
 pub(crate) fn encoder_args(
     input: &Path,
     info: &VideoInfo,
     format: OutputFormat,
     background: &Background,
+    picture: Option<Picture>,
     composition: &Composition,
     target: EncoderTarget<'_>,
 ) -> Vec<String> {
@@ -101,6 +110,8 @@ pub(crate) fn encoder_args(
     // Tag the raw frames with the source's colour space so conversions to RGB are right.
     let (matrix, range) = info.color.ffmpeg_names();
     args.extend(strings(&[
+        "-protocol_whitelist",
+        "pipe",
         "-f",
         "rawvideo",
         "-pix_fmt",
@@ -115,8 +126,7 @@ pub(crate) fn encoder_args(
     args.extend(["-framerate".into(), fps.clone(), "-i".into(), "pipe:0".into()]);
     let mut next_input = 1;
     let audio_input = (format.carries_audio() && info.has_audio).then(|| {
-        args.extend(read_limit(info));
-        args.extend(["-i".into(), path_arg(input)]);
+        args.extend(input_video(input, info));
         next_input += 1;
         next_input - 1
     });
@@ -139,13 +149,14 @@ pub(crate) fn encoder_args(
                 format!("color=c=0x{r:02X}{g:02X}{b:02X}:s={cw}x{ch}:r={fps},format=rgba[bg]")
             }
             Background::Image(path) => {
+                args.extend(forced_picture_input(picture.unwrap_or(Picture::Png)));
                 args.extend([
                     "-framerate".into(),
                     fps.clone(),
                     "-loop".into(),
                     "1".into(),
                     "-i".into(),
-                    path_arg(path),
+                    file_arg(path),
                 ]);
                 format!(
                     "[{next_input}:v]scale={cw}:{ch}:force_original_aspect_ratio=increase,crop={cw}:{ch},setsar=1,format=rgba[bg]"
@@ -231,8 +242,8 @@ pub(crate) fn encoder_args(
         args.push("-shortest".into());
     }
     match target {
-        EncoderTarget::File(path) => args.push(path_arg(path)),
-        EncoderTarget::PngDirectory(dir) => args.push(path_arg(&dir.join("frame_%06d.png"))),
+        EncoderTarget::File(path) => args.push(file_arg(path)),
+        EncoderTarget::PngDirectory(dir) => args.push(file_arg(&dir.join("frame_%06d.png"))),
     }
     args
 }

@@ -14,7 +14,7 @@ mod segmenter;
 
 pub use catalogue::{ModelFile, ModelStatus, Tier, MODEL_FILES};
 pub use runtime::{Device, Runtime};
-pub use segmenter::Segmenter;
+pub use segmenter::{Interrupt, Segmenter};
 
 use crate::error::EngineError;
 use crate::home::Home;

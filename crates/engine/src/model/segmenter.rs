@@ -2,8 +2,10 @@
 //! post-processing (see `shared/reference/models.md` §3).
 
 use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use std::sync::Arc;
+
 use ndarray::Array4;
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
 use super::catalogue::{verify, Tier, MODNET, SELFIE};
@@ -80,6 +82,28 @@ pub struct Segmenter {
     tier: Tier,
     nets: Vec<LoadedNet>,
     resizer: Resizer,
+    run_options: Arc<RunOptions>,
+}
+
+/// Stops the model run in progress of one [`Segmenter`], from another thread: a large model
+/// takes seconds a frame, and a cancelled job should not wait for it.
+#[derive(Clone)]
+pub struct Interrupt(Arc<RunOptions>);
+
+impl Interrupt {
+    /// Makes the current (and every later) run fail at once, until [`Interrupt::reset`].
+    pub fn fire(&self) {
+        if let Err(e) = self.0.terminate() {
+            tracing::warn!(error = %e, "interrupting a model run");
+        }
+    }
+
+    /// Lets runs go ahead again (before the next video).
+    pub fn reset(&self) {
+        if let Err(e) = self.0.unterminate() {
+            tracing::warn!(error = %e, "resetting a model interrupt");
+        }
+    }
 }
 
 impl Segmenter {
@@ -106,7 +130,12 @@ impl Segmenter {
                 Ok(LoadedNet { net, session })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Segmenter { tier, nets, resizer: Resizer::new() })
+        Ok(Segmenter { tier, nets, resizer: Resizer::new(), run_options: Arc::new(RunOptions::new()?) })
+    }
+
+    /// A handle that interrupts this segmenter's model runs from another thread.
+    pub fn interrupt(&self) -> Interrupt {
+        Interrupt(self.run_options.clone())
     }
 
     /// The tier this segmenter runs.
@@ -138,7 +167,7 @@ impl Segmenter {
         let mut masks = Vec::with_capacity(self.nets.len());
         for loaded in &mut self.nets {
             let input = prepare(&mut self.resizer, loaded.net)?;
-            masks.push(run(&mut loaded.session, input)?);
+            masks.push(run(&mut loaded.session, input, &self.run_options)?);
         }
         match self.tier {
             Tier::Pro => {
@@ -206,8 +235,8 @@ fn normalise(net: Net, w: u32, h: u32, rgb: impl Iterator<Item = [f32; 3]>) -> A
 }
 
 /// Runs one network; every model here has one input `input` and a [1,1,H,W] output `output`.
-fn run(session: &mut Session, input: Array4<f32>) -> Result<Mask> {
-    let outputs = session.run(ort::inputs!["input" => TensorRef::from_array_view(&input)?])?;
+fn run(session: &mut Session, input: Array4<f32>, options: &RunOptions) -> Result<Mask> {
+    let outputs = session.run_with_options(ort::inputs!["input" => TensorRef::from_array_view(&input)?], options)?;
     let (shape, data) = outputs["output"].try_extract_tensor::<f32>()?;
     let dims: Vec<i64> = shape.iter().copied().collect();
     let [1, 1, h, w] = dims[..] else {
