@@ -15,8 +15,15 @@
 //! cancel *refunds* the reservation. An upload's duration is probed when a job is made from it,
 //! so its start reserves (or answers 402 `insufficient_credits`, running nothing). A `video_url`
 //! elsewhere is only known once downloaded: its start needs a positive balance, and the worker
-//! reserves after downloading and probing it, failing the job with `insufficient_credits` if
-//! the balance is short. Anonymous jobs of the legacy key-less `/api/process` are not billed.
+//! reserves after downloading and probing it (before decoding a frame), failing the job with
+//! `insufficient_credits` if the balance is short. Anonymous jobs of the legacy key-less
+//! `/api/process` are not billed (and are limited per client address instead).
+//!
+//! **Trusted numbers only.** The duration reserved is the one the engine's probe reads from a
+//! real container (the demuxer its bytes name, never a playlist or list of files); an input
+//! whose duration cannot be established is refused. The engine then decodes at most what that
+//! duration holds ([`clearbg_engine::VideoInfo::frame_cap`]), and the charge is computed from
+//! the frames actually decoded, never above the reservation.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,7 +31,7 @@ use std::str::FromStr;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
+use crate::error::{redact_paths, ApiError, ApiResult, FieldError};
 use crate::jobs::{InputRef, JobSpec, MODELS};
 use crate::store::Reservation;
 use crate::App;
@@ -137,43 +144,67 @@ pub fn billable_seconds(spec: &JobSpec, input_secs: f64) -> f64 {
     }
 }
 
-/// What starting `spec` for `owner` holds: its cost now when its input is an upload whose
-/// duration is known (probed once, the first time a job is made from it), else
-/// [`Reservation::Later`]; nothing for anonymous jobs.
-pub async fn reservation(app: &App, spec: &JobSpec, owner: Option<&str>) -> Reservation {
-    if owner.is_none() {
-        return Reservation::None;
-    }
-    match upload_seconds(app, spec).await {
-        Some(secs) => Reservation::Now(app.config.prices.cost(&spec.model, billable_seconds(spec, secs))),
-        None => Reservation::Later,
-    }
+/// What starting `spec` for `owner` holds: its cost now when its input is one of our own files
+/// (an upload, probed once, the first time a job is made from it; or an earlier output), else
+/// [`Reservation::Later`] (a URL: the worker reserves once it has downloaded and probed it);
+/// nothing for anonymous jobs. A stored input that breaks a limit, or whose duration cannot be
+/// established, is refused here, before anything runs: 422 naming `video_url`.
+pub async fn reservation(app: &App, spec: &JobSpec, owner: Option<&str>) -> ApiResult<Reservation> {
+    let secs = match &spec.input {
+        InputRef::Url => None,
+        stored => Some(stored_seconds(app, stored).await?),
+    };
+    Ok(match (owner, secs) {
+        (None, _) => Reservation::None,
+        (Some(_), Some(secs)) => Reservation::Now(app.config.prices.cost(&spec.model, billable_seconds(spec, secs))),
+        (Some(_), None) => Reservation::Later,
+    })
 }
 
-/// The duration of an upload input, probed with the engine's probe and kept with the upload;
-/// `None` for a URL input, or an upload that does not probe (the worker then fails it with the
-/// engine's own error, and nothing is charged).
-pub async fn upload_seconds(app: &App, spec: &JobSpec) -> Option<f64> {
-    let InputRef::Upload { upload_id, object_key } = &spec.input else { return None };
-    if let Ok(Some(secs)) = app.store.upload_duration(upload_id).await {
-        return Some(secs);
+/// The duration of an input in our own storage, probed with the engine under the service's
+/// limits (an upload's is kept with the upload, so it is probed once).
+async fn stored_seconds(app: &App, input: &InputRef) -> ApiResult<f64> {
+    if let InputRef::Upload { upload_id, .. } = input {
+        if let Some(secs) = app.store.upload_duration(upload_id).await? {
+            return Ok(secs);
+        }
     }
-    let scratch = tempfile::Builder::new().prefix("probe-").tempdir_in(app.config.work_dir()).ok()?;
-    let path = app.storage.local_copy(object_key, scratch.path()).await.ok()?;
-    let secs = probe_seconds(app, path).await.ok()?;
-    if let Err(e) = app.store.set_upload_duration(upload_id, secs).await {
-        tracing::warn!(error = %e, upload_id, "recording an upload's duration");
+    let key = input.object_key().expect("a stored input has an object key");
+    let scratch = tempfile::Builder::new()
+        .prefix("probe-")
+        .tempdir_in(app.config.work_dir())
+        .map_err(|e| ApiError::internal("making a scratch directory", e))?;
+    let path =
+        app.storage.local_copy(key, scratch.path()).await.map_err(|e| ApiError::internal("reading the input", e))?;
+    let secs = probe_seconds(app, path.clone(), || false).await.map_err(|e| {
+        let message = redact_paths(&e.to_string(), &[(&path, key)]);
+        if e.is_input_error() {
+            ApiError::invalid(vec![FieldError::new("video_url", message)])
+        } else {
+            ApiError::unavailable(format!("the video could not be read now: {message}"))
+        }
+    })?;
+    if let InputRef::Upload { upload_id, .. } = input {
+        if let Err(e) = app.store.set_upload_duration(upload_id, secs).await {
+            tracing::warn!(error = %e, upload_id, "recording an upload's duration");
+        }
     }
-    Some(secs)
+    Ok(secs)
 }
 
 /// Probes a local video with the engine under the service's limits: its duration in seconds.
-pub async fn probe_seconds(app: &App, path: std::path::PathBuf) -> clearbg_engine::Result<f64> {
-    let limits =
-        clearbg_engine::Limits { max_duration_secs: app.config.max_duration.as_secs_f64(), ..Default::default() };
-    tokio::task::spawn_blocking(move || clearbg_engine::probe(&path, &limits).map(|info| info.duration_secs))
-        .await
-        .unwrap_or_else(|e| Err(clearbg_engine::EngineError::InvalidInput(format!("probe thread: {e}"))))
+/// `cancelled` is asked while ffprobe runs (it is killed when the answer is yes).
+pub async fn probe_seconds(
+    app: &App,
+    path: std::path::PathBuf,
+    cancelled: impl Fn() -> bool + Send + 'static,
+) -> clearbg_engine::Result<f64> {
+    let limits = app.config.limits();
+    tokio::task::spawn_blocking(move || {
+        clearbg_engine::probe(&path, &limits, &cancelled).map(|info| info.duration_secs)
+    })
+    .await
+    .unwrap_or_else(|e| Err(clearbg_engine::EngineError::InvalidInput(format!("probe thread: {e}"))))
 }
 
 /// 402 `insufficient_credits`, saying what was needed and what there is.

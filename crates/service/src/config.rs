@@ -107,6 +107,49 @@ pub struct Config {
     /// Credits per minute of output per model: `model=credits,…` (models left out keep their default).
     #[arg(long, env = "CLEARBG_PRICES", default_value = crate::billing::DEFAULT_PRICES, value_parser = clap::value_parser!(crate::billing::Prices))]
     pub prices: crate::billing::Prices,
+    /// Largest frame area accepted, as `WxH` or a number of pixels: of an input, of a
+    /// background image, and of what a composition makes (canvas, scaled subject). Memory per
+    /// frame follows it.
+    #[arg(long, env = "CLEARBG_MAX_FRAME_PIXELS", default_value = "4096x4096", value_parser = parse_pixels)]
+    pub max_frame_pixels: u64,
+    /// Time allowed to read a small input's facts (ffprobe); larger files get a second more per 32 MiB.
+    #[arg(long, env = "CLEARBG_PROBE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub probe_timeout: Duration,
+    /// Serve the key-less legacy `/api/upload` and `/api/process` (RemoveBGVideo's old routes:
+    /// anyone who reaches the server can run unbilled jobs through them).
+    #[arg(long, env = "CLEARBG_LEGACY_API", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub legacy_api: bool,
+    /// Requests to `/api/upload` and `/api/process` per client address.
+    #[arg(long, env = "CLEARBG_LEGACY_RATE_LIMIT", default_value = "60/h")]
+    pub legacy_rate_limit: crate::ratelimit::Rate,
+    /// Failed authentications (a wrong API key or admin token) per client address; past it,
+    /// every `/v1` request from that address is refused until the budget refills.
+    #[arg(long, env = "CLEARBG_AUTH_FAILURE_LIMIT", default_value = "30/min")]
+    pub auth_failure_limit: crate::ratelimit::Rate,
+    /// A connection that has not sent a whole request head within this long is closed.
+    #[arg(long, env = "CLEARBG_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and no traffic for this long is closed.
+    #[arg(long, env = "CLEARBG_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// On SIGTERM, how long requests and running jobs get to finish or be handed back before
+    /// the process exits anyway (killing any ffmpeg it still runs).
+    #[arg(long, env = "CLEARBG_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// `4096x4096` or `16777216` → pixels.
+pub fn parse_pixels(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a frame area: use WxH (4096x4096) or a number of pixels");
+    let s = s.trim();
+    let pixels = match s.split_once(['x', 'X']) {
+        Some((w, h)) => w.trim().parse::<u64>().map_err(|_| bad())? * h.trim().parse::<u64>().map_err(|_| bad())?,
+        None => s.parse::<u64>().map_err(|_| bad())?,
+    };
+    if pixels == 0 {
+        return Err(bad());
+    }
+    Ok(pixels)
 }
 
 /// A number of credits, 0 or more, at most three decimals → millicredits.
@@ -142,5 +185,32 @@ impl Config {
     /// Where workers keep their scratch files.
     pub fn work_dir(&self) -> PathBuf {
         self.store.data_dir.join("work")
+    }
+
+    /// The engine's input limits under these settings: what an API node checks at job creation
+    /// and what a worker enforces, alike.
+    pub fn limits(&self) -> clearbg_engine::Limits {
+        clearbg_engine::Limits {
+            max_pixels: self.max_frame_pixels,
+            max_duration_secs: self.max_duration.as_secs_f64(),
+            stall_timeout: self.stall_timeout,
+            probe_timeout: self.probe_timeout,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_areas_parse_as_sizes_or_counts() {
+        assert_eq!(parse_pixels("4096x4096"), Ok(16_777_216));
+        assert_eq!(parse_pixels(" 1920X1080 "), Ok(2_073_600));
+        assert_eq!(parse_pixels("1000000"), Ok(1_000_000));
+        assert!(parse_pixels("0").is_err());
+        assert!(parse_pixels("big").is_err());
+        assert!(parse_pixels("4096x").is_err());
     }
 }

@@ -68,6 +68,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "Job not found")
     }
 
+    /// 503 `unavailable`: this server cannot do it now (a tool missing, storage down); retry later.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
     /// 500 that hides the cause from the client and logs it.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %err, "{context}");
@@ -97,9 +102,46 @@ impl IntoResponse for ApiError {
         if !self.details.is_empty() {
             error["details"] = json!(self.details);
         }
-        (self.status, self.headers, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, self.headers, Json(json!({ "error": error }))).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
     }
 }
 
+/// The `code` of an error response, kept beside its body so middleware (the failed-
+/// authentication count) can tell refusals apart without reading the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A message for a client with this host's file paths replaced by what the client knows them as
+/// (an object key, `video_url`…): paths say nothing useful to a client and much to an attacker.
+/// Each path is replaced with and without ffmpeg's `file:` prefix.
+pub fn redact_paths(message: &str, names: &[(&std::path::Path, &str)]) -> String {
+    let mut out = message.to_string();
+    for (path, name) in names {
+        let path = path.display().to_string();
+        if !path.is_empty() {
+            out = out.replace(&format!("file:{path}"), name).replace(&path, name);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_become_the_names_a_client_knows() {
+        let scratch = std::path::Path::new("/srv/clearbg/data/work/job_1-abc");
+        let input = scratch.join("input");
+        let message = "not a readable video file (ffprobe: file:/srv/clearbg/data/work/job_1-abc/input: Invalid data)";
+        assert_eq!(
+            redact_paths(message, &[(&input, "https://example.com/a.mp4"), (scratch, "scratch")]),
+            "not a readable video file (ffprobe: https://example.com/a.mp4: Invalid data)"
+        );
+    }
+}

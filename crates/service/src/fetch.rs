@@ -39,7 +39,8 @@ pub struct Fetcher {
     pub timeout: Duration,
 }
 
-/// True for addresses on the public internet.
+/// True for addresses on the public internet. Special-purpose ranges are not, and an IPv6
+/// address that carries an IPv4 one (mapped, compatible, NAT64, 6to4) is judged by that.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -53,19 +54,41 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || o[0] == 0
                 || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24, IETF protocol assignments
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 192.88.99.0/24, 6to4 relays
                 || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15, benchmarking
                 || o[0] >= 240)
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || v6.is_unique_local()
-                    || v6.is_unicast_link_local())
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let v4 = |hi: u16, lo: u16| IpAddr::V4(std::net::Ipv4Addr::from(((hi as u32) << 16) | lo as u32));
+            if let Some(mapped) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(mapped));
             }
-        },
+            match s {
+                // ::a.b.c.d (IPv4-compatible, deprecated), ::1 and ::: nothing public starts so.
+                [0, 0, 0, 0, 0, 0, _, _] => false,
+                // 64:ff9b::/96, NAT64: the IPv4 address it translates to.
+                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => is_public(v4(hi, lo)),
+                // 64:ff9b:1::/48, local-use NAT64.
+                [0x64, 0xff9b, 1, ..] => false,
+                // 2002::/16, 6to4: the IPv4 address in bits 16-47.
+                [0x2002, hi, lo, ..] => is_public(v4(hi, lo)),
+                // 2001::/32 Teredo (the IPv4 inside is obfuscated) and 2001:db8::/32 documentation.
+                [0x2001, 0, ..] | [0x2001, 0xdb8, ..] => false,
+                // fec0::/10, site-local (deprecated, but still routed inside some networks).
+                [first, ..] if first & 0xffc0 == 0xfec0 => false,
+                // 100::/64, discard-only.
+                [0x100, 0, 0, 0, ..] => false,
+                _ => {
+                    !(v6.is_loopback()
+                        || v6.is_unspecified()
+                        || v6.is_multicast()
+                        || v6.is_unique_local()
+                        || v6.is_unicast_link_local())
+                }
+            }
+        }
     }
 }
 
@@ -225,10 +248,25 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:db8::1",
+            "fec0::1",
+            "feff::1",
+            "100::1",
+            "192.0.0.8",
+            "192.0.0.170",
+            "192.88.99.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1", "192.0.1.1"] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }

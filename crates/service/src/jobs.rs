@@ -75,11 +75,21 @@ pub struct BackgroundSpec {
     /// Picture URL for `image`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
+    /// When `image_url` names one of this service's own files: its object key, resolved (and
+    /// its owner checked) when the job was made or started. The worker reads it from storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_object_key: Option<String>,
 }
 
 impl BackgroundSpec {
     fn transparent() -> BackgroundSpec {
-        BackgroundSpec { kind: "transparent".into(), name: "transparent".into(), color: None, image_url: None }
+        BackgroundSpec {
+            kind: "transparent".into(),
+            name: "transparent".into(),
+            color: None,
+            image_url: None,
+            image_object_key: None,
+        }
     }
 
     /// True for a transparent background.
@@ -99,8 +109,25 @@ pub enum InputRef {
         /// Its object key in storage.
         object_key: String,
     },
+    /// The output of one of the same key's completed jobs: read straight from storage.
+    Output {
+        /// The job that made it.
+        job_id: String,
+        /// Its object key in storage.
+        object_key: String,
+    },
     /// Anything else: the worker downloads it.
     Url,
+}
+
+impl InputRef {
+    /// The object key of an input this service stores itself.
+    pub fn object_key(&self) -> Option<&str> {
+        match self {
+            InputRef::Upload { object_key, .. } | InputRef::Output { object_key, .. } => Some(object_key),
+            InputRef::Url => None,
+        }
+    }
 }
 
 /// Everything a job was asked to do, as stored.
@@ -413,7 +440,13 @@ fn parse_background(f: &mut Fields) -> Option<BackgroundSpec> {
             ("color", color)
         }
     };
-    Some(BackgroundSpec { kind: kind.into(), name, color, image_url: if kind == "image" { image_url } else { None } })
+    Some(BackgroundSpec {
+        kind: kind.into(),
+        name,
+        color,
+        image_url: if kind == "image" { image_url } else { None },
+        image_object_key: None,
+    })
 }
 
 /// `[r, g, b]` floats in 0-1 (as the SDKs send them), or `"#RRGGBB"`.

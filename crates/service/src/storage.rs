@@ -274,9 +274,65 @@ impl Signer {
     }
 }
 
+/// An object of this service's storage named by a URL: an upload or a job's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredRef {
+    /// `…/uploads/vid_<hex>.<ext>`: the upload's id.
+    Upload(String),
+    /// `…/outputs/job_<hex>.<ext>`: the job's id.
+    Output(String),
+}
+
+impl StoredRef {
+    /// The object a URL names if its path has the shape of one of our keys — a `/files/…` link
+    /// of a local store, or `…/<bucket>/[<prefix>/]…` presigned by S3 — *whatever its host*:
+    /// links travel through proxies, CDNs and other names, and a host check would let a
+    /// differently spelt link past the owner check its caller must make. The signature is not
+    /// checked either; ownership is.
+    pub fn from_url(url: &str) -> Option<StoredRef> {
+        let parsed = url::Url::parse(url).ok()?;
+        let mut segments = parsed.path_segments()?.rev();
+        let name = segments.next()?;
+        let folder = segments.next()?;
+        let id = name.split('.').next()?;
+        let (prefix, make): (&str, fn(String) -> StoredRef) = match folder {
+            "uploads" => ("vid_", StoredRef::Upload),
+            "outputs" => ("job_", StoredRef::Output),
+            _ => return None,
+        };
+        let hex = id.strip_prefix(prefix)?;
+        (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| make(id.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_keys_are_recognised_in_any_url_form() {
+        let id = "vid_0123456789abcdef0123456789abcdef";
+        for url in [
+            format!("http://127.0.0.1:8080/files/uploads/{id}.mp4?expires=1&sig=2"),
+            format!("https://elsewhere.example/files/uploads/{id}.mp4"),
+            format!("http://s3.local:3900/bucket/prefix/uploads/{id}.webm?X-Amz-Signature=x"),
+        ] {
+            assert_eq!(StoredRef::from_url(&url), Some(StoredRef::Upload(id.into())), "{url}");
+        }
+        let job = "job_0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            StoredRef::from_url(&format!("http://h/files/outputs/{job}.webm?expires=1&sig=2")),
+            Some(StoredRef::Output(job.into()))
+        );
+        for other in [
+            "https://example.com/videos/a.mp4".to_string(),
+            format!("http://h/files/outputs/{id}.mp4"),
+            "http://h/files/uploads/vid_123.mp4".into(),
+            "not a url".into(),
+        ] {
+            assert_eq!(StoredRef::from_url(&other), None, "{other}");
+        }
+    }
 
     #[test]
     fn signatures_bind_key_and_expiry() {

@@ -12,14 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use clearbg_engine::{
-    Background, EngineError, Home, Limits, Progress, RemoveRequest, Runtime, Segmenter, Tier, VideoInfo,
-};
+use clearbg_engine::{Background, EngineError, Home, Progress, RemoveRequest, Runtime, Segmenter, Tier, VideoInfo};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::jobs::{InputRef, JobSpec};
+use crate::error::redact_paths;
+use crate::jobs::JobSpec;
 use crate::store::{JobRow, Output};
 use crate::App;
 
@@ -273,13 +272,14 @@ impl Worker {
             .prefix(&format!("{}-", job.id))
             .tempdir_in(app.config.work_dir())
             .map_err(|e| internal("creating a scratch directory", e))?;
-        let input = match &spec.input {
-            InputRef::Upload { object_key, .. } => {
-                app.storage.local_copy(object_key, scratch.path()).await.map_err(|e| {
-                    Stop::Failed("input_missing".into(), format!("The uploaded video could not be read: {e:#}"))
-                })?
-            }
-            InputRef::Url => {
+        // What the client calls each file, for messages (never this host's paths).
+        let input_name = spec.input.object_key().unwrap_or(&spec.video_url).to_string();
+        let input = match spec.input.object_key() {
+            Some(object_key) => app.storage.local_copy(object_key, scratch.path()).await.map_err(|e| {
+                tracing::warn!(error = %e, object_key, "reading the input");
+                Stop::Failed("input_missing".into(), format!("{object_key} could not be read from storage"))
+            })?,
+            None => {
                 let path = scratch.path().join("input");
                 let download = async {
                     app.fetcher
@@ -291,12 +291,27 @@ impl Worker {
                 path
             }
         };
+        let background_path = scratch.path().join("background");
+        let names = [
+            (input.as_path(), input_name.as_str()),
+            (background_path.as_path(), "bg_image_url"),
+            (scratch.path(), "scratch"),
+        ];
+        let engine_failure = |e: EngineError| Stop::Failed(e.code().to_string(), redact_paths(&e.to_string(), &names));
         if job.billing_status.as_deref() == Some("pending") {
-            self.reserve(job, spec, &input).await?;
+            // Before a single frame is decoded: a key that cannot pay costs no more than a probe.
+            let secs = crate::billing::probe_seconds(app, input.clone(), {
+                let shared = shared.clone();
+                move || shared.cancelled()
+            })
+            .await
+            .map_err(engine_failure)?;
+            self.reserve(job, spec, secs).await?;
         }
         let background = match (spec.background.kind.as_str(), &spec.background.image_url, spec.background.color) {
             ("image", Some(url), _) => {
-                Background::Image(unless_cancelled(&shared, self.fetch_image(url, scratch.path())).await?)
+                let fetch = self.fetch_image(url, spec.background.image_object_key.as_deref(), &background_path);
+                Background::Image(unless_cancelled(&shared, fetch).await?)
             }
             ("color", _, Some(rgb)) => Background::from_unit_rgb(&rgb).map_err(engine_failure)?,
             _ => Background::Transparent,
@@ -304,16 +319,12 @@ impl Worker {
         let format = spec.format();
         let output = scratch.path().join(format!("output.{}", format.extension()));
         let request = RemoveRequest {
-            input,
+            input: input.clone(),
             output: output.clone(),
             format,
             background,
             composition: spec.composition(),
-            limits: Limits {
-                max_duration_secs: app.config.max_duration.as_secs_f64(),
-                stall_timeout: app.config.stall_timeout,
-                ..Limits::default()
-            },
+            limits: app.config.limits(),
             preview_secs: spec.preview_duration,
         };
         let tier = spec.tier();
@@ -330,7 +341,7 @@ impl Worker {
         })
         .await
         .map_err(|e| internal("the engine thread", e))?
-        .map_err(engine_failure)?;
+        .map_err(|e| engine_failure(e))?;
         crate::metrics::engine_run(&spec.model, summary.frames, summary.wall);
         let key = format!("outputs/{}.{}", job.id, format.extension());
         let (size, sha256) =
@@ -352,9 +363,8 @@ impl Worker {
     }
 
     /// Reserves the cost of a job whose input's duration was unknown at start (a URL), now that
-    /// the input is here: probed as the engine will, billed as [`crate::billing`] says.
-    async fn reserve(&self, job: &JobRow, spec: &JobSpec, input: &std::path::Path) -> Result<(), Stop> {
-        let secs = crate::billing::probe_seconds(&self.app, input.to_path_buf()).await.map_err(engine_failure)?;
+    /// the input is here and probed (`secs`), billed as [`crate::billing`] says.
+    async fn reserve(&self, job: &JobRow, spec: &JobSpec, secs: f64) -> Result<(), Stop> {
         let cost = self.app.config.prices.cost(&spec.model, crate::billing::billable_seconds(spec, secs));
         match self.app.store.reserve_for_job(&job.id, &self.id, cost).await {
             Ok(_) => Ok(()),
@@ -367,29 +377,22 @@ impl Worker {
         }
     }
 
-    async fn fetch_image(&self, url: &str, scratch: &std::path::Path) -> Result<PathBuf, Stop> {
-        if let Some(id) = crate::http::own_upload_id(url) {
-            let upload = self.app.store.upload(&id).await.map_err(|e| internal("reading the upload", e))?;
-            let Some(upload) = upload else {
-                return Err(Stop::Failed(
-                    "invalid_background".into(),
-                    "bg_image_url names an upload that does not exist".into(),
-                ));
-            };
-            return self
-                .app
-                .storage
-                .local_copy(&upload.object_key, scratch)
-                .await
-                .map_err(|e| internal("reading the upload", e));
+    /// The background picture at `dest`: read from storage when `object_key` (one of the key's
+    /// own files, checked when the job was made), else downloaded from `url`.
+    async fn fetch_image(&self, url: &str, object_key: Option<&str>, dest: &std::path::Path) -> Result<PathBuf, Stop> {
+        if let Some(key) = object_key {
+            let scratch = dest.parent().expect("the scratch directory");
+            return self.app.storage.local_copy(key, scratch).await.map_err(|e| {
+                tracing::warn!(error = %e, object_key = key, "reading the background");
+                Stop::Failed("invalid_background".into(), format!("bg_image_url: {key} could not be read from storage"))
+            });
         }
-        let path = scratch.join("background");
         self.app
             .fetcher
-            .download(url, &path)
+            .download(url, dest)
             .await
             .map_err(|e| Stop::Failed(e.code.into(), format!("bg_image_url: {}", e.message)))?;
-        Ok(path)
+        Ok(dest.to_path_buf())
     }
 }
 
@@ -412,11 +415,9 @@ async fn unless_cancelled<T>(
     }
 }
 
-fn engine_failure(e: EngineError) -> Stop {
-    Stop::Failed(e.code().to_string(), e.to_string())
-}
-
+/// A failure of this server, not of the job: the details (paths, driver messages) go to the
+/// log, the job says what failed.
 fn internal(context: &str, e: impl std::fmt::Display) -> Stop {
     tracing::error!(error = %e, "{context}");
-    Stop::Failed("internal_error".into(), format!("{context} failed: {e}"))
+    Stop::Failed("internal_error".into(), format!("{context} failed on the server; its log has the details"))
 }

@@ -13,6 +13,7 @@ use super::{json_body, ApiKey};
 use crate::billing::{credits_json, insufficient, reservation};
 use crate::error::{request_id, ApiError, ApiResult, FieldError};
 use crate::jobs::{background_view, parse_spec, InputRef, JobSpec, Mode, Status};
+use crate::storage::StoredRef;
 use crate::store::{Conflict, JobRow, StoreError};
 use crate::App;
 
@@ -78,41 +79,50 @@ pub(crate) fn job_view(app: &App, row: &JobRow) -> Value {
     })
 }
 
-/// Fills in where the input comes from: one of this service's uploads (read from storage), or a
-/// URL the worker will download (refused now if its host is a literal private address, as is
-/// such a `webhook_url`).
+/// Fills in where the input and an image background come from: one of this service's own files
+/// (an upload or a completed job's output, read from storage — if `owner` owns it), or a URL the
+/// worker will download (refused now if its host is a literal private address, as is such a
+/// `webhook_url`). Also refuses a canvas larger than the frame-area limit.
 pub(crate) async fn resolve_input(app: &App, spec: &mut JobSpec, owner: Option<&str>) -> ApiResult<()> {
     let mut errors = Vec::new();
-    spec.input = InputRef::Url;
-    if let Some(upload_id) = own_upload_id(&spec.video_url) {
-        match app.store.upload(&upload_id).await? {
-            Some(u) if u.owner.is_none() || u.owner.as_deref() == owner => {
-                if u.deleted_at.is_some() {
-                    errors.push(FieldError::new(
-                        "video_url",
-                        "this upload was deleted after the retention period; upload it again",
-                    ));
-                }
-                spec.input = InputRef::Upload { upload_id: u.id, object_key: u.object_key };
+    let allow_private = app.config.allow_private_urls;
+    spec.input = match StoredRef::from_url(&spec.video_url) {
+        Some(stored) => match stored_object(app, &stored, owner).await? {
+            Ok(input) => input,
+            Err(message) => {
+                errors.push(FieldError::new("video_url", message));
+                InputRef::Url
             }
-            _ => errors.push(FieldError::new(
-                "video_url",
-                "refers to an upload that does not exist (or belongs to another key)",
-            )),
+        },
+        None => {
+            if let Err(m) = crate::fetch::check_literal_host(&spec.video_url, allow_private) {
+                errors.push(FieldError::new("video_url", m));
+            }
+            InputRef::Url
         }
-    } else if let Err(m) = crate::fetch::check_literal_host(&spec.video_url, app.config.allow_private_urls) {
-        errors.push(FieldError::new("video_url", m));
-    }
-    if let Some(image) = &spec.background.image_url {
-        if own_upload_id(image).is_none() {
-            if let Err(m) = crate::fetch::check_literal_host(image, app.config.allow_private_urls) {
-                errors.push(FieldError::new("bg_image_url", m));
+    };
+    spec.background.image_object_key = None;
+    if let Some(image) = spec.background.image_url.clone() {
+        match StoredRef::from_url(&image) {
+            Some(stored) => match stored_object(app, &stored, owner).await? {
+                Ok(input) => spec.background.image_object_key = input.object_key().map(str::to_string),
+                Err(message) => errors.push(FieldError::new("bg_image_url", message)),
+            },
+            None => {
+                if let Err(m) = crate::fetch::check_literal_host(&image, allow_private) {
+                    errors.push(FieldError::new("bg_image_url", m));
+                }
             }
         }
     }
     if let Some(webhook) = &spec.webhook_url {
-        if let Err(m) = crate::fetch::check_literal_host(webhook, app.config.allow_private_urls) {
+        if let Err(m) = crate::fetch::check_literal_host(webhook, allow_private) {
             errors.push(FieldError::new("webhook_url", m));
+        }
+    }
+    if let Some((w, h)) = spec.composition().canvas {
+        if let Err(e) = app.config.limits().check_frame("canvas", w, h) {
+            errors.push(FieldError::new("composition.canvas", e.to_string()));
         }
     }
     if errors.is_empty() {
@@ -122,16 +132,34 @@ pub(crate) async fn resolve_input(app: &App, spec: &mut JobSpec, owner: Option<&
     }
 }
 
-/// The upload id in one of our own upload links: `…/files/uploads/vid_<hex>.<ext>?…` when this
-/// service serves the files, `…/<bucket>/[<prefix>/]uploads/vid_<hex>.<ext>?…` when S3 presigned
-/// it. The signature is not checked here: the caller looks the id up and checks its owner.
-pub(crate) fn own_upload_id(url: &str) -> Option<String> {
-    let parsed = url::Url::parse(url).ok()?;
-    let mut segments = parsed.path_segments()?.rev();
-    let name = segments.next()?;
-    (segments.next()? == "uploads").then_some(())?;
-    let id = name.split('.').next()?;
-    (id.len() == 36 && id.starts_with("vid_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+/// One of our own files named by a URL, if `owner` may use it. Another key's file and a file
+/// that does not exist get the same answer, so the answer tells nothing about other keys.
+async fn stored_object(
+    app: &App,
+    stored: &StoredRef,
+    owner: Option<&str>,
+) -> ApiResult<Result<InputRef, &'static str>> {
+    const NOT_YOURS: &str = "refers to a file of this service that does not exist (or belongs to another key)";
+    Ok(match stored {
+        StoredRef::Upload(id) => match app.store.upload(id).await? {
+            Some(u) if u.owner.as_deref() == owner || u.owner.is_none() => {
+                if u.deleted_at.is_some() {
+                    Err("this upload was deleted after the retention period; upload it again")
+                } else {
+                    Ok(InputRef::Upload { upload_id: u.id, object_key: u.object_key })
+                }
+            }
+            _ => Err(NOT_YOURS),
+        },
+        StoredRef::Output(id) => match app.store.job(id, None).await? {
+            Some(job) if job.owner.as_deref() == owner => match (&job.output_key, job.output_deleted_at) {
+                (Some(key), None) => Ok(InputRef::Output { job_id: job.id.clone(), object_key: key.clone() }),
+                (Some(_), Some(_)) => Err("this output was deleted after the retention period"),
+                (None, _) => Err(NOT_YOURS),
+            },
+            _ => Err(NOT_YOURS),
+        },
+    })
 }
 
 /// Creates a job for `owner` from a parsed body; shared with the legacy `/api/process`.
@@ -141,7 +169,7 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
     let status = if spec.auto_start { Status::Pending } else { Status::Created };
     let id = format!("job_{}", uuid::Uuid::new_v4().simple());
     // Drafts too: probing the upload now makes their start cheap.
-    let hold = reservation(app, &spec, owner).await;
+    let hold = reservation(app, &spec, owner).await?;
     let row = match app.store.insert_job(&id, owner, &spec, status, request_id().as_deref(), hold).await {
         Ok(row) => row,
         Err(StoreError::InsufficientCredits { needed, balance }) => return Err(insufficient(needed, balance)),
@@ -174,14 +202,15 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
         (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = super::openapi::Error),
         (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
         (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error),
+        (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = super::openapi::Error)
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn create(State(app): State<App>, key: ApiKey, body: Bytes) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
     if body.get("auto_start") != Some(&Value::Bool(false)) {
-        app.limits.start(key.owner()).require("job starts")?;
+        app.limits.start(key.owner()).require("job starts for this key")?;
     }
     let row = create_job(&app, Some(key.owner()), &body).await?;
     let message = if row.status() == Status::Pending {
@@ -211,7 +240,8 @@ fn with_message(mut view: Value, message: &str) -> Value {
         (status = 409, description = "`invalid_job_state` (not a draft) or `idempotency_conflict`", body = super::openapi::Error),
         (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
         (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error),
+        (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = super::openapi::Error)
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -221,10 +251,10 @@ pub async fn start(State(app): State<App>, key: ApiKey, Path(id): Path<String>, 
     if row.status() != Status::Created {
         return Err(state_conflict(row.status(), "start"));
     }
-    app.limits.start(key.owner()).require("job starts")?;
+    app.limits.start(key.owner()).require("job starts for this key")?;
     let mut spec = parse_spec(&body, Some(&row.spec()), Mode::Start)?;
     resolve_input(&app, &mut spec, Some(key.owner())).await?;
-    let hold = reservation(&app, &spec, Some(key.owner())).await;
+    let hold = reservation(&app, &spec, Some(key.owner())).await?;
     let row = match app.store.start_job(&id, Some(key.owner()), &spec, request_id().as_deref(), hold).await {
         Ok(row) => row,
         Err(StoreError::InsufficientCredits { needed, balance }) => return Err(insufficient(needed, balance)),

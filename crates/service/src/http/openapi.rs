@@ -246,7 +246,8 @@ pub(crate) struct Job {
     warnings: Vec<String>,
     model: Model,
     video_url: String,
-    /// Where the input comes from: `{kind: "upload", upload_id, object_key}` or `{kind: "url"}`.
+    /// Where the input comes from: `{kind: "upload", upload_id, object_key}`, `{kind: "output",
+    /// job_id, object_key}` (an earlier job's output, same key) or `{kind: "url"}`.
     input: Value,
     bg_type: BgType,
     bg_color: Option<Vec<f64>>,

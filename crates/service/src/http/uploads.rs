@@ -1,11 +1,15 @@
 //! `POST /v1/uploads`: a multipart `file` streamed to storage chunk by chunk (never held whole in
-//! memory), hashed on the way, refused past the size cap.
+//! memory), hashed on the way, refused past the size cap. What it is comes from its first bytes
+//! (the engine's [`container::sniff`]), never from what the client calls it: only real video
+//! containers are stored, so a playlist or a list of files sent as `video/mp4` is refused.
 
 use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
+
+use clearbg_engine::container::{self, Sniffed};
 
 use super::ApiKey;
 use crate::error::{ApiError, ApiResult, FieldError};
@@ -14,18 +18,6 @@ use crate::App;
 
 /// Slack for multipart boundaries and headers when checking a declared Content-Length.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
-
-/// Video media types accepted, with the extension stored.
-const VIDEO_TYPES: [(&str, &str); 8] = [
-    ("video/mp4", "mp4"),
-    ("video/quicktime", "mov"),
-    ("video/webm", "webm"),
-    ("video/x-msvideo", "avi"),
-    ("video/avi", "avi"),
-    ("video/x-matroska", "mkv"),
-    ("video/x-m4v", "m4v"),
-    ("video/3gpp", "3gp"),
-];
 
 /// Status codes for the two refusals: `/v1` uses 413/415, the legacy route 400 as documented.
 #[derive(Clone, Copy)]
@@ -124,22 +116,34 @@ async fn stream_file(
     too_large: impl Fn() -> ApiError,
 ) -> ApiResult<Value> {
     let filename = field.file_name().unwrap_or("video").to_string();
-    let part_type = field.content_type().map(str::to_ascii_lowercase);
-    let first = field.chunk().await.map_err(|e| bad_multipart(&e.to_string()))?.unwrap_or_default();
-    let Some((content_type, ext)) = media_type(part_type.as_deref(), &filename, &first) else {
-        return Err(ApiError::new(
-            refusals.wrong_type,
-            "unsupported_media_type",
-            format!(
-                "Invalid file type: {filename:?} ({}) is not a video; send MP4, MOV, WebM, AVI or MKV",
-                part_type.as_deref().unwrap_or("no content type")
-            ),
-        ));
+    // Enough of the start to recognise the container (or the whole file, if shorter).
+    let mut first = Vec::new();
+    while first.len() < container::SNIFF_BYTES {
+        match field.chunk().await.map_err(|e| bad_multipart(&e.to_string()))? {
+            Some(chunk) => first.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    let video = match container::sniff(&first) {
+        Sniffed::Video(video) => video,
+        _ if first.is_empty() => return Err(ApiError::invalid(vec![FieldError::new("file", "is empty")])),
+        sniffed => {
+            let what = match sniffed {
+                Sniffed::Picture(_) => "a still picture",
+                _ => "not a video this service reads (playlists and lists of files are refused)",
+            };
+            return Err(ApiError::new(
+                refusals.wrong_type,
+                "unsupported_media_type",
+                format!("Invalid file type: {filename:?} is {what}; send MP4, MOV, WebM, MKV, AVI or MPEG-TS"),
+            ));
+        }
     };
+    let (content_type, ext) = (video.media_type(), video.extension());
     let id = format!("vid_{}", uuid::Uuid::new_v4().simple());
     let object_key = format!("uploads/{id}.{ext}");
     let mut writer = app.storage.writer(&object_key).await.map_err(|e| ApiError::internal("storing the upload", e))?;
-    let mut chunk = first;
+    let mut chunk = bytes::Bytes::from(first);
     loop {
         if writer.size() + chunk.len() as u64 > app.config.max_upload_bytes {
             writer.abort().await;
@@ -193,55 +197,4 @@ async fn stream_file(
         "content_type": content_type,
         "sha256": sha256,
     }))
-}
-
-/// Decides the media type: the part's content type if it names a video, else the file name's
-/// extension, else the first bytes. `None`: not a video.
-fn media_type(part_type: Option<&str>, filename: &str, head: &[u8]) -> Option<(&'static str, &'static str)> {
-    let generic = |t: &str| t.is_empty() || t == "application/octet-stream" || t == "binary/octet-stream";
-    if let Some(t) = part_type.map(|t| t.split(';').next().unwrap_or(t).trim()) {
-        if let Some(found) = VIDEO_TYPES.iter().find(|(name, _)| *name == t) {
-            return Some(*found);
-        }
-        if !generic(t) {
-            return None;
-        }
-    }
-    let ext = filename.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
-    if let Some(found) = VIDEO_TYPES.iter().find(|(_, e)| *e == ext) {
-        return Some(*found);
-    }
-    sniff(head)
-}
-
-/// Recognises ISO BMFF (MP4/MOV), Matroska/WebM and AVI by their first bytes.
-fn sniff(head: &[u8]) -> Option<(&'static str, &'static str)> {
-    if head.len() >= 12 && &head[4..8] == b"ftyp" {
-        return Some(if &head[8..10] == b"qt" { ("video/quicktime", "mov") } else { ("video/mp4", "mp4") });
-    }
-    if head.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]) {
-        let is_webm = head.windows(4).take(64).any(|w| w == b"webm");
-        return Some(if is_webm { ("video/webm", "webm") } else { ("video/x-matroska", "mkv") });
-    }
-    if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"AVI " {
-        return Some(("video/x-msvideo", "avi"));
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn type_comes_from_part_then_extension_then_bytes() {
-        assert_eq!(media_type(Some("video/webm"), "x.bin", b""), Some(("video/webm", "webm")));
-        assert_eq!(media_type(Some("text/plain"), "x.mp4", b""), None);
-        assert_eq!(media_type(None, "clip.MOV", b""), Some(("video/quicktime", "mov")));
-        assert_eq!(
-            media_type(Some("application/octet-stream"), "blob", b"\0\0\0\x20ftypisom\0\0"),
-            Some(("video/mp4", "mp4"))
-        );
-        assert_eq!(media_type(None, "notes.txt", b"hello, world"), None);
-    }
 }
