@@ -12,6 +12,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// Runs the service to its end, then leaves without waiting for blocking threads: `run` has
+/// already bounded the shutdown (and killed any ffmpeg left), and dropping a runtime would wait
+/// for a stuck engine thread forever.
+fn run_service(config: Config, role: Role) -> anyhow::Result<()> {
+    let runtime = runtime()?;
+    let result = runtime.block_on(clearbg_service::run(config, role));
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
+}
+
 /// `clearbg serve` flags.
 #[derive(Args)]
 pub struct ServeArgs {
@@ -27,7 +37,7 @@ pub fn serve(ServeArgs { no_workers, mut config }: ServeArgs) -> anyhow::Result<
     if no_workers {
         config.workers = 0;
     }
-    runtime()?.block_on(clearbg_service::run(config, Role::Serve))?;
+    run_service(config, Role::Serve)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -44,7 +54,7 @@ pub struct WorkerArgs {
 /// `clearbg worker`.
 pub fn worker(WorkerArgs { metrics_listen, config }: WorkerArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(config.workers > 0, "a worker process needs --workers 1 or more");
-    runtime()?.block_on(clearbg_service::run(config, Role::Worker { ops_listen: metrics_listen }))?;
+    run_service(config, Role::Worker { ops_listen: metrics_listen })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,7 +3,7 @@
 //! | check | how | cached |
 //! |---|---|---|
 //! | `api` | this answer | – |
-//! | `database` | `SELECT 1` | no |
+//! | `database` | a row read from every table | no |
 //! | `storage` | writes, reads back and deletes a small object | no |
 //! | `ffmpeg` | `ffmpeg -version` and `ffprobe -version` run | 10 s |
 //! | `onnx_runtime` | the shared library loads ([`Runtime::load`]) (with workers) | once loaded |
@@ -92,8 +92,10 @@ async fn timed<T>(what: &str, work: impl std::future::Future<Output = Result<T, 
 }
 
 async fn database(app: &App) -> Result<(), String> {
-    timed("the database", async { app.store.ping().await.map_err(|e| format!("the database does not answer: {e}")) })
-        .await
+    timed("the database", async {
+        app.store.check_tables().await.map_err(|e| format!("the database cannot be read: {e}"))
+    })
+    .await
 }
 
 /// Lists are not enough: a read-only or full disk still lists. A real write, read and delete is.

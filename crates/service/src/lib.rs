@@ -35,6 +35,7 @@ pub mod webhooks;
 pub mod worker;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use rand::RngCore;
@@ -90,7 +91,12 @@ impl App {
             max_bytes: config.max_upload_bytes,
             timeout: config.fetch_timeout,
         };
-        let limits = Arc::new(ratelimit::RateLimits::new(config.rate_limit, config.start_rate_limit));
+        let limits = Arc::new(ratelimit::RateLimits::new(ratelimit::Rates {
+            requests: config.rate_limit,
+            starts: config.start_rate_limit,
+            legacy: config.legacy_rate_limit,
+            auth_failures: config.auth_failure_limit,
+        }));
         Ok(App { config: Arc::new(config), store, storage, fetcher, queued: Arc::new(Notify::new()), limits })
     }
 }
@@ -117,7 +123,8 @@ pub enum Role {
 }
 
 /// Runs `role` until SIGINT or SIGTERM, then stops accepting requests, hands running jobs back
-/// to the queue and returns.
+/// to the queue and returns — within `shutdown_timeout` (and a moment), whatever is stuck:
+/// requests still open then are cut off, and ffmpeg children still running are killed.
 pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let app = App::open(config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -146,20 +153,29 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         Role::Serve => Some((app.config.listen, http::router(app.clone()))),
         Role::Worker { ops_listen } => ops_listen.map(|addr| (addr, http::ops_router(app.clone()))),
     };
-    let mut shutdown = stop_rx.clone();
-    let stopped = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    };
-    match served {
-        Some((addr, router)) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-            tracing::info!(listen = %listener.local_addr()?, public_url = %app.config.public_url(), "serving HTTP");
-            axum::serve(listener, router).with_graceful_shutdown(stopped).await?;
-        }
-        None => stopped.await,
+    let drain = app.config.shutdown_timeout;
+    let mut tasks = Vec::new();
+    if let Some((addr, router)) = served {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(listen = %listener.local_addr()?, public_url = %app.config.public_url(), "serving HTTP");
+        let limits = http::server::ConnectionLimits {
+            header_timeout: app.config.header_timeout,
+            idle_timeout: app.config.idle_timeout,
+            drain,
+        };
+        tasks.push(tokio::spawn(http::server::serve(listener, router, limits, stop_rx.clone())));
     }
-    for task in workers.into_iter().chain(background) {
-        let _ = task.await;
+    let _ = stop_rx.clone().wait_for(|stop| *stop).await;
+    // Connections finish their requests and workers hand their jobs back, all at once; the
+    // drain time bounds the wait (the server cuts its connections off at the same moment).
+    tasks.extend(workers);
+    tasks.extend(background);
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let grace = drain + Duration::from_millis(500);
+    if tokio::time::timeout(grace, futures_util::future::join_all(tasks)).await.is_err() {
+        let killed = clearbg_engine::kill_running_tools();
+        tracing::warn!(killed, "work still running after the drain time: stopped");
+        aborts.iter().for_each(|a| a.abort());
     }
     signals.abort();
     Ok(())

@@ -1,12 +1,16 @@
-//! Per-key rate limits, counted separately for requests and for job starts, with governor's
-//! GCRA (a smooth token bucket: a full burst is allowed, then one more request each
-//! `period / count`).
+//! Rate limits with governor's GCRA (a smooth token bucket: a full burst is allowed, then one
+//! more request each `period / count`): per key for requests and for job starts, and per client
+//! address for the key-less legacy routes and for failed authentications (so that trying new
+//! keys, each with a fresh budget of its own, soon stops working).
 //!
 //! Limits live in this process's memory: with several API processes each enforces its own.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use governor::clock::{Clock, DefaultClock};
@@ -117,7 +121,7 @@ impl Decision {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!("Too many {what} for this key ({} allowed); retry after {wait} s", self.limit),
+            format!("Too many {what} ({} allowed); retry after {wait} s", self.limit),
         );
         self.headers(&mut error.headers);
         error
@@ -137,12 +141,74 @@ impl Decision {
 pub struct RateLimits {
     requests: Bucket,
     starts: Bucket,
+    legacy: Bucket,
+    auth_failures: Bucket,
+    /// Client addresses that spent their budget of failed authentications, and until when.
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+/// The rates of [`RateLimits`].
+#[derive(Debug, Clone, Copy)]
+pub struct Rates {
+    /// Requests per API key on `/v1`.
+    pub requests: Rate,
+    /// Job starts per API key.
+    pub starts: Rate,
+    /// Key-less legacy uploads and jobs per client address.
+    pub legacy: Rate,
+    /// Failed authentications per client address.
+    pub auth_failures: Rate,
 }
 
 impl RateLimits {
-    /// Limits of `requests` per key on `/v1` and `starts` job starts per key.
-    pub fn new(requests: Rate, starts: Rate) -> RateLimits {
-        RateLimits { requests: Bucket::new(requests), starts: Bucket::new(starts) }
+    /// Limits at `rates`.
+    pub fn new(rates: Rates) -> RateLimits {
+        RateLimits {
+            requests: Bucket::new(rates.requests),
+            starts: Bucket::new(rates.starts),
+            legacy: Bucket::new(rates.legacy),
+            auth_failures: Bucket::new(rates.auth_failures),
+            blocked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one key-less legacy upload or job from `client`.
+    pub fn legacy(&self, client: IpAddr) -> Decision {
+        self.legacy.check(&client.to_string())
+    }
+
+    /// Counts a failed authentication from `client` (a wrong key or admin token): past the
+    /// budget, the address is refused for as long as the budget takes to refill a cell.
+    pub fn auth_failed(&self, client: IpAddr) {
+        let decision = self.auth_failures.check(&client.to_string());
+        // The failure that spends the last cell blocks the address until a cell is back.
+        let wait = if decision.allowed {
+            (decision.remaining == 0).then(|| self.auth_failures.rate.period / self.auth_failures.rate.count.get())
+        } else {
+            Some(decision.retry_after)
+        };
+        if let Some(wait) = wait {
+            self.blocked.lock().unwrap_or_else(|p| p.into_inner()).insert(client, Instant::now() + wait);
+        }
+    }
+
+    /// The refusal for `client` while it is blocked for failed authentications.
+    pub fn auth_blocked(&self, client: IpAddr) -> Option<ApiError> {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *blocked.get(&client)?;
+        let now = Instant::now();
+        if until <= now {
+            blocked.remove(&client);
+            return None;
+        }
+        let wait = (until - now).as_secs_f64().ceil().max(1.0) as u64;
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("Too many failed authentications from this address; retry after {wait} s"),
+        );
+        error.headers.insert("retry-after", HeaderValue::from(wait));
+        Some(error)
     }
 
     /// Counts one request made with `api_key` (hashed: the limiter never holds keys).
@@ -159,6 +225,10 @@ impl RateLimits {
     pub fn shrink(&self) {
         self.requests.limiter.retain_recent();
         self.starts.limiter.retain_recent();
+        self.legacy.limiter.retain_recent();
+        self.auth_failures.limiter.retain_recent();
+        let now = Instant::now();
+        self.blocked.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, until| *until > now);
     }
 }
 
@@ -175,9 +245,40 @@ mod tests {
         assert!("10/week".parse::<Rate>().is_err());
     }
 
+    fn limits(requests: &str, starts: &str) -> RateLimits {
+        RateLimits::new(Rates {
+            requests: requests.parse().unwrap(),
+            starts: starts.parse().unwrap(),
+            legacy: "2/min".parse().unwrap(),
+            auth_failures: "2/min".parse().unwrap(),
+        })
+    }
+
+    #[test]
+    fn failed_authentications_block_an_address_not_its_neighbours() {
+        let limits = limits("3/min", "1/min");
+        let (attacker, other): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        limits.auth_failed(attacker);
+        assert!(limits.auth_blocked(attacker).is_none(), "within the budget");
+        limits.auth_failed(attacker);
+        let refusal = limits.auth_blocked(attacker).expect("blocked once the budget is spent");
+        assert_eq!(refusal.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(refusal.headers.contains_key("retry-after"));
+        assert!(limits.auth_blocked(other).is_none());
+    }
+
+    #[test]
+    fn legacy_calls_are_counted_per_address() {
+        let limits = limits("3/min", "1/min");
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(limits.legacy(client).allowed && limits.legacy(client).allowed);
+        assert!(!limits.legacy(client).allowed);
+        assert!(limits.legacy("192.0.2.8".parse().unwrap()).allowed);
+    }
+
     #[test]
     fn a_burst_then_refusals_per_key() {
-        let limits = RateLimits::new("3/min".parse().unwrap(), "1/min".parse().unwrap());
+        let limits = limits("3/min", "1/min");
         let remaining: Vec<u32> = (0..3).map(|_| limits.request("k1").remaining).collect();
         assert_eq!(remaining, [2, 1, 0]);
         let refused = limits.request("k1");

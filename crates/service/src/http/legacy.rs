@@ -1,5 +1,7 @@
 //! The legacy, key-less `/api/*` routes kept by RemoveBGVideo for old integrations: jobs made
 //! here have no owner, so only `/api/download/{id}` (and the unguessable id) reaches them.
+//! Uploads and jobs here are unbilled, so an operator can turn them off, and they are limited
+//! per client address.
 
 use axum::body::Bytes;
 use axum::extract::multipart::MultipartRejection;
@@ -9,8 +11,8 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::jobs::{create_job, timestamp};
-use super::json_body;
 use super::uploads::{store_upload, Refusals};
+use super::{json_body, ClientAddr};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::Status;
 use crate::App;
@@ -22,14 +24,18 @@ use crate::App;
     responses(
         (status = 200, description = "Stored", body = super::openapi::Upload),
         (status = 400, description = "Not a video, too large, or an unreadable multipart body (the documented 400s)", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error)
+        (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: too many from this address; wait `Retry-After` seconds", body = super::openapi::Error)
     )
 )]
 pub async fn upload(
     State(app): State<App>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<Value>> {
+    admit(&app, client)?;
     let refusals = Refusals { too_large: StatusCode::BAD_REQUEST, wrong_type: StatusCode::BAD_REQUEST };
     store_upload(&app, None, &headers, multipart, refusals).await.map(Json)
 }
@@ -41,11 +47,15 @@ pub async fn upload(
     responses(
         (status = 200, description = "Created, with no key (not billed)", body = super::openapi::LegacyProcess,
             links(("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))))),
+        (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = super::openapi::Error),
         (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error)
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 429, description = "`rate_limited`: too many from this address; wait `Retry-After` seconds", body = super::openapi::Error),
+        (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = super::openapi::Error)
     )
 )]
-pub async fn process(State(app): State<App>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn process(State(app): State<App>, ClientAddr(client): ClientAddr, body: Bytes) -> ApiResult<Json<Value>> {
+    admit(&app, client)?;
     let body = json_body(&body)?;
     let row = create_job(&app, None, &body).await?;
     Ok(Json(json!({
@@ -57,6 +67,19 @@ pub async fn process(State(app): State<App>, body: Bytes) -> ApiResult<Json<Valu
         "output_url": Value::Null,
         "error": Value::Null,
     })))
+}
+
+/// The key-less routes that make work are the operator's choice (`CLEARBG_LEGACY_API`), and
+/// limited per client address (`CLEARBG_LEGACY_RATE_LIMIT`): nobody pays for what they run.
+fn admit(app: &App, client: std::net::IpAddr) -> ApiResult<()> {
+    if !app.config.legacy_api {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The key-less legacy routes are turned off on this server: use /v1/uploads and /v1/jobs with an API key",
+        ));
+    }
+    app.limits.legacy(client).require("key-less uploads and jobs from this address")
 }
 
 /// `GET /api/download/{job_id}`: the signed output URL of a completed job; 400 until then.

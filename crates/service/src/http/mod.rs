@@ -8,18 +8,20 @@
 mod admin;
 mod files;
 mod jobs;
-pub(crate) use jobs::{job_view, own_upload_id, timestamp};
+pub(crate) use jobs::{job_view, timestamp};
 mod legacy;
 mod meta;
 pub mod openapi;
+pub mod server;
 mod uploads;
 mod usage;
 mod web;
 
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -29,7 +31,7 @@ use axum::Router;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::error::{ApiError, FieldError, REQUEST_ID};
+use crate::error::{ApiError, ErrorCode, FieldError, REQUEST_ID};
 use crate::store::KeyRecord;
 use crate::App;
 
@@ -171,22 +173,46 @@ async fn json_errors(response: Response) -> Response {
 }
 
 /// Counts every `/v1/*` request against the limit of the key it presents (the admin token on
-/// admin routes; requests without a key share one budget), refuses
-/// it with 429 `rate_limited` and `Retry-After` when the limit is spent, and reports the state
-/// in `X-RateLimit-Limit`, `-Remaining` and `-Reset` on every such response.
-async fn rate_limit(State(app): State<App>, req: Request, next: Next) -> Response {
+/// admin routes; requests without a key share one budget), refuses it with 429 `rate_limited`
+/// and `Retry-After` when the limit is spent, and reports the state in `X-RateLimit-Limit`,
+/// `-Remaining` and `-Reset` (unless the handler answered with another budget's, the starts').
+/// A wrong key or admin token counts against its client address, and an address that has
+/// spent that budget is refused before its key is even looked at.
+async fn rate_limit(State(app): State<App>, ClientAddr(client): ClientAddr, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if !path.starts_with("/v1/") {
         return next.run(req).await;
     }
+    if let Some(refusal) = app.limits.auth_blocked(client) {
+        return refusal.into_response();
+    }
     let admin_token = req.headers().get("x-admin-token").and_then(|v| v.to_str().ok());
     let decision = app.limits.request(presented_key(req.headers()).or(admin_token).unwrap_or_default());
     if !decision.allowed {
-        return decision.refusal("requests").into_response();
+        return decision.refusal("requests for this key").into_response();
     }
     let mut response = next.run(req).await;
-    decision.headers(response.headers_mut());
+    if let Some(ErrorCode("invalid_api_key" | "forbidden")) = response.extensions().get::<ErrorCode>() {
+        app.limits.auth_failed(client);
+    }
+    if !response.headers().contains_key("x-ratelimit-limit") {
+        decision.headers(response.headers_mut());
+    }
     response
+}
+
+/// The address of the client on the other end of the connection (unspecified when the request
+/// did not come through [`server::serve`], as in in-process tests). Behind a reverse proxy this
+/// is the proxy's address.
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientAddr, Self::Rejection> {
+        let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        Ok(ClientAddr(addr.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED))))
+    }
 }
 
 /// The API key a request presents: `X-Api-Key`, or `Authorization: Bearer …`.
