@@ -196,8 +196,14 @@ fn uploads_refuse_what_is_not_a_video_and_what_is_too_large() {
     expect_error(send(text(), "/v1/uploads"), 415, "unsupported_media_type");
     expect_error(send(text().mime_str("text/plain").unwrap(), "/v1/uploads"), 415, "unsupported_media_type");
     expect_error(send(text(), "/api/upload"), 400, "unsupported_media_type");
-    // Streamed without a length, so the cap is found while storing, not from the headers.
-    let big = || Part::reader(std::io::Cursor::new(vec![0u8; 200_000])).file_name("big.mp4");
+    // Streamed without a length, so the cap is found while storing, not from the headers. It
+    // starts as an MP4 does, so that its bytes pass for a video until the cap.
+    let mp4_head = b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41".to_vec();
+    let big = || {
+        let mut bytes = mp4_head.clone();
+        bytes.resize(200_000, 0);
+        Part::reader(std::io::Cursor::new(bytes)).file_name("big.mp4")
+    };
     expect_error(send(big(), "/v1/uploads"), 413, "file_too_large");
     expect_error(send(big(), "/api/upload"), 400, "file_too_large");
     let r = client().post(server.url("/v1/uploads")).header("X-Api-Key", &key).body("not multipart").send().unwrap();
@@ -207,15 +213,23 @@ fn uploads_refuse_what_is_not_a_video_and_what_is_too_large() {
         std::fs::read_dir(&uploads).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "refused uploads leave nothing behind: {left:?}");
 
-    // A file that claims to be a video is accepted; the job then fails with a clear error.
-    let fake = json_ok(send(Part::bytes(b"this is text in disguise".repeat(100)).file_name("fake.mp4"), "/v1/uploads"));
-    let job = json_ok(server.post_json(&key, "/v1/jobs", &json!({"video_url": fake["video_url"], "model": "light"})));
-    let (job, _) = server.wait(&key, job["id"].as_str().unwrap(), Duration::from_secs(60));
-    assert_eq!(job["status"], "failed");
-    assert_eq!(job["error_code"], "invalid_input", "{job}");
-    assert!(job["error"].as_str().unwrap().len() > 10, "{job}");
-    assert_eq!(job["input"]["kind"], "upload", "the failed job keeps its input reference");
-    assert_eq!(job["model"], "light");
+    // What a file is comes from its bytes: text called a video is refused whatever its name
+    // and type say.
+    let disguised = Part::bytes(b"this is text in disguise".repeat(100)).file_name("fake.mp4");
+    expect_error(send(disguised.mime_str("video/mp4").unwrap(), "/v1/uploads"), 415, "unsupported_media_type");
+    // Bytes that start as an MP4 but are no video: stored, then refused when a job is made of
+    // them (its duration cannot be read), before anything is queued or charged.
+    let mut broken = mp4_head.clone();
+    broken.extend(b"garbage".repeat(100));
+    let fake = json_ok(send(Part::bytes(broken).file_name("broken.mp4"), "/v1/uploads"));
+    let refused = server.post_json(&key, "/v1/jobs", &json!({"video_url": fake["video_url"], "model": "light"}));
+    let body = expect_error(refused, 422, "invalid_request");
+    assert_eq!(body["error"]["details"][0]["field"], "video_url", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not a readable video file"), "{message}");
+    assert!(!message.contains(server.data.to_str().unwrap()), "no host paths in messages: {message}");
+    let jobs = json_ok(server.get(&key, "/v1/jobs"));
+    assert_eq!(jobs["total"], 0, "nothing was queued");
 }
 
 /// The declared size is checked before a byte of the body is read: a client announcing more

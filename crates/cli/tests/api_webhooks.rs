@@ -170,11 +170,9 @@ fn create(server: &Server, key: &str, body: Value) -> String {
     json_ok(server.post_json(key, "/v1/jobs", &body))["id"].as_str().unwrap().to_string()
 }
 
-/// A file the upload route takes for a video (by its name) that the engine refuses.
+/// An upload a job can be made of that fails in the worker (a video cut in half).
 fn not_a_video(server: &Server, key: &str, dir: &std::path::Path) -> Value {
-    let path = dir.join("notes.mp4");
-    std::fs::write(&path, b"hello, this is not a video").unwrap();
-    server.upload(key, &path)
+    server.upload(key, &truncated_clip(dir))
 }
 
 #[test]

@@ -67,8 +67,13 @@ fn one_api_and_three_workers_on_postgres_and_s3_complete_every_job_exactly_once(
         })
         .collect();
 
+    // Workers wake on NOTIFY: each connects its listener soon after it is ready.
     for w in &workers {
-        assert!(w.log_text().contains("listening for queued jobs"), "workers wake on NOTIFY:\n{}", w.log_text());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !w.log_text().contains("listening for queued jobs") {
+            assert!(Instant::now() < deadline, "workers wake on NOTIFY:\n{}", w.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     // The upload goes to S3 as a multipart upload; its link is presigned by S3 and still names

@@ -226,7 +226,7 @@ impl Server {
         }
     }
 
-    /// The pids of this server's ffmpeg children.
+    /// The pids of this server's ffmpeg and ffprobe children.
     pub fn ffmpeg_children(&self) -> Vec<u32> {
         ffmpeg_children_of(self.child.id())
     }
@@ -247,7 +247,7 @@ pub fn ffmpeg_children_of(pid: u32) -> Vec<u32> {
         // comm is in parentheses; ppid is the second field after it.
         let Some((comm, rest)) = stat.split_once(") ") else { continue };
         let ppid: u32 = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == pid && comm.ends_with("(ffmpeg") {
+        if ppid == pid && (comm.ends_with("(ffmpeg") || comm.ends_with("(ffprobe")) {
             found.push(child);
         }
     }
@@ -329,6 +329,40 @@ pub fn person_clip(dir: &Path, seconds: f64) -> PathBuf {
         ],
     );
     path
+}
+
+/// A clip cut just after its index (`moov`, which comes first): its bytes and its header pass
+/// for a 2-second video, so an upload and a job are made of it; not one frame then decodes, so
+/// the job fails in the worker at once, whatever the model. For tests that need that.
+pub fn truncated_clip(dir: &Path) -> PathBuf {
+    let full = dir.join("full.mp4");
+    run(
+        "ffmpeg",
+        &[
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25:duration=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-movflags",
+            "+faststart",
+            full.to_str().unwrap(),
+        ],
+    );
+    let bytes = std::fs::read(&full).unwrap();
+    let box_end = |at: usize| at + u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let moov = box_end(0); // ftyp first, then moov
+    assert_eq!(&bytes[moov + 4..moov + 8], b"moov");
+    let cut = dir.join("truncated.mp4");
+    std::fs::write(&cut, &bytes[..box_end(moov) + 16]).unwrap();
+    cut
 }
 
 /// A longer, larger clip that keeps a worker busy for several seconds.
