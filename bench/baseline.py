@@ -46,7 +46,7 @@ TIERS = {
 
 # clearbg's WebM encoder flags (crates/engine/src/video.rs, OutputFormat::Webm).
 VP9 = ["-c:v", "libvpx-vp9", "-pix_fmt", "yuva420p", "-b:v", "0", "-crf", "32",
-       "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1"]
+       "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1", "-lag-in-frames", "0"]
 
 
 def input_size(model, w, h):

@@ -32,7 +32,7 @@ INFER=target/release/examples/infer_only
 PY="$CLEARBG_HOME/venv/bin/python"
 SOURCE="$CLEARBG_HOME/fixtures/carphone.mp4"
 # clearbg's WebM flags (crates/engine/src/video.rs); the transcode must do the same encoder work.
-VP9=(-c:v libvpx-vp9 -pix_fmt yuva420p -b:v 0 -crf 32 -deadline realtime -cpu-used 8 -row-mt 1)
+VP9=(-c:v libvpx-vp9 -pix_fmt yuva420p -b:v 0 -crf 32 -deadline realtime -cpu-used 8 -row-mt 1 -lag-in-frames 0)
 
 die() { echo "bench: $*" >&2; exit 1; }
 
