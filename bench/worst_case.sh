@@ -5,13 +5,13 @@
 # job at 1280x720. Run by hand on a quiet machine; results go to bench/out/worst_case.md.
 #
 #   bench/worst_case.sh                         light model, 2 s clips, every format
-#   SIDE=4096 SECONDS=2 FORMATS="webm mov" bench/worst_case.sh
+#   SIDE=4096 CLIP_SECONDS=2 FORMATS="webm mov" bench/worst_case.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 export CLEARBG_HOME="${CLEARBG_HOME:-$HOME/.cache/clearbg}"
 SIDE="${SIDE:-4096}"
-SECONDS_CLIP="${SECONDS:-2}"
+CLIP_SECONDS="${CLIP_SECONDS:-2}"
 FORMATS="${FORMATS:-webm mov mp4 gif webp png_sequence matte}"
 MODEL="${MODEL:-light}"
 OUT=bench/out/worst_case
@@ -22,8 +22,8 @@ cargo build --release -q
 for size in 1280x720 "${SIDE}x${SIDE}"; do
     clip="$OUT/clip-$size.mp4"
     [[ -f "$clip" ]] || ffmpeg -nostdin -v error -y -f lavfi \
-        -i "testsrc2=size=$size:rate=25:duration=$SECONDS_CLIP,drawbox=x='mod(t*400\,iw/2)':y=ih/4:w=iw/3:h=ih/2:color=white:t=fill" \
-        -f lavfi -i "sine=frequency=440:duration=$SECONDS_CLIP" -c:v libx264 -preset ultrafast -c:a aac -shortest "$clip"
+        -i "testsrc2=size=$size:rate=25:duration=$CLIP_SECONDS,drawbox=x='mod(t*400\,iw/2)':y=ih/4:w=iw/3:h=ih/2:color=white:t=fill" \
+        -f lavfi -i "sine=frequency=440:duration=$CLIP_SECONDS" -c:v libx264 -preset ultrafast -c:a aac -shortest "$clip"
 done
 
 # Sum of the RSS (kB) of a process and all its descendants.

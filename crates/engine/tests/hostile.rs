@@ -153,3 +153,17 @@ fn a_cancel_interrupts_a_large_model_mid_frame() {
             .unwrap();
     assert_eq!(done.frames, 2);
 }
+
+/// The largest frame accepted is also one every encoder can write (prores_aw cannot at 16 MP).
+#[test]
+fn the_largest_accepted_frame_is_written_as_prores() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = lavfi_clip(dir.path(), "max.mp4", "4096x4096", 10, 0.1, false);
+    let out = dir.path().join("max.mov");
+    let done = run(&mut segmenter(Tier::Light), &request(&clip, &out, OutputFormat::Mov, Background::Transparent))
+        .expect("a frame at the area limit is accepted and encoded");
+    assert_eq!(done.frames, 1);
+    let probed = probe_json(&out);
+    let video = stream(&probed, "video").unwrap();
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(4096), Some(4096)));
+}
