@@ -143,5 +143,10 @@ mod tests {
             redact_paths(message, &[(&input, "https://example.com/a.mp4"), (scratch, "scratch")]),
             "not a readable video file (ffprobe: https://example.com/a.mp4: Invalid data)"
         );
+        let root = std::path::Path::new("/srv/clearbg/data/objects/");
+        assert_eq!(
+            redact_paths("file:/srv/clearbg/data/objects/uploads/vid_1.mp4: End of file", &[(root, "")]),
+            "uploads/vid_1.mp4: End of file"
+        );
     }
 }

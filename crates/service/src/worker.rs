@@ -292,10 +292,13 @@ impl Worker {
             }
         };
         let background_path = scratch.path().join("background");
+        // Files read in place from a local store are named by their object keys.
+        let store_root = app.storage.local_path("").unwrap_or_default();
         let names = [
             (input.as_path(), input_name.as_str()),
             (background_path.as_path(), "bg_image_url"),
             (scratch.path(), "scratch"),
+            (store_root.as_path(), ""),
         ];
         let engine_failure = |e: EngineError| Stop::Failed(e.code().to_string(), redact_paths(&e.to_string(), &names));
         if job.billing_status.as_deref() == Some("pending") {
@@ -341,7 +344,7 @@ impl Worker {
         })
         .await
         .map_err(|e| internal("the engine thread", e))?
-        .map_err(|e| engine_failure(e))?;
+        .map_err(engine_failure)?;
         crate::metrics::engine_run(&spec.model, summary.frames, summary.wall);
         let key = format!("outputs/{}.{}", job.id, format.extension());
         let (size, sha256) =
