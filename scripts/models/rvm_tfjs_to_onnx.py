@@ -120,13 +120,6 @@ def split_ref(ref):
     return name, int(port) if port else 0
 
 
-class Dead:
-    """The value of a tensor in a conditional branch that is not taken."""
-
-
-DEAD = Dead()
-
-
 class TfGraph:
     """The tfjs graph with its constants, simplified for downsample_ratio == 1."""
 
@@ -287,13 +280,8 @@ class Converter:
         self.tf = tf
         self.nodes, self.inits, self.init_names = [], [], set()
         self.values = {}  # (tf name, port) -> Value
-        self.counter = 0
 
     # --- helpers -------------------------------------------------------------------------------
-    def fresh(self, hint):
-        self.counter += 1
-        return "%s__%d" % (hint, self.counter)
-
     def init(self, name, value):
         if name not in self.init_names:
             self.init_names.add(name)
@@ -370,7 +358,8 @@ class Converter:
             outputs.append(helper.make_tensor_value_info(
                 ours, TensorProto.FLOAT, [1, 1 if ours == "pha" else ours + "c", "height" if ours == "pha" else ours + "h",
                                           "width" if ours == "pha" else ours + "w"]))
-        graph = helper.make_graph(self.nodes, "rvm_mobilenetv3", inputs, outputs, self.inits)
+        nodes, inits = Simplifier(self.nodes, self.inits).run([o.name for o in outputs])
+        graph = helper.make_graph(nodes, "rvm_mobilenetv3", inputs, outputs, inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                   producer_name="clearbg-rvm_tfjs_to_onnx")
         model.ir_version = IR_VERSION
@@ -607,6 +596,122 @@ class Converter:
         out = self.out(name)
         shape = self.nchw_vector(self.values[ins[1]].name, out + "_shape")
         self.put(name, self.node("Expand", [x.name, shape], [out]), True)
+
+
+class Simplifier:
+    """Local rewrites of the translated graph that make it cheaper to run and change nothing it
+    computes beyond float rounding (each is checked against TensorFlow.js by the tests)."""
+
+    def __init__(self, nodes, inits):
+        self.nodes, self.inits = list(nodes), {i.name: i for i in inits}
+
+    def run(self, outputs):
+        self.hard_activations()
+        self.fold_pads()
+        self.keep_used_channels()
+        self.drop_unused(outputs)
+        return self.nodes, [i for i in self.inits.values()]
+
+    def producers(self):
+        return {o: n for n in self.nodes for o in n.output}
+
+    def uses(self):
+        count = {}
+        for n in self.nodes:
+            for i in n.input:
+                count[i] = count.get(i, 0) + 1
+        return count
+
+    def scalar(self, name):
+        init = self.inits.get(name)
+        if init is None:
+            return None
+        v = numpy_helper.to_array(init)
+        return float(v.reshape(-1)[0]) if v.size == 1 else None
+
+    def replace(self, remove, add_after, new):
+        """Drops the nodes in `remove` and puts `new` where `add_after` was."""
+        out = []
+        for n in self.nodes:
+            if n is add_after:
+                out.append(new)
+            if all(n is not r for r in remove):
+                out.append(n)
+        self.nodes = out
+
+    def hard_activations(self):
+        """x * relu6(x + 3) / 6 -> HardSwish(x); relu6(x + 3) / 6 -> HardSigmoid(x)."""
+        sixth = np.float32(1) / np.float32(6)
+        for mul in list(self.nodes):
+            if mul.op_type != "Mul":
+                continue
+            prod, uses = self.producers(), self.uses()
+            clip = next((prod.get(i) for i in mul.input if prod.get(i) is not None and prod[i].op_type == "Clip"), None)
+            if clip is None or uses[clip.output[0]] != 1 or self.scalar(clip.input[1]) != 0 or self.scalar(clip.input[2]) != 6:
+                continue
+            add = prod.get(clip.input[0])
+            if add is None or add.op_type != "Add" or uses[add.output[0]] != 1 or self.scalar(add.input[1]) != 3:
+                continue
+            x = add.input[0]
+            other = [i for i in mul.input if i != clip.output[0]][0]
+            scaled = prod.get(other)
+            if self.scalar(other) == sixth:  # the gate alone
+                self.replace([mul, clip, add], mul, helper.make_node(
+                    "HardSigmoid", [x], [mul.output[0]], name=mul.name, alpha=float(sixth), beta=0.5))
+            elif (scaled is not None and scaled.op_type == "Mul" and uses[other] == 1 and x in scaled.input
+                  and self.scalar(scaled.input[1 - list(scaled.input).index(x)]) == sixth):
+                self.replace([mul, clip, add, scaled], mul, helper.make_node("HardSwish", [x], [mul.output[0]], name=mul.name))
+
+    def fold_pads(self):
+        """Zero padding right before a convolution becomes the convolution's own `pads`."""
+        for pad in list(self.nodes):
+            if pad.op_type != "Pad":
+                continue
+            users = [n for n in self.nodes if pad.output[0] in n.input]
+            pads = numpy_helper.to_array(self.inits[pad.input[1]])
+            if len(users) != 1 or users[0].op_type != "Conv" or users[0].input[0] != pad.output[0] or any(pads[[0, 1, 4, 5]]):
+                continue
+            conv = users[0]
+            conv_pads = next(a for a in conv.attribute if a.name == "pads")
+            conv_pads.ints[:] = [int(a + b) for a, b in zip(conv_pads.ints, [pads[2], pads[3], pads[6], pads[7]])]
+            conv.input[0] = pad.input[0]
+            self.nodes.remove(pad)
+
+    def keep_used_channels(self):
+        """A convolution whose output is split and only partly read computes only that part (the
+        last one: `fgr` is split off and dropped, `pha` stays)."""
+        for split in list(self.nodes):
+            if split.op_type != "Split" or len(split.input) < 2:
+                continue
+            uses, prod = self.uses(), self.producers()
+            used = [k for k, o in enumerate(split.output) if uses.get(o)]
+            conv = prod.get(split.input[0])
+            if len(used) != 1 or conv is None or conv.op_type != "Conv" or uses[conv.output[0]] != 1:
+                continue
+            sizes = numpy_helper.to_array(self.inits[split.input[1]])
+            lo = int(sizes[:used[0]].sum())
+            hi = lo + int(sizes[used[0]])
+            for k, suffix in ((1, "_w"), (2, "_b")):
+                v = numpy_helper.to_array(self.inits[conv.input[k]])[lo:hi]
+                name = split.output[used[0]] + suffix
+                self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(v), name)
+                conv.input[k] = name
+            conv.output[0] = split.output[used[0]]
+            self.nodes.remove(split)
+
+    def drop_unused(self, outputs):
+        """Keeps only the nodes the outputs need, and the initializers they read."""
+        prod, needed, stack = self.producers(), set(), list(outputs)
+        while stack:
+            t = stack.pop()
+            if t in needed:
+                continue
+            needed.add(t)
+            if t in prod:
+                stack.extend(i for i in prod[t].input if i)
+        self.nodes = [n for n in self.nodes if any(o in needed for o in n.output)]
+        read = {i for n in self.nodes for i in n.input}
+        self.inits = {k: v for k, v in self.inits.items() if k in read}
 
 
 def main():
