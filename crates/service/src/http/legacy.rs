@@ -42,7 +42,7 @@ pub async fn upload(
         (status = 200, description = "Created, with no key (not billed)", body = super::openapi::LegacyProcess,
             links(("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))))),
         (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error)
+        (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = super::openapi::Error)
     )
 )]
 pub async fn process(State(app): State<App>, body: Bytes) -> ApiResult<Json<Value>> {
