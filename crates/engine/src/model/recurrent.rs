@@ -49,7 +49,7 @@ pub struct Recurrent {
     states: Option<Vec<DynValue>>,
     /// The last frame's luma on the network's grid, for the scene-cut test.
     previous_luma: Option<(usize, usize, Vec<f32>)>,
-    /// Scene cuts seen since the last reset (for tests and logs).
+    /// Scene cuts seen since it was made.
     cuts: u64,
 }
 
@@ -73,6 +73,7 @@ impl Recurrent {
             Some((pw, ph, prev)) if (*pw, *ph) == (w, h) => {
                 if matte::is_scene_cut(prev, &luma, w, h) {
                     self.cuts += 1;
+                    tracing::debug!(cuts = self.cuts, "scene cut: the video model's memory starts afresh");
                     false
                 } else {
                     true
