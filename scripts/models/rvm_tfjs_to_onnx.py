@@ -14,8 +14,9 @@ What comes out is the network as the engine uses it, which is not the whole tfjs
   * `downsample_ratio` is fixed to 1. The graph's two conditionals (`cond`: shrink the input by
     the ratio; `cond_1`: RVM's fast guided filter back to full size) then always take the
     ratio-1 branch, so the model has no control flow and takes any input size. The engine shrinks
-    the frame itself (it already resizes the YUV planes to each model's size) and upsamples the
-    alpha with its own guided filter on the Y plane, which avoids converting whole frames to RGB.
+    the frame itself (it already resizes the YUV planes to each model's size, so whole frames are
+    never converted to RGB) and upsamples the alpha itself (plain bilinear: on `make eval` a
+    guided filter, ours or with RVM's settings, did worse; eval/RESULTS.md).
   * Only `pha` and the recurrent states are outputs. The foreground colour (`fgr`) is dropped,
     and the last convolution keeps only its alpha channel.
   * The layout is NCHW, as for the other models: `src` float [1,3,H,W] RGB in [0,1]; `r1i..r4i`
@@ -189,7 +190,7 @@ class TfGraph:
                 n["op"] = "Const"
             if n["op"] == "Const":
                 continue
-            if all(r in self.const for r in ins) and n["op"] in FOLDERS and n["op"] != "Switch":
+            if all(r in self.const for r in ins) and n["op"] in FOLDERS:
                 self.const[(name, 0)] = FOLDERS[n["op"]](n, [self.const[r] for r in ins])
                 n["op"], n["input"] = "Const", []
             elif n["op"] == "Switch":
@@ -200,8 +201,6 @@ class TfGraph:
                 n["op"], n["input"] = "SwitchTaken", ["%s:%d" % ins[0]] + ["^" + c for c in ctrl]
                 if ins[0] in self.const:
                     self.const[(name, 1 - n["dead_port"])] = self.const[ins[0]]
-        self.dead = dead_nodes
-        self.dead_ports = {name: n["dead_port"] for name, n in self.nodes.items() if n["op"] == "SwitchTaken"}
         for name in dead_nodes:
             del self.nodes[name]
         self.order = [n for n in self.order if n in self.nodes]
@@ -243,9 +242,11 @@ class TfGraph:
                     or attr(conv, "padding") != "VALID" or attr(conv, "strides") != [1, 1, 1, 1]
                     or not np.array_equal(self.const[self.data_inputs(s2b_name)[1]], block)):
                 raise SystemExit("unexpected SpaceToBatchND pattern at " + name)
+            # Its paddings must be TensorFlow's required_space_to_batch_paddings (zero base
+            # paddings, only the round-up to the block); check.sh confirms it numerically at odd sizes.
             pad_pairs = self.nodes[self.data_inputs(s2b_name)[2][0]]
             if "required_space_to_batch_paddings" not in pad_pairs["name"]:
-                raise SystemExit("SpaceToBatchND at %s has paddings we cannot prove zero" % s2b_name)
+                raise SystemExit("SpaceToBatchND at %s has paddings of another kind" % s2b_name)
             conv["input"][0] = s2b["input"][0]
             conv["dilations"] = [int(b) for b in block.reshape(-1)]
             n["op"], n["input"] = "Identity", [conv_name]
@@ -264,7 +265,8 @@ def fold_identity(node, vals):
     return vals[0]
 
 
-FOLDERS = {"Equal": fold_equal, "Squeeze": fold_squeeze, "Identity": fold_identity, "Switch": None}
+# Ops evaluated at conversion time when every input is constant (the conditionals' predicates).
+FOLDERS = {"Equal": fold_equal, "Squeeze": fold_squeeze, "Identity": fold_identity}
 
 
 class Value:
