@@ -5,7 +5,7 @@
 CLEARBG_HOME ?= $(HOME)/.cache/clearbg
 export CLEARBG_HOME
 
-.PHONY: setup setup-tests setup-cuda build run test bench eval
+.PHONY: setup setup-tests setup-cuda setup-video-matting build run test bench eval
 
 setup:
 	@scripts/setup.sh
@@ -17,6 +17,11 @@ setup-tests:
 # The GPU build of ONNX Runtime and the CUDA libraries, for `--device cuda` (docs/deploy.md).
 setup-cuda: setup
 	@scripts/setup-cuda.sh
+
+# Opt-in: Robust Video Matting for the `video` tier. Its weights are GPL-3.0, so neither
+# `make run` nor `make test` installs it; this prints the licence and installs it.
+setup-video-matting:
+	@scripts/setup.sh --with-gpl-models
 
 build: setup
 	cargo build --release
@@ -41,7 +46,7 @@ bench: build
 
 # Matte quality and temporal stability against ground truth (eval/RESULTS.md). Default tiers:
 # light and human; `make eval TIERS="light human original pro"` adds the slow ISNet tiers, which
-# run on one second of two clips only.
+# run on one second of two clips only, and `video` the opt-in tier (make setup-video-matting).
 TIERS ?= light human
 eval: build
 	cargo build --release --example matte_eval

@@ -13,11 +13,15 @@ script; what the baseline lacks is clearbg's overlap of decode, inference, matti
 Unlike clearbg it does no temporal stabilisation and no guided (edge-aware) upsampling: the
 mask is simply resized, which makes the baseline cheaper per frame, not dearer.
 
+`video` (the opt-in Robust Video Matting) feeds each frame's recurrent states back into the next,
+from zeros on the first frame, at the frame's size scaled to a long side of at most 512 px; it
+resets nothing on scene cuts (the bench clip has none).
+
 `pro` runs ISNet 1024 and MODNet and fuses them as clearbg's `matte::fuse_detail` does: MODNet's
 alpha (resized to ISNet's 1024x1024 grid) is max-combined with ISNet's only within ~2% of the
 frame (1024/50 = 20 px) of a pixel ISNet calls subject (>= 0.5); elsewhere ISNet alone.
 
-Usage: baseline.py {light,human,original,pro} INPUT OUTPUT.webm
+Usage: baseline.py {light,human,original,pro,video} INPUT OUTPUT.webm
 Prints one JSON line {"frames":N,"seconds":S,"fps":F}; seconds run from after the models are
 loaded to the encoder's exit (like clearbg's own summary, which excludes model loading).
 """
@@ -42,6 +46,7 @@ TIERS = {
     "human": ["modnet_photographic.onnx"],
     "original": ["isnet_fp32_dyn.onnx"],
     "pro": ["isnet_fp32_dyn.onnx", "modnet_photographic.onnx"],
+    "video": ["rvm_mnv3.onnx"],
 }
 
 # clearbg's WebM encoder flags (crates/engine/src/video.rs, OutputFormat::Webm).
@@ -55,6 +60,9 @@ def input_size(model, w, h):
         return 256, 256
     if model.startswith("isnet"):
         return 1024, 1024
+    if model.startswith("rvm"):
+        r = min(1.0, 512 / max(w, h))
+        return (w, h) if r == 1.0 else (max(1, round(w * r)), max(1, round(h * r)))
     # MODNet: short side 512 when the frame is smaller than 512 or larger on both sides,
     # then both sides floored to a multiple of 32.
     ref = 512
@@ -69,11 +77,14 @@ def input_size(model, w, h):
 
 def normalisation(model):
     """(mean, std) of x = (v - mean) / std, per models.md section 3."""
-    if model.startswith("mp_selfie"):
+    if model.startswith("mp_selfie") or model.startswith("rvm"):
         return 0.0, 255.0
     if model.startswith("isnet"):
         return 128.0, 256.0
     return 127.5, 127.5
+
+
+STATES = {}  # RVM's recurrent states, carried from frame to frame
 
 
 def infer(session, model, image):
@@ -82,7 +93,13 @@ def infer(session, model, image):
     mean, std = normalisation(model)
     x = (np.asarray(image.resize((w, h), Image.BILINEAR), dtype=np.float32) - mean) / std
     x = x.transpose(2, 0, 1)[None]
-    out = session.run(["output"], {"input": x})[0]
+    if model.startswith("rvm"):
+        zeros = np.zeros((1, 1, 1, 1), np.float32)
+        states = {f"r{k}i": STATES.get(f"r{k}o", zeros) for k in range(1, 5)}
+        out, *rec = session.run(["pha", "r1o", "r2o", "r3o", "r4o"], {"src": x, **states})
+        STATES.update({f"r{k}o": v for k, v in zip(range(1, 5), rec)})
+    else:
+        out = session.run(["output"], {"input": x})[0]
     return np.clip(out[0, 0], 0.0, 1.0)
 
 
@@ -121,7 +138,7 @@ def probe(path):
 
 def main():
     if len(sys.argv) != 4 or sys.argv[1] not in TIERS:
-        sys.exit("usage: baseline.py {light,human,original,pro} INPUT OUTPUT.webm")
+        sys.exit("usage: baseline.py {light,human,original,pro,video} INPUT OUTPUT.webm")
     tier, src, dst = sys.argv[1], sys.argv[2], sys.argv[3]
     files = TIERS[tier]
     sessions = [ort.InferenceSession(str(MODELS / f), providers=["CPUExecutionProvider"]) for f in files]

@@ -3,7 +3,7 @@
 # What it measures and how the ratios are defined: bench/README.md.
 #
 #   bench/run.sh                          all tiers, 10 s and 60 s 1280x720 30 fps clips
-#   TIERS="light human" bench/run.sh      some tiers
+#   TIERS="light human" bench/run.sh      some tiers (`video`, the opt-in tier, only when named)
 #   QUICK=1 bench/run.sh                  smoke run on 1 s (and 2 s) clips
 #   REPEAT=3 bench/run.sh                 best of 3 per tool
 #   SECONDS_SHORT=10 SECONDS_LONG=60      clip lengths
@@ -37,7 +37,7 @@ VP9=(-c:v libvpx-vp9 -pix_fmt yuva420p -b:v 0 -crf 32 -deadline realtime -cpu-us
 die() { echo "bench: $*" >&2; exit 1; }
 
 for tier in $TIERS; do
-    case "$tier" in light|human|original|pro) ;; *) die "unknown tier '$tier' in TIERS" ;; esac
+    case "$tier" in light|human|original|pro|video) ;; *) die "unknown tier '$tier' in TIERS" ;; esac
 done
 [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive integer"
 # GNU time, not the shell keyword: it reports peak RSS (%M).
@@ -132,10 +132,10 @@ measure() {
     local tier=$1 tool=$2 secs=$3 output=$4
     shift 5
     local tag="${tier}_${secs}s_${tool}" best_fps=0 best_wall="" best_frames="" max_rss=0 max_tree=0 max_own=0
-    local i pid sampler wall rss tree own frames fps job_s
+    local i pid sampler wall rss tree own frames fps job_s user sys best_cpu=""
     for ((i = 1; i <= REPEAT; i++)); do
         echo "  $tag (run $i/$REPEAT)" >&2
-        /usr/bin/time -f '%e %M' -o "$LOGS/$tag.time" "$@" >"$LOGS/$tag.out" 2>"$LOGS/$tag.err" &
+        /usr/bin/time -f '%e %M %U %S' -o "$LOGS/$tag.time" "$@" >"$LOGS/$tag.out" 2>"$LOGS/$tag.err" &
         pid=$!
         sample_rss "$pid" "$LOGS/$tag.rss" &
         sampler=$!
@@ -144,7 +144,7 @@ measure() {
             die "$tag failed (logs in $LOGS)"
         fi
         wait "$sampler"
-        read -r wall rss <"$LOGS/$tag.time"
+        read -r wall rss user sys <"$LOGS/$tag.time"
         read -r tree own <"$LOGS/$tag.rss"
         case "$tool" in
             clearbg) # "300 frames, 41.2 fps, 7.3 s, ...": fps from the seconds, as the printed
@@ -161,13 +161,14 @@ measure() {
         [[ -n "$frames" && -n "$fps" ]] || die "$tag: could not read frames/fps from $LOGS/$tag.out"
         if awk -v a="$fps" -v b="$best_fps" 'BEGIN { exit !(a > b) }'; then
             best_fps=$fps best_wall=$wall best_frames=$frames
+            best_cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
         fi
         if ((rss > max_rss)); then max_rss=$rss; fi
         if ((tree > max_tree)); then max_tree=$tree; fi
         if ((own > max_own)); then max_own=$own; fi
     done
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tier" "$tool" "$secs" "$best_frames" "$best_fps" "$best_wall" \
-        "$max_rss" "$max_own" "$max_tree" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tier" "$tool" "$secs" "$best_frames" "$best_fps" "$best_wall" \
+        "$max_rss" "$max_own" "$max_tree" "$best_cpu" >>"$RESULTS"
 }
 
 # check TIER TOOL SECS OUTPUT EXPECTED_FRAMES: the output decodes, with every frame and the audio.
@@ -183,7 +184,9 @@ check_output() {
 SHORT="$OUT/clip_720p${FPS}_${SECONDS_SHORT}s.mp4"
 LONG="$OUT/clip_720p${FPS}_${SECONDS_LONG}s.mp4"
 make_clip "$SECONDS_SHORT" "$SHORT"
-if [[ " $TIERS " == *" light "* ]]; then make_clip "$SECONDS_LONG" "$LONG"; fi
+# The long clip checks that memory stays flat: for light (the fastest) and video (the only tier
+# with state carried across frames).
+if [[ " $TIERS " == *" light "* || " $TIERS " == *" video "* ]]; then make_clip "$SECONDS_LONG" "$LONG"; fi
 SHORT_FRAMES=$(count_frames "$SHORT")
 : >"$LOGS/warnings.txt"
 
@@ -204,11 +207,13 @@ for tier in $TIERS; do
             ffmpeg -nostdin -v error -y -i "$SHORT" -map 0:v:0 -map '0:a?' -vf format=yuva420p "${VP9[@]}" \
             -c:a libopus -b:a 96k -f webm "$o.ffmpeg.webm"
         check_output light ffmpeg "$SECONDS_SHORT" "$o.ffmpeg.webm" "$SHORT_FRAMES"
+    fi
+    if [[ "$tier" == light || "$tier" == video ]]; then
         # Constant memory: the same tier on a clip 6x as long.
-        ol="$OUT/light_${SECONDS_LONG}s"
-        measure light clearbg "$SECONDS_LONG" "$ol.clearbg.webm" -- \
-            "$CLEARBG" remove "$LONG" -o "$ol.clearbg.webm" --model light -q
-        check_output light clearbg "$SECONDS_LONG" "$ol.clearbg.webm" "$(count_frames "$LONG")"
+        ol="$OUT/${tier}_${SECONDS_LONG}s"
+        measure "$tier" clearbg "$SECONDS_LONG" "$ol.clearbg.webm" -- \
+            "$CLEARBG" remove "$LONG" -o "$ol.clearbg.webm" --model "$tier" -q
+        check_output "$tier" clearbg "$SECONDS_LONG" "$ol.clearbg.webm" "$(count_frames "$LONG")"
     fi
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -224,15 +229,15 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "- $(ffmpeg -version | head -n 1 | cut -d' ' -f1-3); onnxruntime $("$PY" -c 'import onnxruntime; print(onnxruntime.__version__)');" \
         "$(rustc --version | cut -d' ' -f1-2); clearbg at $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit')" \
         "$([[ -n "$(git status --porcelain 2>/dev/null)" ]] && echo '(uncommitted changes)')"
-    echo "- clips: 1280x720 ${FPS} fps H.264 + AAC, ${SECONDS_SHORT} s ($SHORT_FRAMES frames), and ${SECONDS_LONG} s for the memory check (light); best of $REPEAT run(s)"
+    echo "- clips: 1280x720 ${FPS} fps H.264 + AAC, ${SECONDS_SHORT} s ($SHORT_FRAMES frames), and ${SECONDS_LONG} s for the memory check (light, video); best of $REPEAT run(s)"
     echo
     "$PY" - "$RESULTS" "$FPS" "$SECONDS_SHORT" "$SECONDS_LONG" <<'EOF'
 import sys
 path, clip_fps, short, long_ = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows = {}
 for line in open(path):
-    tier, tool, secs, frames, fps, wall, rss, own, tree = line.rstrip("\n").split("\t")
-    rows[tier, tool, secs] = dict(frames=int(frames), fps=float(fps), wall=float(wall),
+    tier, tool, secs, frames, fps, wall, rss, own, tree, cpu = line.rstrip("\n").split("\t")
+    rows[tier, tool, secs] = dict(frames=int(frames), fps=float(fps), wall=float(wall), cpu=float(cpu),
                                   rss=int(rss) / 1024, own=int(own) / 1024, tree=int(tree) / 1024)
 tiers = list(dict.fromkeys(k[0] for k in rows))
 
@@ -251,20 +256,29 @@ for t in tiers:
     print(f"| {t} | {c['frames']} | {c['fps']:.1f} | {c['fps'] / clip_fps:.2f} | {c['wall']:.1f} | "
           f"{c['own']:.0f} / {c['tree']:.0f} | "
           f"{ratio(t, 'infer_only', 0.9)} | {ratio(t, 'baseline', 1.5)} | {ratio(t, 'ffmpeg', 0.8)} |")
-a, b = rows.get(("light", "clearbg", short)), rows.get(("light", "clearbg", long_))
-if a and b:
-    print(f"\nConstant memory (light, {long_} s clip vs {short} s clip) [goal within ±10%]:")
+for t in tiers:
+    a, b = rows.get((t, "clearbg", short)), rows.get((t, "clearbg", long_))
+    if not (a and b) or short == long_:
+        continue
+    print(f"\nConstant memory ({t}, {long_} s clip vs {short} s clip) [goal within ±10%]:")
     for key, what in (("own", "clearbg process"), ("tree", "clearbg + its ffmpeg children"), ("rss", "largest single process (GNU time)")):
         growth = b[key] / max(a[key], 1e-9) - 1
         print(f"- {what}: {a[key]:.0f} MB → {b[key]:.0f} MB ({growth:+.1%}) {'ok' if abs(growth) <= 0.10 else 'MISS'}")
+c, h = rows.get(("video", "clearbg", short)), rows.get(("human", "clearbg", short))
+if c and h:
+    r = c["fps"] / h["fps"]
+    print(f"\nvideo vs human, end to end (same run) [goal ≥ 2.5x and ≥ 4 fps]: {c['fps']:.2f} vs {h['fps']:.2f} fps = "
+          f"{r:.2f}x {'ok' if r >= 2.5 and c['fps'] >= 4 else 'MISS'}; CPU per frame (user+sys, ffmpeg children "
+          f"included): {1000 * c['cpu'] / c['frames']:.0f} vs {1000 * h['cpu'] / h['frames']:.0f} ms = "
+          f"{(h['cpu'] / h['frames']) / (c['cpu'] / c['frames']):.2f}x less")
 print("\nEvery run. fps: the tool's own count where it reports one (model loading excluded), else frames / wall; "
       "wall: the whole process; RSS peaks: the tool's own process, the sampled sum with its children, "
       "and GNU time's %M (largest single process):\n")
-print("| tier | tool | clip s | frames | fps | wall s | own RSS MB | tree RSS MB | GNU time RSS MB |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| tier | tool | clip s | frames | fps | wall s | CPU s (user+sys) | CPU ms/frame | own RSS MB | tree RSS MB | GNU time RSS MB |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for (t, tool, secs), r in rows.items():
-    print(f"| {t} | {tool} | {secs} | {r['frames']} | {r['fps']:.2f} | {r['wall']:.2f} | "
-          f"{r['own']:.0f} | {r['tree']:.0f} | {r['rss']:.0f} |")
+    print(f"| {t} | {tool} | {secs} | {r['frames']} | {r['fps']:.2f} | {r['wall']:.2f} | {r['cpu']:.1f} | "
+          f"{1000 * r['cpu'] / max(r['frames'], 1):.0f} | {r['own']:.0f} | {r['tree']:.0f} | {r['rss']:.0f} |")
 EOF
     if [[ -s "$LOGS/warnings.txt" ]]; then
         echo

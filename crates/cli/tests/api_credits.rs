@@ -310,11 +310,11 @@ fn admins_change_balances_and_prices_are_configurable() {
     let pricing = json_ok(client().get(server.url("/api/pricing")).send().unwrap());
     assert_eq!(
         pricing["model_pricing_credits_per_minute"],
-        json!({"original": 60, "light": 30, "pro": 200.5, "human": 45})
+        json!({"original": 60, "light": 30, "pro": 200.5, "human": 45, "video": 45})
     );
     let config = json_ok(admin(&server, Method::GET, "/v1/admin/config", None));
     assert_eq!(config["initial_credits"], 250);
-    assert_eq!(config["prices_credits_per_minute"], "original=60,light=30,pro=200.5,human=45");
+    assert_eq!(config["prices_credits_per_minute"], "original=60,light=30,pro=200.5,human=45,video=45");
     assert!(!config.to_string().contains(ADMIN_TOKEN), "no secrets in the config");
 
     // A key made by the admin route gets the server's grant; the key itself is shown once.

@@ -7,6 +7,14 @@ fn clearbg(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clearbg")).args(args).output().expect("clearbg runs")
 }
 
+/// Whether the opt-in `video` model is installed (`make setup-video-matting`; CI installs it).
+fn video_model_installed() -> bool {
+    let home = std::env::var("CLEARBG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/clearbg"));
+    home.join("models/rvm_mnv3.onnx").is_file()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -158,6 +166,17 @@ fn models_lists_every_tier_and_that_it_loads() {
             .unwrap_or_else(|| panic!("{tier} {file}:\n{stdout}"));
         assert!(line.contains(" yes "), "{line}");
         assert!(line.contains("Apache-2.0") || line.contains("MIT"), "{line}");
+    }
+    // The opt-in GPL model: listed either way; only installed, it loads.
+    let line = stdout.lines().find(|l| l.starts_with("video") && l.contains("rvm_mnv3.onnx")).expect(&stdout);
+    assert!(line.contains("GPL-3.0"), "{line}");
+    if video_model_installed() {
+        assert!(line.contains(" yes "), "{line}");
+    } else {
+        assert!(
+            stdout.contains("rvm_mnv3.onnx: not installed") && stdout.contains("make setup-video-matting"),
+            "{stdout}"
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release --example infer_only
-//! target/release/examples/infer_only <light|human|original|pro> INPUT [--threads N]
+//! target/release/examples/infer_only <light|human|original|pro|video> INPUT [--threads N]
 //! ```
 //!
 //! Prints one JSON line, `{"frames":N,"seconds":S,"fps":F}`, where `seconds` is the sum of the
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: infer_only <light|human|original|pro> INPUT [--threads N]";
+    let usage = "usage: infer_only <light|human|original|pro|video> INPUT [--threads N]";
     let tier: Tier = args.next().ok_or(usage)?.parse()?;
     let input = PathBuf::from(args.next().ok_or(usage)?);
     let threads = match (args.next().as_deref(), args.next()) {

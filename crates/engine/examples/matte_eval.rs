@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release --example matte_eval
-//! target/release/examples/matte_eval <light|human|original|pro> INPUT OUTDIR [--frames N] [--threads N]
+//! target/release/examples/matte_eval <light|human|original|pro|video> INPUT OUTDIR [--frames N] [--threads N]
 //! ```
 //!
 //! Frames come from the engine's own probe, decoder flags and frame reader, and each mode goes
@@ -14,7 +14,8 @@
 //! (`width`, `height`, `frames`, `mask_width`, `mask_height`, `infer_seconds`).
 //!
 //! For tuning experiments only, `CLEARBG_STABILISER="follow=0.3,still=0.02,moving=0.08,search=6"`
-//! (any subset) overrides the stabiliser's defaults in the `stabilised` output.
+//! (any subset) overrides the stabiliser's defaults in the `stabilised` output, and
+//! `CLEARBG_EDGES="radius=1,eps=1e-5"` the guided filter's in the `guided` and `stabilised` ones.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use clearbg_engine::matte::{MatteMode, Matter, TemporalStabiliser};
+use clearbg_engine::matte::{edge_params, EdgeParams, MatteMode, Matter, TemporalStabiliser};
 use clearbg_engine::{probe, video, Home, Limits, Runtime, Segmenter, Tier};
 
 const MODES: [(MatteMode, &str); 3] =
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let usage = "usage: matte_eval <light|human|original|pro> INPUT OUTDIR [--frames N] [--threads N]";
+    let usage = "usage: matte_eval <light|human|original|pro|video> INPUT OUTDIR [--frames N] [--threads N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 || args.len() % 2 == 0 {
         return Err(usage.into());
@@ -76,8 +77,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut luma_out = create("luma")?;
     let mut outs = Vec::new();
     let stabiliser = stabiliser_from_env()?;
+    let edges = edges_from_env(edge_params(tier))?;
     for (mode, name) in MODES {
-        outs.push((Matter::new(tier, mode).with_stabiliser(stabiliser.clone()), create(name)?));
+        outs.push((Matter::new(tier, mode).with_stabiliser(stabiliser.clone()).with_edges(edges), create(name)?));
     }
     let (mut frames, mut busy, mut mask_size) = (0u64, Duration::ZERO, (0, 0));
     while frames < max_frames {
@@ -109,6 +111,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out_dir.join("meta.json"), meta.to_string())?;
     println!("{meta}");
     Ok(())
+}
+
+/// The tier's edge parameters, with any overrides from `CLEARBG_EDGES`.
+fn edges_from_env(mut e: EdgeParams) -> Result<EdgeParams, Box<dyn std::error::Error>> {
+    let Ok(spec) = std::env::var("CLEARBG_EDGES") else { return Ok(e) };
+    for item in spec.split(',').filter(|i| !i.is_empty()) {
+        let (key, value) = item.split_once('=').ok_or("CLEARBG_EDGES: expected key=value")?;
+        match key {
+            "radius" => e.radius = value.parse()?,
+            "eps" => e.eps = value.parse()?,
+            _ => return Err(format!("CLEARBG_EDGES: unknown key {key}").into()),
+        }
+    }
+    Ok(e)
 }
 
 /// The stabiliser, with any overrides from `CLEARBG_STABILISER`.

@@ -43,6 +43,17 @@ pub enum EngineError {
         /// Missing, wrong hash...
         reason: String,
     },
+    /// An opt-in model (one whose licence asks for an explicit install) is not installed, or
+    /// its file is not the one the install step verified.
+    #[error("model {file} is not installed ({reason}): it is an opt-in install because of its licence; run `{install}` to install it")]
+    ModelNotInstalled {
+        /// The model's file name.
+        file: String,
+        /// Not found, wrong hash...
+        reason: String,
+        /// The command that installs it.
+        install: &'static str,
+    },
     /// The device asked for (a GPU) cannot run the models: no driver, no such GPU, missing
     /// CUDA libraries.
     #[error("{device} is not usable: {reason}")]
@@ -102,6 +113,7 @@ impl EngineError {
             EngineError::ToolMissing { .. } => "ffmpeg_missing",
             EngineError::RuntimeMissing { .. } => "runtime_missing",
             EngineError::ModelMissing { .. } => "model_missing",
+            EngineError::ModelNotInstalled { .. } => "model_not_installed",
             EngineError::DeviceUnavailable { .. } => "device_unavailable",
             EngineError::Inference(_) => "inference_failed",
             EngineError::Ffmpeg { stage: "encode", .. } => "encode_failed",

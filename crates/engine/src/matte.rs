@@ -190,8 +190,7 @@ impl TemporalStabiliser {
         if let Some((prev_alpha, prev_guide)) = &self.previous {
             if prev_alpha.len() == mask.data.len() {
                 let (motion, source) = compensate(prev_guide, guide_lo, w, h, self.search);
-                let mean_motion = motion.iter().sum::<f32>() / motion.len().max(1) as f32;
-                if mean_motion < 0.15 {
+                if mean(&motion) < SCENE_CUT {
                     let span = (self.moving - self.still).max(1e-6);
                     for (k, (alpha, m)) in mask.data.iter_mut().zip(&motion).enumerate() {
                         let (sx, sy) = source[k];
@@ -205,6 +204,42 @@ impl TemporalStabiliser {
         }
         self.previous = Some((mask.data.clone(), guide_lo.to_vec()));
     }
+}
+
+/// Mean motion-compensated luma difference (0-1) at and above which the stabiliser drops its
+/// history: most of the picture is not explained by the previous frame moved.
+const SCENE_CUT: f32 = 0.15;
+
+/// The same measure, on the coarse motion grid, at and above which [`is_scene_cut`] says a new
+/// shot starts. Measured with [`shot_change`] on our footage: about 0.01 within a shot and up to
+/// 0.04 in fast motion (bikes.mp4 frames 96-102), against 0.08-0.23 across the five cuts of
+/// bikes.mp4 and 0.16 from carphone to bikes. The stabiliser's 0.15 would miss four of those five:
+/// it only needs the extreme cases, because its blend already follows whatever moved, while a
+/// recurrent model would carry the old shot for many frames.
+const SHOT_CHANGE: f32 = 0.06;
+
+fn mean(values: &[f32]) -> f32 {
+    values.iter().sum::<f32>() / values.len().max(1) as f32
+}
+
+/// How much of `cur` the previous frame `prev` does not explain (both luma in [0,1], `w`x`h`):
+/// the stabiliser's motion-compensated difference, averaged, on the coarse motion grid
+/// ([`MOTION_GRID`]), where it costs about a millisecond.
+pub fn shot_change(prev: &[f32], cur: &[f32], w: usize, h: usize) -> f32 {
+    let factor = w.max(h).div_ceil(MOTION_GRID).max(1);
+    let (coarse_prev, cw, ch) = shrink(prev, w, h, factor);
+    let (coarse_cur, _, _) = shrink(cur, w, h, factor);
+    if cw == 0 || ch == 0 {
+        return mean(&cur.iter().zip(prev).map(|(a, b)| (a - b).abs()).collect::<Vec<_>>());
+    }
+    let (motion, _) = compensate(&coarse_prev, &coarse_cur, cw, ch, TemporalStabiliser::default().search);
+    mean(&motion)
+}
+
+/// Whether `cur` starts a new shot after `prev`: for models that must forget on a cut (the
+/// recurrent `video` tier).
+pub fn is_scene_cut(prev: &[f32], cur: &[f32], w: usize, h: usize) -> bool {
+    shot_change(prev, cur, w, h) >= SHOT_CHANGE
 }
 
 /// Bilinear sample of `img` at (x, y), clamped to the image.
@@ -362,8 +397,8 @@ fn compensate(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) -> (
     (best, source)
 }
 
-/// How a frame's mask becomes its alpha. The pipeline always uses [`MatteMode::Stabilised`];
-/// the other modes exist so the evaluation (`eval/`, `make eval`) can measure what each step buys.
+/// How a frame's mask becomes its alpha. The pipeline uses each tier's [`shipped_mode`]; every
+/// mode exists so the evaluation (`eval/`, `make eval`) can measure what each step buys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MatteMode {
     /// Temporal stabilisation on the mask's grid, then guided upsampling (the pipeline's way).
@@ -376,12 +411,25 @@ pub enum MatteMode {
     Bilinear,
 }
 
+/// The matte `clearbg remove` ships for `tier`. The per-frame models flicker and their masks are
+/// coarse, so they get [`MatteMode::Stabilised`]. The recurrent `video` model is steady by
+/// itself and its matte (long side 512) already follows the edges: on `make eval` both the
+/// stabiliser and the guided filter made it worse (MAD, dtSSD, flicker and Grad all up, also when
+/// upsampling 2.5x and with RVM's own filter settings; eval/RESULTS.md), so it is plainly
+/// upsampled.
+pub fn shipped_mode(tier: Tier) -> MatteMode {
+    match tier {
+        Tier::Video => MatteMode::Bilinear,
+        Tier::Light | Tier::Human | Tier::Original | Tier::Pro => MatteMode::Stabilised,
+    }
+}
+
 /// Edge refinement per tier: `pro` follows the frame's edges more closely.
 pub fn edge_params(tier: Tier) -> EdgeParams {
     match tier {
         Tier::Pro => EdgeParams { radius: 3, eps: 2e-4 },
         Tier::Original => EdgeParams { radius: 3, eps: 1e-3 },
-        Tier::Light | Tier::Human => EdgeParams::default(),
+        Tier::Light | Tier::Human | Tier::Video => EdgeParams::default(),
     }
 }
 
@@ -405,6 +453,12 @@ impl Matter {
     /// default).
     pub fn with_stabiliser(mut self, stabiliser: TemporalStabiliser) -> Matter {
         self.stabiliser = stabiliser;
+        self
+    }
+
+    /// The same with other edge parameters (for experiments; the pipeline uses [`edge_params`]).
+    pub fn with_edges(mut self, params: EdgeParams) -> Matter {
+        self.params = params;
         self
     }
 

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
 use crate::frame::{Mask, YuvFrame};
-use crate::matte::{MatteMode, Matter};
+use crate::matte::{self, Matter};
 use crate::model::{Segmenter, Tier};
 use crate::output::{Background, Composition, OutputFormat};
 use crate::probe::{self, Limits, VideoInfo};
@@ -352,6 +352,7 @@ fn segment_stage(
     tx: SyncSender<(YuvFrame, Mask, Vec<u8>)>,
     activity: &Activity,
 ) -> Result<()> {
+    segmenter.reset_history(); // a new video: a recurrent model starts from a blank memory
     for frame in rx {
         let (mask, luma) = segmenter.segment_yuv(&frame)?;
         activity.touch();
@@ -368,7 +369,7 @@ fn matte_stage(
     tx: SyncSender<(YuvFrame, Vec<u8>)>,
     activity: &Activity,
 ) -> Result<()> {
-    let mut matter = Matter::new(tier, MatteMode::Stabilised);
+    let mut matter = Matter::new(tier, matte::shipped_mode(tier));
     for (frame, mask, luma) in rx {
         let alpha = matter.alpha(&frame, mask, luma);
         activity.touch();

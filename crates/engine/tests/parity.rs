@@ -66,6 +66,19 @@ fn original_matches_the_reference() {
     assert_matches_reference(Tier::Original, "isnet", "isnet_fp32_dyn.onnx");
 }
 
+/// The opt-in video tier (Robust Video Matting), on a video's first frame; skipped where it is
+/// not installed (make setup-video-matting).
+#[test]
+fn video_matches_the_reference() {
+    if !clearbg_engine::model::is_installed(&home(), Tier::Video) {
+        eprintln!(
+            "SKIPPED video_matches_the_reference: the video tier's model is not installed (make setup-video-matting)"
+        );
+        return;
+    }
+    assert_matches_reference(Tier::Video, "rvm", "rvm_mnv3.onnx");
+}
+
 /// The pipeline feeds the models from YUV planes (resized first, converted to RGB after): the
 /// masks agree with the RGB path above up to the colour conversion's rounding.
 #[test]

@@ -1,7 +1,7 @@
 //! Credits: prices, what a job costs, and how amounts are written.
 //!
 //! **Unit.** Every amount is an integer number of *millicredits* (1 credit = 1000). Prices are
-//! credits per minute (`original` 60, `light` 45, `human` 45, `pro` 180 by default), so a
+//! credits per minute (`original` 60, `light` 45, `human` 45, `pro` 180, `video` 45 by default), so a
 //! second of `light` is 45/60 credit = 750 millicredits: exact, with no floating point in a
 //! balance. The API shows credits as decimal numbers (`0.75`), exact to three decimals.
 //!
@@ -39,8 +39,11 @@ use crate::App;
 /// Millicredits per credit.
 pub const MILLIS: i64 = 1000;
 
-/// The default prices, credits per minute, as RemoveBGVideo publishes them.
-pub const DEFAULT_PRICES: &str = "original=60,light=45,human=45,pro=180";
+/// The default prices, credits per minute: RemoveBGVideo's for its four models, and `video` at
+/// `human`'s price. It serves the same clips (people), an operator may serve `human` with it
+/// (`CLEARBG_HUMAN_MODEL=video`), which should not change what a client pays, and it costs less
+/// CPU per frame than `human`, so the price covers it.
+pub const DEFAULT_PRICES: &str = "original=60,light=45,human=45,pro=180,video=45";
 
 /// Credits per minute of each model, in millicredits per minute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +109,7 @@ fn default_per_minute(model: &str) -> i64 {
     match model {
         "pro" => 180,
         "original" => 60,
+        // light, human, video
         _ => 45,
     }
 }
@@ -250,7 +254,7 @@ mod tests {
         assert!("light=-1".parse::<Prices>().is_err());
         assert!("light".parse::<Prices>().is_err());
         assert!("light=0.0001".parse::<Prices>().is_err());
-        assert_eq!(Prices::default().to_string(), "original=60,light=45,pro=180,human=45");
+        assert_eq!(Prices::default().to_string(), "original=60,light=45,pro=180,human=45,video=45");
     }
 
     #[test]

@@ -104,6 +104,11 @@ pub struct Config {
     /// Credits granted to each new key (read in millicredits; see [`crate::billing`]).
     #[arg(long, env = "CLEARBG_INITIAL_CREDITS", default_value = "100000", value_parser = parse_grant)]
     pub initial_credits: i64,
+    /// The model that runs jobs asked for `human`: `human` (MODNet) or `video` (Robust Video
+    /// Matting, `make setup-video-matting`), so clients that only know the four tiers get video
+    /// matting. Workers only; a worker refuses to start when the model is not installed.
+    #[arg(long, env = "CLEARBG_HUMAN_MODEL", default_value = "human", value_parser = parse_human_model)]
+    pub human_model: clearbg_engine::Tier,
     /// Credits per minute of output per model: `model=credits,…` (models left out keep their default).
     #[arg(long, env = "CLEARBG_PRICES", default_value = crate::billing::DEFAULT_PRICES, value_parser = clap::value_parser!(crate::billing::Prices))]
     pub prices: crate::billing::Prices,
@@ -159,6 +164,14 @@ pub fn parse_grant(s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{s:?} is not a number of credits (0 or more, at most 3 decimals)"))
 }
 
+fn parse_human_model(s: &str) -> Result<clearbg_engine::Tier, String> {
+    match s.trim() {
+        "human" => Ok(clearbg_engine::Tier::Human),
+        "video" => Ok(clearbg_engine::Tier::Video),
+        other => Err(format!("{other:?} cannot serve `human`: use human or video")),
+    }
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -180,6 +193,15 @@ impl Config {
     /// The public base URL, without a trailing slash.
     pub fn public_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+    }
+
+    /// The engine tier that runs a job asked for `asked`: `human` may be served by another
+    /// (`--human-model`); every other tier is itself.
+    pub fn serving_tier(&self, asked: clearbg_engine::Tier) -> clearbg_engine::Tier {
+        match asked {
+            clearbg_engine::Tier::Human => self.human_model,
+            tier => tier,
+        }
     }
 
     /// Where workers keep their scratch files.

@@ -63,6 +63,16 @@ impl ApiError {
         ApiError { details, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message) }
     }
 
+    /// 422 `model_not_installed`: a model this server could run but whose opt-in install was
+    /// not done (`details` names the `model` field, as for any refused value).
+    pub fn model_not_installed(model: &str, install: &str) -> ApiError {
+        let message = format!(
+            "model {model:?} is not installed on this server: it is an opt-in install (the operator runs `{install}`)"
+        );
+        let details = vec![FieldError::new("model", message.clone())];
+        ApiError { details, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "model_not_installed", message) }
+    }
+
     /// 404 for a job that does not exist or belongs to another key (the two look the same).
     pub fn job_not_found() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "Job not found")

@@ -9,6 +9,10 @@
 //! | `onnx_runtime` | the shared library loads ([`Runtime::load`]) (with workers) | once loaded |
 //! | `model_<tier>` | every file of the tier present and matching its pinned sha256 (with workers) | per file size and mtime |
 //!
+//! An opt-in tier (`video`: its GPL-3.0 model is installed only on request) is checked when it
+//! is installed, or when it serves `human` (`CLEARBG_HUMAN_MODEL`); otherwise it has no check, so
+//! a default install is not `degraded` for lacking what it never promised.
+//!
 //! Each check is a boolean in `checks` (the contract's object, whose `api` is kept), so
 //! `all(checks.values())` is the verdict; `details` says what is wrong with each failing one.
 //! A process that runs no worker (`CLEARBG_WORKERS=0`, an API node) never loads a model, so it
@@ -67,7 +71,7 @@ pub async fn report(app: &App) -> Report {
         },
         async {
             if engine {
-                models().await
+                models(app.config.human_model).await
             } else {
                 Vec::new()
             }
@@ -177,13 +181,17 @@ fn identity(home: &Home, tier: Tier) -> Identity {
 }
 
 /// Hashes a tier's files only when they changed since the last check: the first `/health`
-/// hashes about 200 MB (well under a second), later ones only stat the files.
-async fn models() -> Vec<(Tier, Result<(), String>)> {
-    tokio::task::spawn_blocking(|| {
+/// hashes about 200 MB (well under a second), later ones only stat the files. `serving_human`
+/// is the tier that runs `human` jobs, which is checked even if it is an opt-in one.
+async fn models(serving_human: Tier) -> Vec<(Tier, Result<(), String>)> {
+    tokio::task::spawn_blocking(move || {
         let home = Home::from_env();
         let mut cache = MODELS.lock().unwrap_or_else(|p| p.into_inner());
         Tier::ALL
             .into_iter()
+            .filter(|&tier| {
+                tier.install_command().is_none() || tier == serving_human || model::is_installed(&home, tier)
+            })
             .map(|tier| {
                 let now = identity(&home, tier);
                 if let Some((_, _, result)) = cache.iter().find(|(t, id, _)| *t == tier && *id == now) {

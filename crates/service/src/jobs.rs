@@ -241,8 +241,9 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Model names the API accepts.
-pub const MODELS: [&str; 4] = ["original", "light", "pro", "human"];
+/// Model names the API accepts: RemoveBGVideo's four, and `video` (Robust Video Matting, an
+/// opt-in install; a server without it refuses it, see `http::jobs`).
+pub const MODELS: [&str; 5] = ["original", "light", "pro", "human", "video"];
 /// Output formats the API accepts (`matte`, a greyscale alpha video, is an extension).
 pub const FORMATS: [&str; 7] = ["webm", "mov", "mp4", "gif", "webp", "png_sequence", "matte"];
 const BG_TYPES: [&str; 8] = ["transparent", "green", "white", "black", "blue", "custom", "color", "image"];

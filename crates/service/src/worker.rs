@@ -36,6 +36,14 @@ pub fn spawn_pool(app: App, count: usize, stop: watch::Receiver<bool>) -> anyhow
     // Fail at start-up, not at the first job, when ONNX Runtime is missing.
     let runtime = Runtime::load_on(&home, app.config.threads, app.config.device)
         .with_context(|| format!("loading ONNX Runtime for {}", app.config.device))?;
+    if app.config.human_model != Tier::Human {
+        // Every `human` job would fail: refuse to start instead, saying how to install it.
+        let tier = app.config.human_model;
+        clearbg_engine::model::check_tier(&home, tier).map_err(|e| {
+            let install = tier.install_command().map(|c| format!("; run `{c}`")).unwrap_or_default();
+            anyhow::anyhow!("CLEARBG_HUMAN_MODEL={tier}, but that model is not usable here: {e}{install}")
+        })?;
+    }
     if app.config.device != clearbg_engine::Device::Cpu {
         // A GPU that cannot run models would fail every job it took: refuse to start instead.
         Segmenter::new(&runtime, &home, Tier::Light).context("trying the GPU with the light model")?;
@@ -330,7 +338,10 @@ impl Worker {
             limits: app.config.limits(),
             preview_secs: spec.preview_duration,
         };
-        let tier = spec.tier();
+        let tier = app.config.serving_tier(spec.tier());
+        if tier != spec.tier() {
+            tracing::info!(model = %spec.model, tier = %tier, "served by the --human-model tier");
+        }
         let (home, runtime, segmenters) = (self.home.clone(), self.runtime.clone(), self.segmenters.clone());
         let span = tracing::Span::current();
         let summary = tokio::task::spawn_blocking(move || {

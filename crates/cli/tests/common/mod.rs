@@ -287,11 +287,20 @@ fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-pub fn fixture(name: &str) -> PathBuf {
-    let home = std::env::var("CLEARBG_HOME")
+/// The set-up step's home, as the server under test finds it.
+pub fn clearbg_home() -> PathBuf {
+    std::env::var("CLEARBG_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/clearbg"));
-    home.join("fixtures").join(name)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/clearbg"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    clearbg_home().join("fixtures").join(name)
+}
+
+/// Whether the opt-in `video` model is installed (`make setup-video-matting`; CI installs it).
+pub fn video_model_installed() -> bool {
+    clearbg_home().join("models/rvm_mnv3.onnx").is_file()
 }
 
 /// The first `seconds` of the carphone clip (a real person, QCIF, 30 fps) as H.264 + AAC.

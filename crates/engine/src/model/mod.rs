@@ -7,8 +7,10 @@
 //! | `human` | MODNet portrait matting, short side 512 | people, real hair matte | ~0.5 s at 720p |
 //! | `original` | ISNet (DIS), 1024x1024 | any salient subject | ~0.75-2 s |
 //! | `pro` | ISNet 1024 fused with MODNet near the subject, finer edges | best quality | ~1-2.4 s |
+//! | `video` (opt-in, GPL-3.0) | Robust Video Matting, recurrent, long side <= 512 | people in video, steady | see bench/RESULTS.md |
 
 mod catalogue;
+mod recurrent;
 mod runtime;
 mod segmenter;
 
@@ -20,23 +22,28 @@ use crate::error::EngineError;
 use crate::home::Home;
 
 /// Checks every model file: present, matching its pinned sha256, and loadable by ONNX Runtime
-/// (when `runtime` is given). Never fails: problems are reported per file.
+/// (when `runtime` is given). Never fails: problems are reported per file. An opt-in model that
+/// was never installed is not a problem, only `installed: false`.
 pub fn inspect(home: &Home, runtime: Option<&Runtime>) -> Vec<ModelStatus> {
     let dir = home.models_dir();
     MODEL_FILES
         .iter()
         .map(|model| {
             let path = dir.join(model.file);
+            let installed = path.exists();
             let sha256 = catalogue::sha256_of(&path).ok();
             let problem = match catalogue::verify(&dir, model.file) {
-                Err(EngineError::ModelMissing { reason, .. }) => Some(reason),
+                Err(_) if !installed && model.opt_in.is_some() => None,
+                Err(EngineError::ModelMissing { reason, .. } | EngineError::ModelNotInstalled { reason, .. }) => {
+                    Some(reason)
+                }
                 Err(other) => Some(other.to_string()),
                 Ok(_) => match runtime {
                     None => Some("ONNX Runtime is not available".into()),
                     Some(rt) => rt.session(&path, false).err().map(|e| format!("does not load: {e}")),
                 },
             };
-            ModelStatus { model: *model, sha256, problem }
+            ModelStatus { model: *model, sha256, problem, installed }
         })
         .collect()
 }
@@ -54,7 +61,9 @@ pub fn check_tier(home: &Home, tier: Tier) -> std::result::Result<(), String> {
         .iter()
         .filter_map(|file| {
             catalogue::verify(&dir, file).err().map(|e| match e {
-                EngineError::ModelMissing { reason, .. } => format!("{file}: {reason}"),
+                EngineError::ModelMissing { reason, .. } | EngineError::ModelNotInstalled { reason, .. } => {
+                    format!("{file}: {reason}")
+                }
                 other => format!("{file}: {other}"),
             })
         })
@@ -64,4 +73,10 @@ pub fn check_tier(home: &Home, tier: Tier) -> std::result::Result<(), String> {
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// Whether every file `tier` needs is on disk (not whether it is intact: [`check_tier`] says
+/// that). An opt-in tier that is not installed is no fault of the install, only a choice.
+pub fn is_installed(home: &Home, tier: Tier) -> bool {
+    tier.files().iter().all(|file| home.models_dir().join(file).exists())
 }

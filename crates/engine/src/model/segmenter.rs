@@ -1,14 +1,15 @@
 //! Frame → foreground mask at the model's own resolution, with each model's exact pre- and
 //! post-processing (see `shared/reference/models.md` §3).
 
-use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use std::sync::Arc;
 
+use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use ndarray::Array4;
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
-use super::catalogue::{verify, Tier, MODNET, SELFIE};
+use super::catalogue::{verify, Tier, MODNET, RVM, SELFIE};
+use super::recurrent::{self, Recurrent};
 use super::runtime::Runtime;
 use crate::error::{EngineError, Result};
 use crate::frame::{Mask, RgbFrame, YuvFrame};
@@ -24,6 +25,8 @@ enum Net {
     Modnet,
     /// ISNet (imgly): 1024x1024 stretched, (v-128)/256.
     Isnet,
+    /// Robust Video Matting: long side at most 512, RGB in [0,1], recurrent states.
+    Rvm,
 }
 
 impl Net {
@@ -31,6 +34,7 @@ impl Net {
         match file {
             SELFIE => Net::Selfie,
             MODNET => Net::Modnet,
+            RVM => Net::Rvm,
             _ => Net::Isnet,
         }
     }
@@ -43,7 +47,7 @@ impl Net {
     /// (mean, std) of the per-channel normalisation `x = (v - mean) / std`.
     fn normalisation(self) -> (f32, f32) {
         match self {
-            Net::Selfie => (0.0, 255.0),
+            Net::Selfie | Net::Rvm => (0.0, 255.0),
             Net::Modnet => (127.5, 127.5),
             Net::Isnet => (128.0, 256.0),
         }
@@ -54,6 +58,7 @@ impl Net {
         match self {
             Net::Selfie => (256, 256),
             Net::Isnet => (1024, 1024),
+            Net::Rvm => recurrent::input_size(w, h),
             Net::Modnet => {
                 const REF: u32 = 512;
                 let (mut rw, mut rh) = (w, h);
@@ -75,6 +80,8 @@ impl Net {
 struct LoadedNet {
     net: Net,
     session: Session,
+    /// The states a recurrent network carries between frames.
+    recurrent: Option<Recurrent>,
 }
 
 /// Runs a tier's model(s) on frames. Not thread-safe; one per pipeline.
@@ -127,7 +134,7 @@ impl Segmenter {
                         EngineError::DeviceUnavailable { device: runtime.device().to_string(), reason: e.to_string() }
                     }
                 })?;
-                Ok(LoadedNet { net, session })
+                Ok(LoadedNet { net, session, recurrent: (net == Net::Rvm).then(Recurrent::default) })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Segmenter { tier, nets, resizer: Resizer::new(), run_options: Arc::new(RunOptions::new()?) })
@@ -141,6 +148,19 @@ impl Segmenter {
     /// The tier this segmenter runs.
     pub fn tier(&self) -> Tier {
         self.tier
+    }
+
+    /// Forgets the frames seen so far: call before each video's first frame. Only a recurrent
+    /// model (`video`) remembers anything; the per-frame ones are unaffected.
+    pub fn reset_history(&mut self) {
+        for recurrent in self.nets.iter_mut().filter_map(|n| n.recurrent.as_mut()) {
+            recurrent.reset();
+        }
+    }
+
+    /// Scene cuts on which a recurrent model forgot its history (always 0 for the others).
+    pub fn scene_cuts(&self) -> u64 {
+        self.nets.iter().filter_map(|n| n.recurrent.as_ref()).map(Recurrent::cuts).sum()
     }
 
     /// The foreground probability of an RGB `frame`, at the model's resolution (for `pro`,
@@ -167,7 +187,10 @@ impl Segmenter {
         let mut masks = Vec::with_capacity(self.nets.len());
         for loaded in &mut self.nets {
             let input = prepare(&mut self.resizer, loaded.net)?;
-            masks.push(run(&mut loaded.session, input, &self.run_options)?);
+            masks.push(match &mut loaded.recurrent {
+                Some(recurrent) => recurrent.run(&mut loaded.session, input, &self.run_options)?,
+                None => run(&mut loaded.session, input, &self.run_options)?,
+            });
         }
         match self.tier {
             Tier::Pro => {

@@ -162,9 +162,26 @@ async fn stored_object(
     })
 }
 
+/// Why this server refuses `spec`'s model, if it lacks the model's opt-in install: checked
+/// before anything is queued or reserved. Only a process with embedded workers can tell (it runs
+/// its own models); an API-only process accepts the job, and a worker without the model fails it
+/// with the same code.
+fn missing_model(app: &App, spec: &JobSpec) -> Option<ApiError> {
+    if app.config.workers == 0 {
+        return None;
+    }
+    let tier = app.config.serving_tier(spec.tier());
+    let install = tier.install_command()?;
+    let installed = clearbg_engine::model::is_installed(&clearbg_engine::Home::from_env(), tier);
+    (!installed).then(|| ApiError::model_not_installed(&spec.model, install))
+}
+
 /// Creates a job for `owner` from a parsed body; shared with the legacy `/api/process`.
 pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> ApiResult<JobRow> {
     let mut spec = parse_spec(body, None, Mode::Create)?;
+    if let Some(refused) = missing_model(app, &spec) {
+        return Err(refused);
+    }
     resolve_input(app, &mut spec, owner).await?;
     let status = if spec.auto_start { Status::Pending } else { Status::Created };
     let id = format!("job_{}", uuid::Uuid::new_v4().simple());
@@ -201,7 +218,7 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
         (status = 402, description = "`insufficient_credits`: nothing was created", body = super::openapi::Error),
         (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = super::openapi::Error),
         (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = super::openapi::Error),
         (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error),
         (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = super::openapi::Error)
     ),
@@ -239,7 +256,7 @@ fn with_message(mut view: Value, message: &str) -> Value {
         (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
         (status = 409, description = "`invalid_job_state` (not a draft) or `idempotency_conflict`", body = super::openapi::Error),
         (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = super::openapi::Error),
         (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error),
         (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = super::openapi::Error)
     ),
@@ -253,6 +270,9 @@ pub async fn start(State(app): State<App>, key: ApiKey, Path(id): Path<String>, 
     }
     app.limits.start(key.owner()).require("job starts for this key")?;
     let mut spec = parse_spec(&body, Some(&row.spec()), Mode::Start)?;
+    if let Some(refused) = missing_model(&app, &spec) {
+        return Err(refused);
+    }
     resolve_input(&app, &mut spec, Some(key.owner())).await?;
     let hold = reservation(&app, &spec, Some(key.owner())).await?;
     let row = match app.store.start_job(&id, Some(key.owner()), &spec, request_id().as_deref(), hold).await {

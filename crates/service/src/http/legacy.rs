@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::jobs::{create_job, timestamp};
-use super::uploads::{store_upload, Refusals};
+use super::uploads::{discard, store_upload, Refusals};
 use super::{json_body, ClientAddr};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::Status;
@@ -35,7 +35,10 @@ pub async fn upload(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<Value>> {
-    admit(&app, client)?;
+    if let Err(refused) = admit(&app, client) {
+        discard(multipart).await;
+        return Err(refused);
+    }
     let refusals = Refusals { too_large: StatusCode::BAD_REQUEST, wrong_type: StatusCode::BAD_REQUEST };
     store_upload(&app, None, &headers, multipart, refusals).await.map(Json)
 }
@@ -49,7 +52,7 @@ pub async fn upload(
             links(("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))))),
         (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = super::openapi::Error),
         (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
+        (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = super::openapi::Error),
         (status = 429, description = "`rate_limited`: too many from this address; wait `Retry-After` seconds", body = super::openapi::Error),
         (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = super::openapi::Error)
     )

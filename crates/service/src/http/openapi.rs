@@ -58,7 +58,8 @@ pub(crate) enum JobStatus {
 }
 
 /// The model tier: `light` (fast, people), `human` (hair-level mattes), `original` (any subject),
-/// `pro` (best edges).
+/// `pro` (best edges), `video` (people in video, steady over time: Robust Video Matting; an
+/// opt-in install, so a server without it answers 422 `model_not_installed`).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Model {
@@ -66,6 +67,7 @@ pub(crate) enum Model {
     Light,
     Pro,
     Human,
+    Video,
 }
 
 /// The output: `webm` (VP9 + alpha), `mov` (ProRes 4444 + alpha), `mp4` (H.264, needs a
@@ -375,7 +377,8 @@ pub(crate) struct Health {
     /// `healthy` or `degraded`.
     status: String,
     /// Check → passed: `api`, `database`, `storage`, `ffmpeg`, `onnx_runtime`, `model_light`,
-    /// `model_human`, `model_original`, `model_pro`.
+    /// `model_human`, `model_original`, `model_pro`, and `model_video` when that opt-in model is
+    /// installed or serves `human`.
     checks: BTreeMap<String, bool>,
     /// Failing check → what is wrong.
     details: BTreeMap<String, String>,

@@ -104,6 +104,15 @@ async fn drain(field: &mut Field<'_>) {
     }
 }
 
+/// Reads (and drops) a refused upload's parts, within the same bounds as [`drain`], so that the
+/// client gets its refusal rather than a connection reset mid-upload.
+pub(crate) async fn discard(multipart: Result<Multipart, MultipartRejection>) {
+    let Ok(mut multipart) = multipart else { return };
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        drain(&mut field).await;
+    }
+}
+
 fn bad_multipart(detail: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("The multipart body could not be read: {detail}"))
 }
