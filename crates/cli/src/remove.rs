@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 use clearbg_engine::output::{parse_offset, parse_size};
 use clearbg_engine::{
-    remove_background, Background, Composition, Home, Limits, OutputFormat, Progress, RemoveRequest, Runtime,
-    Segmenter, Tier, VideoInfo,
+    remove_background, Background, Composition, Home, Keyframes, Limits, OutputFormat, Progress, RemoveRequest,
+    Runtime, Segmenter, Tier, VideoInfo,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -41,6 +41,10 @@ pub struct RemoveArgs {
     /// Offset of the subject from its anchor in pixels, X,Y.
     #[arg(long, default_value = "0,0", allow_hyphen_values = true)]
     offset: String,
+    /// Where the model runs: `adaptive` (on keyframes only; the mask is carried along the motion
+    /// in between) or `every` (on every frame). light and video always run every frame.
+    #[arg(long, env = "CLEARBG_KEYFRAMES", default_value = "adaptive")]
+    keyframes: Keyframes,
     /// Process only the first SECONDS of the input.
     #[arg(long, value_name = "SECONDS")]
     preview: Option<f64>,
@@ -76,6 +80,7 @@ impl RemoveArgs {
             composition,
             limits: Limits::default(),
             preview_secs: self.preview,
+            keyframes: self.keyframes,
         };
         request.validate()?;
         Ok((tier, request))
@@ -112,7 +117,7 @@ pub fn run(args: RemoveArgs) -> anyhow::Result<ExitCode> {
     bar.0.finish_and_clear();
     let summary = result?;
     println!(
-        "{} frames, {:.1} fps, {:.1} s, {} bytes, sha256 {} -> {} ({}, {})",
+        "{} frames, {:.1} fps, {:.1} s, {} bytes, sha256 {} -> {} ({}, {}, model on {} frames)",
         summary.frames,
         summary.fps,
         summary.wall.as_secs_f64(),
@@ -121,6 +126,7 @@ pub fn run(args: RemoveArgs) -> anyhow::Result<ExitCode> {
         request.output.display(),
         summary.format.name(),
         summary.tier.name(),
+        summary.keyframes.keyframes,
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -4,14 +4,20 @@
 //! ```text
 //! cargo build --release --example matte_eval
 //! target/release/examples/matte_eval <light|human|original|pro|video> INPUT OUTDIR [--frames N] [--threads N]
+//!     [--keyframes every|adaptive] [--side N]
 //! ```
+//!
+//! `--keyframes` (default `every`) picks where the model runs, through the engine's own
+//! [`Keyframer`] (the pipeline's default is `adaptive`); `--side` runs the first model at another
+//! reference side (ISNet's square side, MODNet's short side) to measure what size costs.
 //!
 //! Frames come from the engine's own probe, decoder flags and frame reader, and each mode goes
 //! through the engine's own [`Matter`], so the `stabilised` output is byte for byte what
 //! `clearbg remove` puts in the alpha channel (`eval/run.py` checks this on one clip). Writes, in
 //! OUTDIR, one file per plane kind with the frames' 8-bit planes back to back:
 //! `luma.u8` (the decoded Y plane), `stabilised.u8`, `guided.u8`, `bilinear.u8`; and `meta.json`
-//! (`width`, `height`, `frames`, `mask_width`, `mask_height`, `infer_seconds`).
+//! (`width`, `height`, `frames`, `mask_width`, `mask_height`, `infer_seconds` (model runs and
+//! carried frames), `keyframes` (the indices of the frames the model ran on) and `stats`).
 //!
 //! For tuning experiments only, `CLEARBG_STABILISER="follow=0.3,still=0.02,moving=0.08,search=6"`
 //! (any subset) overrides the stabiliser's defaults in the `stabilised` output, and
@@ -23,6 +29,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use clearbg_engine::keyframes::{Keyframer, Keyframes};
 use clearbg_engine::matte::{edge_params, EdgeParams, MatteMode, Matter, TemporalStabiliser};
 use clearbg_engine::{probe, video, Home, Limits, Runtime, Segmenter, Tier};
 
@@ -40,18 +47,21 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let usage = "usage: matte_eval <light|human|original|pro|video> INPUT OUTDIR [--frames N] [--threads N]";
+    let usage = "usage: matte_eval <light|human|original|pro|video> INPUT OUTDIR [--frames N] [--threads N] \
+                 [--keyframes every|adaptive] [--side N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 || args.len() % 2 == 0 {
         return Err(usage.into());
     }
     let tier: Tier = args[0].parse()?;
     let (input, out_dir) = (PathBuf::from(&args[1]), PathBuf::from(&args[2]));
-    let (mut max_frames, mut threads) = (u64::MAX, 0usize);
+    let (mut max_frames, mut threads, mut keyframes, mut side) = (u64::MAX, 0usize, Keyframes::Every, None);
     for pair in args[3..].chunks(2) {
         match pair[0].as_str() {
             "--frames" => max_frames = pair[1].parse()?,
             "--threads" => threads = pair[1].parse()?,
+            "--keyframes" => keyframes = pair[1].parse()?,
+            "--side" => side = Some(pair[1].parse()?),
             _ => return Err(usage.into()),
         }
     }
@@ -59,7 +69,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let home = Home::from_env();
     let runtime = Runtime::load(&home, threads)?;
     let mut segmenter = Segmenter::new(&runtime, &home, tier)?;
+    if let Some(side) = side {
+        segmenter = segmenter.with_input_side(side);
+    }
     let info = probe(&input, &Limits::default(), &|| false)?;
+    let mut keyframer = Keyframer::new(tier, keyframes, info.fps.as_f64());
     let mut decoder = Command::new("ffmpeg")
         .args(video::decoder_args(&input, &info))
         .stdin(Stdio::null())
@@ -81,15 +95,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for (mode, name) in MODES {
         outs.push((Matter::new(tier, mode).with_stabiliser(stabiliser.clone()).with_edges(edges), create(name)?));
     }
-    let (mut frames, mut busy, mut mask_size) = (0u64, Duration::ZERO, (0, 0));
+    let (mut frames, mut busy, mut mask_size, mut keyframe_indices) = (0u64, Duration::ZERO, (0, 0), Vec::new());
     while frames < max_frames {
         let Some(frame) = frames_in.next_frame()? else { break };
         let started = Instant::now();
-        let (mask, luma) = segmenter.segment_yuv(&frame)?;
+        let segmented = keyframer.next(&mut segmenter, &frame)?;
         busy += started.elapsed();
-        mask_size = (mask.width, mask.height);
+        if segmented.keyframe.is_some() {
+            keyframe_indices.push(frames);
+        }
+        mask_size = (segmented.mask.width, segmented.mask.height);
         for (matter, out) in &mut outs {
-            out.write_all(&matter.alpha(&frame, mask.clone(), luma.clone()))?;
+            let alpha =
+                matter.alpha_moved(&frame, segmented.mask.clone(), segmented.luma.clone(), segmented.motion.as_ref());
+            out.write_all(&alpha)?;
         }
         luma_out.write_all(frame.y())?;
         frames += 1;
@@ -107,6 +126,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let meta = serde_json::json!({
         "width": info.width, "height": info.height, "frames": frames,
         "mask_width": mask_size.0, "mask_height": mask_size.1, "infer_seconds": busy.as_secs_f64(),
+        "keyframes": keyframe_indices, "stats": format!("{:?}", keyframer.stats()),
     });
     std::fs::write(out_dir.join("meta.json"), meta.to_string())?;
     println!("{meta}");

@@ -6,7 +6,8 @@
 //! queues, so memory stays flat however long the video is:
 //!
 //! ```text
-//! probe ─► decode (ffmpeg child, raw RGB) ─► segment (ONNX model, low-res mask)
+//! probe ─► decode (ffmpeg child, raw YUV) ─► segment (ONNX model on keyframes, low-res mask
+//!                                                   carried along the motion in between)
 //!       ─► matte (temporal stabilisation + guided upsampling to full resolution)
 //!       ─► encode (ffmpeg child: background, composition, format, original audio)
 //! ```
@@ -16,6 +17,8 @@
 //! - [`probe`] reads a video's facts with ffprobe and refuses what we cannot or will not process
 //!   (size, area, rate, a duration that cannot be established), before anything is decoded.
 //! - [`model`] pins, verifies and runs the neural models behind the four tiers.
+//! - [`keyframes`] decides on which frames the model runs; between keyframes the mask is carried
+//!   along the picture's motion.
 //! - [`matte`] turns a low-resolution mask into a steady full-resolution alpha matte.
 //! - [`output`] describes what the user asked for: format, background, composition.
 //! - [`video`] holds the ffmpeg command lines, decoder and encoders.
@@ -26,6 +29,7 @@ pub mod container;
 pub mod error;
 pub mod frame;
 pub mod home;
+pub mod keyframes;
 pub mod matte;
 pub mod model;
 pub mod output;
@@ -36,6 +40,7 @@ pub mod video;
 
 pub use error::{EngineError, Result};
 pub use home::Home;
+pub use keyframes::Keyframes;
 pub use model::{Device, Runtime, Segmenter, Tier};
 pub use output::{Anchor, Background, Composition, OutputFormat};
 pub use pipeline::{remove_background, Progress, RemoveRequest, Summary};

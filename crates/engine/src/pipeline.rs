@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
-use crate::frame::{Mask, YuvFrame};
+use crate::frame::YuvFrame;
+use crate::keyframes::{Keyframer, Keyframes, Segmented, Stats};
 use crate::matte::{self, Matter};
 use crate::model::{Segmenter, Tier};
 use crate::output::{Background, Composition, OutputFormat};
@@ -47,6 +48,8 @@ pub struct RemoveRequest {
     pub limits: Limits,
     /// Process only the first this many seconds (the API's `preview_duration`); `None`: all.
     pub preview_secs: Option<f64>,
+    /// Run the model on every frame, or only on keyframes.
+    pub keyframes: Keyframes,
 }
 
 impl RemoveRequest {
@@ -110,6 +113,8 @@ pub struct Summary {
     pub tier: Tier,
     /// The format written.
     pub format: OutputFormat,
+    /// How many frames ran the model, and why.
+    pub keyframes: Stats,
 }
 
 /// Removes the background of `request.input` with `segmenter` and writes `request.output`.
@@ -167,7 +172,9 @@ pub fn remove_background(
         &request.composition,
         target,
     );
-    let frames = run_stages(segmenter, &request.input, &info, &encoder_args, request.limits.stall_timeout, progress)?;
+    let keyframer = Keyframer::new(segmenter.tier(), request.keyframes, info.fps.as_f64());
+    let (frames, keyframes) =
+        run_stages(segmenter, keyframer, &request.input, &info, &encoder_args, request.limits.stall_timeout, progress)?;
     if let Some(dir) = &png_dir {
         zip_frames(dir.path(), part.as_file())?;
     }
@@ -187,6 +194,7 @@ pub fn remove_background(
         input: info,
         tier: segmenter.tier(),
         format: request.format,
+        keyframes,
     })
 }
 
@@ -218,15 +226,17 @@ impl Activity {
     }
 }
 
-/// Runs decode → segment → matte → encode; returns the number of frames written.
+/// Runs decode → segment → matte → encode; returns the number of frames written and what the
+/// keyframe planner did.
 fn run_stages(
     segmenter: &mut Segmenter,
+    mut keyframer: Keyframer,
     input: &Path,
     info: &VideoInfo,
     encoder_args: &[String],
     stall_timeout: Duration,
     progress: &dyn Progress,
-) -> Result<u64> {
+) -> Result<(u64, Stats)> {
     let decoder = Mutex::new(Child::spawn("ffmpeg", &video::decoder_args(input, info), "decode", false)?);
     let encoder = Mutex::new(Child::spawn("ffmpeg", encoder_args, "encode", true)?);
     let kill_children = || {
@@ -244,7 +254,7 @@ fn run_stages(
     interrupt.reset();
 
     let (frame_tx, frame_rx) = sync_channel::<YuvFrame>(QUEUE_DEPTH);
-    let (mask_tx, mask_rx) = sync_channel::<(YuvFrame, Mask, Vec<u8>)>(QUEUE_DEPTH);
+    let (mask_tx, mask_rx) = sync_channel::<(YuvFrame, Segmented)>(QUEUE_DEPTH);
     let (matted_tx, matted_rx) = sync_channel::<(YuvFrame, Vec<u8>)>(QUEUE_DEPTH);
     let (done_tx, done_rx) = sync_channel::<()>(0);
 
@@ -265,7 +275,7 @@ fn run_stages(
             }
         });
         let decode = s.spawn(|| decode_stage(decoded, info, frame_tx, &stop, &frames_decoded, &activity));
-        let segment = s.spawn(|| segment_stage(segmenter, frame_rx, mask_tx, &activity));
+        let segment = s.spawn(|| segment_stage(segmenter, &mut keyframer, frame_rx, mask_tx, &activity));
         let matte = s.spawn(|| matte_stage(tier, mask_rx, matted_tx, &activity));
         let write = write_stage(&mut encoder_stdin, matted_rx, progress, &stop, &activity);
         drop(encoder_stdin);
@@ -315,7 +325,7 @@ fn run_stages(
     if written != decoded {
         return Err(EngineError::Ffmpeg { stage: "encode", message: format!("wrote {written} of {decoded} frames") });
     }
-    Ok(written)
+    Ok((written, keyframer.stats()))
 }
 
 /// Locks a child; a panic elsewhere must not stop us from killing it.
@@ -348,15 +358,16 @@ fn decode_stage(
 
 fn segment_stage(
     segmenter: &mut Segmenter,
+    keyframer: &mut Keyframer,
     rx: Receiver<YuvFrame>,
-    tx: SyncSender<(YuvFrame, Mask, Vec<u8>)>,
+    tx: SyncSender<(YuvFrame, Segmented)>,
     activity: &Activity,
 ) -> Result<()> {
     segmenter.reset_history(); // a new video: a recurrent model starts from a blank memory
     for frame in rx {
-        let (mask, luma) = segmenter.segment_yuv(&frame)?;
+        let segmented = keyframer.next(segmenter, &frame)?;
         activity.touch();
-        if tx.send((frame, mask, luma)).is_err() {
+        if tx.send((frame, segmented)).is_err() {
             break;
         }
     }
@@ -365,13 +376,13 @@ fn segment_stage(
 
 fn matte_stage(
     tier: Tier,
-    rx: Receiver<(YuvFrame, Mask, Vec<u8>)>,
+    rx: Receiver<(YuvFrame, Segmented)>,
     tx: SyncSender<(YuvFrame, Vec<u8>)>,
     activity: &Activity,
 ) -> Result<()> {
     let mut matter = Matter::new(tier, matte::shipped_mode(tier));
-    for (frame, mask, luma) in rx {
-        let alpha = matter.alpha(&frame, mask, luma);
+    for (frame, s) in rx {
+        let alpha = matter.alpha_moved(&frame, s.mask, s.luma, s.motion.as_ref());
         activity.touch();
         if tx.send((frame, alpha)).is_err() {
             break;

@@ -53,22 +53,26 @@ impl Net {
         }
     }
 
-    /// The input size (width, height) for a frame of `w`x`h`.
-    fn input_size(self, w: u32, h: u32) -> (u32, u32) {
+    /// The input size (width, height) for a frame of `w`x`h`. `side` overrides the size rule's
+    /// reference side (ISNet's square side, MODNet's short side) for experiments.
+    fn input_size(self, w: u32, h: u32, side: Option<u32>) -> (u32, u32) {
         match self {
             Net::Selfie => (256, 256),
-            Net::Isnet => (1024, 1024),
+            Net::Isnet => {
+                let side = side.unwrap_or(ISNET_SIDE);
+                (side, side)
+            }
             Net::Rvm => recurrent::input_size(w, h),
             Net::Modnet => {
-                const REF: u32 = 512;
+                let reference = side.unwrap_or(MODNET_SIDE);
                 let (mut rw, mut rh) = (w, h);
-                if w.max(h) < REF || w.min(h) > REF {
+                if w.max(h) < reference || w.min(h) > reference {
                     if w >= h {
-                        rh = REF;
-                        rw = (w as f64 / h as f64 * REF as f64) as u32;
+                        rh = reference;
+                        rw = (w as f64 / h as f64 * reference as f64) as u32;
                     } else {
-                        rw = REF;
-                        rh = (h as f64 / w as f64 * REF as f64) as u32;
+                        rw = reference;
+                        rh = (h as f64 / w as f64 * reference as f64) as u32;
                     }
                 }
                 ((rw - rw % 32).max(32), (rh - rh % 32).max(32))
@@ -76,6 +80,11 @@ impl Net {
         }
     }
 }
+
+/// ISNet's square input side.
+const ISNET_SIDE: u32 = 1024;
+/// MODNet's reference short side.
+const MODNET_SIDE: u32 = 512;
 
 struct LoadedNet {
     net: Net,
@@ -90,6 +99,8 @@ pub struct Segmenter {
     nets: Vec<LoadedNet>,
     resizer: Resizer,
     run_options: Arc<RunOptions>,
+    /// Overrides the first model's reference side ([`Segmenter::with_input_side`]).
+    side: Option<u32>,
 }
 
 /// Stops the model run in progress of one [`Segmenter`], from another thread: a large model
@@ -137,7 +148,15 @@ impl Segmenter {
                 Ok(LoadedNet { net, session, recurrent: (net == Net::Rvm).then(Recurrent::default) })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Segmenter { tier, nets, resizer: Resizer::new(), run_options: Arc::new(RunOptions::new()?) })
+        Ok(Segmenter { tier, nets, resizer: Resizer::new(), run_options: Arc::new(RunOptions::new()?), side: None })
+    }
+
+    /// The same with the first model run at another reference side: ISNet's square side or
+    /// MODNet's short side (a multiple of 32). For measuring what the size costs in quality
+    /// (`make eval`); the pipeline uses each model's own rule.
+    pub fn with_input_side(mut self, side: u32) -> Segmenter {
+        self.side = Some(side.max(32) / 32 * 32);
+        self
     }
 
     /// A handle that interrupts this segmenter's model runs from another thread.
@@ -166,7 +185,15 @@ impl Segmenter {
     /// The foreground probability of an RGB `frame`, at the model's resolution (for `pro`,
     /// ISNet's). Pre-processing is exactly models.md's, which the parity tests check.
     pub fn segment(&mut self, frame: &RgbFrame) -> Result<Mask> {
-        self.segment_with(|resizer, net| prepare_rgb(resizer, net, frame))
+        self.segment_with(|resizer, net, side| prepare_rgb(resizer, net, side, frame))
+    }
+
+    /// The frame's Y plane on the mask's grid (the first model's input grid): what
+    /// [`Segmenter::segment_yuv`] returns beside the mask, without running any model. The
+    /// keyframe planner measures motion on it to decide whether the model must run at all.
+    pub fn guide_luma(&mut self, frame: &YuvFrame) -> Vec<u8> {
+        let (w, h) = self.nets[0].net.input_size(frame.width, frame.height, self.side);
+        matte::resize_bytes(&mut self.resizer, frame.y(), frame.width, frame.height, w, h)
     }
 
     /// The same for a YUV frame, as the pipeline has it: the planes are resized to the model's
@@ -175,18 +202,22 @@ impl Segmenter {
     /// once here rather than again per frame downstream.
     pub fn segment_yuv(&mut self, frame: &YuvFrame) -> Result<(Mask, Vec<u8>)> {
         let mut guide = None;
-        let mask = self.segment_with(|resizer, net| {
-            let (tensor, luma) = prepare_yuv(resizer, net, frame);
+        let mask = self.segment_with(|resizer, net, side| {
+            let (tensor, luma) = prepare_yuv(resizer, net, side, frame);
             guide.get_or_insert(luma);
             Ok(tensor)
         })?;
         Ok((mask, guide.expect("every tier runs at least one model")))
     }
 
-    fn segment_with(&mut self, mut prepare: impl FnMut(&mut Resizer, Net) -> Result<Array4<f32>>) -> Result<Mask> {
+    fn segment_with(
+        &mut self,
+        mut prepare: impl FnMut(&mut Resizer, Net, Option<u32>) -> Result<Array4<f32>>,
+    ) -> Result<Mask> {
         let mut masks = Vec::with_capacity(self.nets.len());
-        for loaded in &mut self.nets {
-            let input = prepare(&mut self.resizer, loaded.net)?;
+        for (i, loaded) in self.nets.iter_mut().enumerate() {
+            let side = if i == 0 { self.side } else { None };
+            let input = prepare(&mut self.resizer, loaded.net, side)?;
             masks.push(match &mut loaded.recurrent {
                 Some(recurrent) => recurrent.run(&mut loaded.session, input, &self.run_options)?,
                 None => run(&mut loaded.session, input, &self.run_options)?,
@@ -207,8 +238,8 @@ impl Segmenter {
 ///
 /// The resize runs on floats: rounding to 8 bits in between would move the models' output
 /// by up to 0.4 at edges, and the reference implementation (Pillow in mode "F") does not.
-fn prepare_rgb(resizer: &mut Resizer, net: Net, frame: &RgbFrame) -> Result<Array4<f32>> {
-    let (w, h) = net.input_size(frame.width, frame.height);
+fn prepare_rgb(resizer: &mut Resizer, net: Net, side: Option<u32>, frame: &RgbFrame) -> Result<Array4<f32>> {
+    let (w, h) = net.input_size(frame.width, frame.height, side);
     let pixels: Vec<f32> = frame.data.iter().map(|&v| v as f32).collect();
     let resized;
     let rgb: &[f32] = if (w, h) == (frame.width, frame.height) {
@@ -228,8 +259,8 @@ fn prepare_rgb(resizer: &mut Resizer, net: Net, frame: &RgbFrame) -> Result<Arra
 
 /// Resizes the Y, U and V planes to the model's size, then converts those pixels to RGB.
 /// Returns the tensor and the resized Y plane.
-fn prepare_yuv(resizer: &mut Resizer, net: Net, frame: &YuvFrame) -> (Array4<f32>, Vec<u8>) {
-    let (w, h) = net.input_size(frame.width, frame.height);
+fn prepare_yuv(resizer: &mut Resizer, net: Net, side: Option<u32>, frame: &YuvFrame) -> (Array4<f32>, Vec<u8>) {
+    let (w, h) = net.input_size(frame.width, frame.height, side);
     let (cw, ch) = YuvFrame::chroma_size(frame.width, frame.height);
     let (u, v) = frame.uv();
     let y = matte::resize_bytes(resizer, frame.y(), frame.width, frame.height, w, h);
@@ -274,17 +305,17 @@ mod tests {
 
     #[test]
     fn modnet_follows_the_reference_size_rule() {
-        assert_eq!(Net::Modnet.input_size(1280, 720), (896, 512));
-        assert_eq!(Net::Modnet.input_size(176, 144), (608, 512));
-        assert_eq!(Net::Modnet.input_size(720, 1280), (512, 896));
+        assert_eq!(Net::Modnet.input_size(1280, 720, None), (896, 512));
+        assert_eq!(Net::Modnet.input_size(176, 144, None), (608, 512));
+        assert_eq!(Net::Modnet.input_size(720, 1280, None), (512, 896));
         // One side above and one below 512: kept, floored to /32.
-        assert_eq!(Net::Modnet.input_size(640, 480), (640, 480));
-        assert_eq!(Net::Modnet.input_size(1, 1), (512, 512));
+        assert_eq!(Net::Modnet.input_size(640, 480, None), (640, 480));
+        assert_eq!(Net::Modnet.input_size(1, 1, None), (512, 512));
     }
 
     #[test]
     fn fixed_size_models_stretch() {
-        assert_eq!(Net::Selfie.input_size(1920, 1080), (256, 256));
-        assert_eq!(Net::Isnet.input_size(33, 4000), (1024, 1024));
+        assert_eq!(Net::Selfie.input_size(1920, 1080, None), (256, 256));
+        assert_eq!(Net::Isnet.input_size(33, 4000, None), (1024, 1024));
     }
 }

@@ -143,6 +143,7 @@ pub fn request(input: &Path, output: &Path, format: OutputFormat, background: Ba
         composition: Composition::default(),
         limits: Limits::default(),
         preview_secs: None,
+        keyframes: Default::default(),
     }
 }
 

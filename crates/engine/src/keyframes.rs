@@ -1,0 +1,442 @@
+//! Keyframes: running the model only on the frames that need it.
+//!
+//! The heavy models cost 0.3-2 s a frame on a CPU, yet consecutive frames mostly show the same
+//! picture, moved a little. So with [`Keyframes::Adaptive`] the model runs on *keyframes* only;
+//! in between, the last mask is carried along the picture's motion (the stabiliser's block
+//! matching, [`Motion`]), and the guided upsampling that follows snaps it to the current frame's
+//! own edges. A frame becomes a keyframe when the carried mask can no longer be trusted:
+//!
+//! - the first frame, and a new shot (most of the picture unexplained by motion);
+//! - the gap since the last keyframe reaches its bound, in frames or in seconds;
+//! - change that motion does not explain, summed since the keyframe, reaches a budget: measured
+//!   near the subject's outline (an arm moves, the head turns) and over the whole picture
+//!   (something enters), whichever is larger;
+//! - the subject itself moved more than a few pixels since the keyframe: carrying a mask along
+//!   block motion is exact for a picture that slides, not for a body that walks or turns;
+//! - the carried mask's area drifted from the keyframe's by more than a fraction.
+//!
+//! The motion measured here is handed to the matting step, whose stabiliser would otherwise
+//! search the same motion again, so a carried frame costs one motion search and no model run.
+//! `light` (a 5 ms model: cheaper than the motion search) and the recurrent `video` tier (its
+//! memory needs every frame) always run the model.
+
+use crate::error::{EngineError, Result};
+use crate::frame::{Mask, YuvFrame};
+use crate::matte::{box_mean, Motion, TemporalStabiliser};
+use crate::model::{Segmenter, Tier};
+
+/// Longest side of the grid the planner measures motion on: a carried frame's whole cost, so
+/// well below ISNet's 1024 (see [`Motion::measure_within`]).
+const MOTION_SIDE: usize = 512;
+
+/// Whether the model runs on every frame or only where the picture needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keyframes {
+    /// Keyframes chosen from the motion (the default); tiers whose model is cheap or recurrent
+    /// still run it on every frame.
+    #[default]
+    Adaptive,
+    /// The model on every frame: the reference the adaptive mode is measured against.
+    Every,
+}
+
+impl Keyframes {
+    /// Every accepted name.
+    pub const ALL: [Keyframes; 2] = [Keyframes::Adaptive, Keyframes::Every];
+
+    /// The name used by the CLI, the API and `CLEARBG_KEYFRAMES`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Keyframes::Adaptive => "adaptive",
+            Keyframes::Every => "every",
+        }
+    }
+}
+
+impl std::str::FromStr for Keyframes {
+    type Err = EngineError;
+
+    fn from_str(s: &str) -> Result<Keyframes> {
+        Keyframes::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| EngineError::InvalidOptions(format!("keyframes must be `adaptive` or `every`, not {s:?}")))
+    }
+}
+
+impl std::fmt::Display for Keyframes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// When a carried mask stops being trusted. Thresholds are luma differences (0-1) left after
+/// motion compensation, 3x3-averaged: about 0.01 within a steady shot, 0.08-0.23 across a cut
+/// (see the stabiliser's measurements in [`crate::matte`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rules {
+    /// Most frames between two keyframes.
+    pub max_gap_frames: u32,
+    /// Most seconds between two keyframes.
+    pub max_gap_seconds: f64,
+    /// Mean residual over the picture at which a frame starts a new shot.
+    pub cut: f32,
+    /// Residual summed over the frames since the keyframe at which the carried mask is redone:
+    /// each frame adds the larger of its mean near the subject's outline and its mean over the
+    /// picture.
+    pub drift_budget: f32,
+    /// How far the subject (alpha ≥ 0.5) may move on average since the keyframe, as a
+    /// fraction of the mask grid's long side.
+    pub subject_shift: f32,
+    /// Relative change of the mask's area (alpha ≥ 0.5) since the keyframe that forces one.
+    pub area_drift: f64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            max_gap_frames: 8,
+            max_gap_seconds: 0.4,
+            cut: 0.06,
+            drift_budget: 0.08,
+            subject_shift: 0.01,
+            area_drift: 0.1,
+        }
+    }
+}
+
+/// The rules for `tier`, or `None` where the model runs on every frame whatever the mode.
+pub fn rules_for(tier: Tier, mode: Keyframes) -> Option<Rules> {
+    match (mode, tier) {
+        (Keyframes::Every, _) | (_, Tier::Light | Tier::Video) => None,
+        (Keyframes::Adaptive, Tier::Human | Tier::Original | Tier::Pro) => Some(Rules::default()),
+    }
+}
+
+/// Why a frame ran the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Every frame runs the model (the mode, or the tier).
+    Always,
+    /// The video's first frame, or a frame of another size.
+    First,
+    /// A new shot.
+    Cut,
+    /// The longest gap was reached.
+    Gap,
+    /// Unexplained change since the keyframe reached the budget.
+    Drift,
+    /// The subject moved too far since the keyframe.
+    Moved,
+    /// The mask's area changed too much.
+    Area,
+}
+
+/// One frame's segmentation, as the matting step takes it.
+#[derive(Debug, Clone)]
+pub struct Segmented {
+    /// The mask on the model's grid: inferred on a keyframe, carried otherwise.
+    pub mask: Mask,
+    /// The frame's Y plane on the mask's grid.
+    pub luma: Vec<u8>,
+    /// The motion from the previous frame on the mask's grid, when it was measured.
+    pub motion: Option<Motion>,
+    /// Why the model ran; `None`: the mask was carried.
+    pub keyframe: Option<Reason>,
+}
+
+/// How many frames ran the model, and why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames segmented.
+    pub frames: u64,
+    /// Frames on which the model ran.
+    pub keyframes: u64,
+    /// Keyframes forced by a new shot.
+    pub cuts: u64,
+    /// Keyframes forced by the longest gap.
+    pub gaps: u64,
+    /// Keyframes forced by unexplained change.
+    pub drifts: u64,
+    /// Keyframes forced by the subject's own motion.
+    pub moves: u64,
+    /// Keyframes forced by the mask's area.
+    pub areas: u64,
+}
+
+struct Previous {
+    luma: Vec<f32>,
+    mask: Mask,
+}
+
+/// Segments a video's frames in order, running the model only on keyframes. One per video.
+pub struct Keyframer {
+    rules: Option<Rules>,
+    fps: f64,
+    previous: Option<Previous>,
+    since_keyframe: u32,
+    drift: f32,
+    shift: f32,
+    keyframe_coverage: f64,
+    stats: Stats,
+}
+
+impl Keyframer {
+    /// A planner for `tier` in `mode`, for a video of `fps` frames a second.
+    pub fn new(tier: Tier, mode: Keyframes, fps: f64) -> Keyframer {
+        Keyframer::with_rules(rules_for(tier, mode), fps)
+    }
+
+    /// The same with other rules (for experiments; the pipeline uses [`rules_for`]).
+    pub fn with_rules(rules: Option<Rules>, fps: f64) -> Keyframer {
+        Keyframer {
+            rules,
+            fps: if fps.is_finite() && fps > 0.0 { fps } else { 25.0 },
+            previous: None,
+            since_keyframe: 0,
+            drift: 0.0,
+            shift: 0.0,
+            keyframe_coverage: 0.0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// What it has done so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The next frame's mask: inferred by `segmenter` on a keyframe, carried otherwise.
+    pub fn next(&mut self, segmenter: &mut Segmenter, frame: &YuvFrame) -> Result<Segmented> {
+        self.stats.frames += 1;
+        let Some(rules) = self.rules else {
+            let (mask, luma) = segmenter.segment_yuv(frame)?;
+            self.stats.keyframes += 1;
+            return Ok(Segmented { mask, luma, motion: None, keyframe: Some(Reason::Always) });
+        };
+        let luma = segmenter.guide_luma(frame);
+        let luma_f: Vec<f32> = luma.iter().map(|&v| v as f32 * (1.0 / 255.0)).collect();
+        let previous = self.previous.take().filter(|p| p.luma.len() == luma_f.len());
+        let motion = previous.as_ref().map(|p| {
+            let (w, h) = (p.mask.width as usize, p.mask.height as usize);
+            Motion::measure_within(&p.luma, &luma_f, w, h, TemporalStabiliser::default().search, MOTION_SIDE)
+        });
+        let carried = match (&previous, &motion) {
+            (Some(p), Some(m)) => Some(m.carry(&p.mask)),
+            _ => None,
+        };
+        let reason = match (&carried, &motion) {
+            (Some(carried), Some(motion)) => self.reason(&rules, carried, motion),
+            _ => Some(Reason::First),
+        };
+        let mask = match (reason, carried) {
+            (None, Some(carried)) => {
+                self.since_keyframe += 1;
+                carried
+            }
+            (reason, _) => {
+                let (mask, _) = segmenter.segment_yuv(frame)?;
+                self.count(reason);
+                self.since_keyframe = 0;
+                self.drift = 0.0;
+                self.shift = 0.0;
+                self.keyframe_coverage = mask.coverage();
+                mask
+            }
+        };
+        self.previous = Some(Previous { luma: luma_f, mask: mask.clone() });
+        Ok(Segmented { mask, luma, motion, keyframe: reason })
+    }
+
+    /// Why this frame must run the model, or `None` when the carried mask will do.
+    fn reason(&mut self, rules: &Rules, carried: &Mask, motion: &Motion) -> Option<Reason> {
+        let picture = motion.unexplained();
+        if picture >= rules.cut {
+            return Some(Reason::Cut);
+        }
+        let gap = self.since_keyframe + 1;
+        if gap >= rules.max_gap_frames || gap as f64 >= rules.max_gap_seconds * self.fps {
+            return Some(Reason::Gap);
+        }
+        self.drift += outline_residual(carried, motion).max(picture);
+        if self.drift >= rules.drift_budget {
+            return Some(Reason::Drift);
+        }
+        self.shift += subject_shift(carried, motion);
+        if self.shift >= rules.subject_shift * motion.width.max(motion.height) as f32 {
+            return Some(Reason::Moved);
+        }
+        let (was, now) = (self.keyframe_coverage, carried.coverage());
+        if (now - was).abs() > rules.area_drift * was.max(0.01) {
+            return Some(Reason::Area);
+        }
+        None
+    }
+
+    fn count(&mut self, reason: Option<Reason>) {
+        self.stats.keyframes += 1;
+        match reason {
+            Some(Reason::Cut) => self.stats.cuts += 1,
+            Some(Reason::Gap) => self.stats.gaps += 1,
+            Some(Reason::Drift) => self.stats.drifts += 1,
+            Some(Reason::Moved) => self.stats.moves += 1,
+            Some(Reason::Area) => self.stats.areas += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Mean residual within a band around the subject's outline (about 1.5% of the grid's long
+/// side either way): where a carried mask goes wrong first. 0 when there is no outline.
+fn outline_residual(mask: &Mask, motion: &Motion) -> f32 {
+    let (w, h) = (mask.width as usize, mask.height as usize);
+    let subject: Vec<f32> = mask.data.iter().map(|&a| if a >= 0.5 { 1.0 } else { 0.0 }).collect();
+    let near = box_mean(&subject, w, h, (w.max(h) / 64).max(1));
+    let (sum, n) = near
+        .iter()
+        .zip(&motion.residual)
+        .filter(|(&n, _)| n > 0.0 && n < 1.0)
+        .fold((0f32, 0u32), |(s, c), (_, &r)| (s + r, c + 1));
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f32
+    }
+}
+
+/// Mean displacement, in grid pixels, of the subject's pixels (alpha ≥ 0.5) since the previous
+/// frame. 0 without a subject.
+fn subject_shift(mask: &Mask, motion: &Motion) -> f32 {
+    let w = motion.width;
+    let (sum, n) = mask.data.iter().zip(&motion.source).enumerate().filter(|(_, (&a, _))| a >= 0.5).fold(
+        (0f32, 0u32),
+        |(s, c), (k, (_, &(sx, sy)))| {
+            let (dx, dy) = ((k % w) as f32 - sx, (k / w) as f32 - sy);
+            (s + (dx * dx + dy * dy).sqrt(), c + 1)
+        },
+    );
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn motion(residual: f32, w: usize, h: usize) -> Motion {
+        Motion {
+            width: w,
+            height: h,
+            residual: vec![residual; w * h],
+            source: (0..w * h).map(|k| ((k % w) as f32, (k / w) as f32)).collect(),
+        }
+    }
+
+    fn square(w: u32, h: u32, x0: u32, x1: u32) -> Mask {
+        Mask { width: w, height: h, data: (0..w * h).map(|k| ((x0..x1).contains(&(k % w))) as u8 as f32).collect() }
+    }
+
+    #[test]
+    fn names_round_trip_and_bad_names_are_option_errors() {
+        for k in Keyframes::ALL {
+            assert_eq!(k.name().parse::<Keyframes>().unwrap(), k);
+        }
+        assert!("sometimes".parse::<Keyframes>().unwrap_err().is_input_error());
+        assert_eq!(Keyframes::default(), Keyframes::Adaptive);
+    }
+
+    #[test]
+    fn cheap_and_recurrent_tiers_run_every_frame() {
+        assert!(rules_for(Tier::Light, Keyframes::Adaptive).is_none());
+        assert!(rules_for(Tier::Video, Keyframes::Adaptive).is_none());
+        assert!(rules_for(Tier::Original, Keyframes::Every).is_none());
+        assert!(rules_for(Tier::Original, Keyframes::Adaptive).is_some());
+    }
+
+    #[test]
+    fn a_still_picture_is_carried_until_the_gap_bound() {
+        let rules = Rules::default();
+        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        let mask = square(32, 32, 8, 24);
+        k.keyframe_coverage = mask.coverage();
+        let still = motion(0.0, 32, 32);
+        let mut carried_run = 0;
+        while k.reason(&rules, &mask, &still).is_none() {
+            k.since_keyframe += 1;
+            carried_run += 1;
+        }
+        assert_eq!(carried_run, rules.max_gap_frames - 1);
+        assert_eq!(k.reason(&rules, &mask, &still), Some(Reason::Gap));
+    }
+
+    #[test]
+    fn the_gap_bound_in_seconds_holds_at_low_frame_rates() {
+        let rules = Rules::default();
+        let mut k = Keyframer::with_rules(Some(rules), 5.0); // 0.4 s = 2 frames
+        let mask = square(32, 32, 8, 24);
+        k.keyframe_coverage = mask.coverage();
+        assert_eq!(k.reason(&rules, &mask, &motion(0.0, 32, 32)), None);
+        k.since_keyframe = 1;
+        assert_eq!(k.reason(&rules, &mask, &motion(0.0, 32, 32)), Some(Reason::Gap));
+    }
+
+    #[test]
+    fn cuts_unexplained_change_and_area_force_keyframes() {
+        let rules = Rules::default();
+        let mask = square(32, 32, 8, 24);
+        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        k.keyframe_coverage = mask.coverage();
+        assert_eq!(k.reason(&rules, &mask, &motion(0.2, 32, 32)), Some(Reason::Cut));
+        // Small unexplained change adds up frame by frame until the budget is spent.
+        let small = motion(rules.drift_budget / 3.0 + 1e-4, 32, 32);
+        assert_eq!(k.reason(&rules, &mask, &small), None);
+        assert_eq!(k.reason(&rules, &mask, &small), None);
+        assert_eq!(k.reason(&rules, &mask, &small), Some(Reason::Drift));
+        // The subject shrank by half while being carried.
+        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        k.keyframe_coverage = mask.coverage();
+        assert_eq!(k.reason(&rules, &square(32, 32, 8, 16), &motion(0.0, 32, 32)), Some(Reason::Area));
+    }
+
+    #[test]
+    fn a_walking_subject_forces_keyframes_a_panning_background_does_not() {
+        let rules = Rules::default(); // 1% of the 64 px grid: 0.64 px
+        let mask = square(64, 64, 16, 48);
+        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        k.keyframe_coverage = mask.coverage();
+        let shifted = |inside: bool, by: f32| {
+            let mut m = motion(0.0, 64, 64);
+            for (i, s) in m.source.iter_mut().enumerate() {
+                if (16..48).contains(&(i % 64)) == inside {
+                    s.0 -= by;
+                }
+            }
+            m
+        };
+        for _ in 0..5 {
+            assert_eq!(k.reason(&rules, &mask, &shifted(false, 3.0)), None, "only the background moved");
+        }
+        assert_eq!(k.reason(&rules, &mask, &shifted(true, 0.25)), None);
+        assert_eq!(k.reason(&rules, &mask, &shifted(true, 0.25)), None);
+        assert_eq!(k.reason(&rules, &mask, &shifted(true, 0.25)), Some(Reason::Moved));
+    }
+
+    #[test]
+    fn the_outline_band_sees_change_at_the_edge_only() {
+        let mask = square(64, 64, 16, 48);
+        let mut m = motion(0.0, 64, 64);
+        // Change far from the outline (the middle of the subject) is not outline change.
+        for y in 0..64 {
+            m.residual[y * 64 + 32] = 1.0;
+        }
+        assert_eq!(outline_residual(&mask, &m), 0.0);
+        for y in 0..64 {
+            m.residual[y * 64 + 16] = 1.0;
+        }
+        assert!(outline_residual(&mask, &m) > 0.05);
+        assert_eq!(outline_residual(&square(64, 64, 0, 0), &m), 0.0);
+    }
+}
