@@ -44,6 +44,9 @@ fn upload_create_poll_download_decode() {
     assert_eq!(job["output_format"], "webm");
     assert_eq!(job["metadata"], json!({"order": 42}));
     assert_eq!(job["frames"], 45);
+    assert!(job["fps"].as_f64().is_some_and(|f| f > 0.0), "a finished job shows its speed: {job}");
+    assert_eq!(job["eta_seconds"], Value::Null, "nothing left: {job}");
+    assert_eq!(job["keyframes"], Value::Null, "not asked: the server's default");
     assert!((job["duration_seconds"].as_f64().unwrap() - 1.5).abs() < 0.05, "{job}");
     for field in ["created_at", "started_at", "completed_at"] {
         assert!(job[field].as_str().is_some_and(|t| t.ends_with('Z')), "{field}: {job}");
@@ -136,6 +139,49 @@ fn draft_then_start_with_a_colour_background() {
     // Top-left is canvas, far from the subject placed bottom-right: blue.
     let px = &frames[0][..3];
     assert!(px[2] > 200 && px[0] < 40 && px[1] < 40, "top-left pixel {px:?} is the blue background");
+}
+
+/// The `keyframes` extension reaches the engine: `every` runs the model on every frame,
+/// `adaptive` on fewer (carphone's talking head barely moves), as each job's completion event
+/// says. A running job shows its speed and time left (`fps`, `eta_seconds`); a bad value is a
+/// field error.
+#[test]
+fn keyframes_option_and_speed_while_processing() {
+    let server = Server::start(&[]);
+    let key = server.key("keyframes");
+    let dir = tempfile::tempdir().unwrap();
+    let upload = server.upload(&key, &person_clip(dir.path(), 1.0));
+    let create = |keyframes: &str| {
+        let body = json!({"video_url": upload["video_url"], "model": "human", "keyframes": keyframes});
+        json_ok(server.post_json(&key, "/v1/jobs", &body))["id"].as_str().unwrap().to_string()
+    };
+    let every = create("every");
+    let running = server.wait_processing(&key, &every);
+    assert!(running["fps"].as_f64().is_some_and(|f| f > 0.0), "{running}");
+    assert!(running["eta_seconds"].as_f64().is_some_and(|s| s >= 0.0), "{running}");
+    let adaptive = create("adaptive");
+    let mut model_frames = Vec::new();
+    for id in [&every, &adaptive] {
+        let (job, _) = server.wait(&key, id, Duration::from_secs(300));
+        assert_eq!(job["status"], "completed", "{job}");
+        assert_eq!(job["frames"], 30);
+        let events = json_ok(server.get(&key, &format!("/v1/jobs/{id}/events")));
+        let reason = events["items"].as_array().unwrap().last().unwrap()["reason"].as_str().unwrap().to_string();
+        let ran: u64 = reason
+            .split("model on ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the completion event names the model's frames: {reason}"));
+        model_frames.push(ran);
+    }
+    assert_eq!(json_ok(server.get(&key, &format!("/v1/jobs/{every}")))["keyframes"], "every");
+    assert_eq!(model_frames[0], 30, "every: the model on each frame");
+    assert!(model_frames[1] < 20, "adaptive: the model on keyframes only, ran on {}", model_frames[1]);
+
+    let bad = server.post_json(&key, "/v1/jobs", &json!({"video_url": upload["video_url"], "keyframes": "sometimes"}));
+    let body = expect_error(bad, 422, "invalid_request");
+    assert!(body["error"]["message"].as_str().unwrap().contains("keyframes"), "{body}");
 }
 
 /// The legacy key-less routes: `/api/upload`, `/api/process`, `/api/download/{id}` (400 until done).

@@ -351,7 +351,7 @@ fn a_hanging_child_has_a_deadline_and_does_not_hold_up_shutdown() {
     let base = serve(vec![("/clip.mp4", std::fs::read(person_clip(dir.path(), 0.3)).unwrap())]);
     let job_body = json!({"video_url": format!("{base}/clip.mp4"), "model": "light"});
 
-    let mut server =
+    let server =
         Server::start(&[("PATH", path.as_str()), ("CLEARBG_ALLOW_PRIVATE_URLS", "1"), ("CLEARBG_PROBE_TIMEOUT", "2s")]);
     let key = server.key("a");
     let job = json_ok(server.post_json(&key, "/v1/jobs", &job_body));

@@ -69,6 +69,12 @@ fn a_person_removes_a_background_in_the_browser() {
     assert_eq!(facts["stored_key"], true, "the key is kept in the browser");
     assert_eq!(facts["upload_progress"], 100.0);
     assert_eq!(facts["progress"], 100.0);
+    // The finished job's speed (the `fps` extension field), e.g. "41.3 fps".
+    let speed = facts["speed"].as_str().unwrap_or_default();
+    assert!(
+        speed.ends_with(" fps") && speed.trim_end_matches(" fps").parse::<f64>().is_ok_and(|f| f > 0.0),
+        "{speed:?}"
+    );
     assert_eq!(facts["plays"], true);
     assert_eq!((facts["alpha"]["width"].as_u64(), facts["alpha"]["height"].as_u64()), (Some(176), Some(144)));
     assert!(facts["alpha"]["transparent"].as_f64().unwrap() > 0.1, "{facts}");

@@ -109,6 +109,11 @@ pub struct Config {
     /// matting. Workers only; a worker refuses to start when the model is not installed.
     #[arg(long, env = "CLEARBG_HUMAN_MODEL", default_value = "human", value_parser = parse_human_model)]
     pub human_model: clearbg_engine::Tier,
+    /// Where the heavy models run when a job does not say (its `keyframes` option): `adaptive`
+    /// (on keyframes only, the mask carried along the motion in between) or `every` (on every
+    /// frame). light and video always run every frame. Workers only.
+    #[arg(long, env = "CLEARBG_KEYFRAMES", default_value = "adaptive")]
+    pub keyframes: clearbg_engine::Keyframes,
     /// Credits per minute of output per model: `model=credits,…` (models left out keep their default).
     #[arg(long, env = "CLEARBG_PRICES", default_value = crate::billing::DEFAULT_PRICES, value_parser = clap::value_parser!(crate::billing::Prices))]
     pub prices: crate::billing::Prices,

@@ -4,7 +4,7 @@
 //! the `background` object, see removebgvideo-api.md §1.2) and stores one normalised
 //! [`JobSpec`]. Every problem is collected into one 422 that names each field and says why.
 
-use clearbg_engine::{Composition, OutputFormat, Tier};
+use clearbg_engine::{Composition, Keyframes, OutputFormat, Tier};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -155,6 +155,9 @@ pub struct JobSpec {
     pub preview_duration: Option<f64>,
     /// The `auto_start` flag as given.
     pub auto_start: bool,
+    /// The `keyframes` option (an extension: `adaptive` or `every`); `None`: the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyframes: Option<String>,
 }
 
 impl JobSpec {
@@ -166,6 +169,11 @@ impl JobSpec {
     /// The engine's output format (validated at parse time).
     pub fn format(&self) -> OutputFormat {
         self.output_format.parse().expect("output_format validated when the job was created")
+    }
+
+    /// Where the model runs: the job's `keyframes` option, else the server's `default`.
+    pub fn keyframes(&self, default: Keyframes) -> Keyframes {
+        self.keyframes.as_deref().and_then(|k| k.parse().ok()).unwrap_or(default)
     }
 
     /// The engine's composition (validated at parse time).
@@ -246,6 +254,8 @@ impl<'a> Fields<'a> {
 pub const MODELS: [&str; 5] = ["original", "light", "pro", "human", "video"];
 /// Output formats the API accepts (`matte`, a greyscale alpha video, is an extension).
 pub const FORMATS: [&str; 7] = ["webm", "mov", "mp4", "gif", "webp", "png_sequence", "matte"];
+/// Values of the `keyframes` option (an extension).
+pub const KEYFRAMES: [&str; 2] = ["adaptive", "every"];
 const BG_TYPES: [&str; 8] = ["transparent", "green", "white", "black", "blue", "custom", "color", "image"];
 
 /// A URL the service may be asked to fetch: http(s), with a host, not absurdly long.
@@ -318,6 +328,7 @@ pub fn parse_spec(body: &Value, base: Option<&JobSpec>, mode: Mode) -> Result<Jo
     };
     let webhook_url = f.url("webhook_url");
     let auto_start = f.boolean("auto_start");
+    let keyframes = f.choice("keyframes", &KEYFRAMES);
     let preview_duration = match body.get("preview_duration") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_f64() {
@@ -341,6 +352,7 @@ pub fn parse_spec(body: &Value, base: Option<&JobSpec>, mode: Mode) -> Result<Jo
         webhook_url: None,
         preview_duration: None,
         auto_start: true,
+        keyframes: None,
     };
     let base = base.unwrap_or(&default);
     let spec = JobSpec {
@@ -355,6 +367,7 @@ pub fn parse_spec(body: &Value, base: Option<&JobSpec>, mode: Mode) -> Result<Jo
         webhook_url: webhook_url.or_else(|| base.webhook_url.clone()),
         preview_duration: preview_duration.or(base.preview_duration),
         auto_start: auto_start.unwrap_or(base.auto_start),
+        keyframes: keyframes.or_else(|| base.keyframes.clone()),
     };
     if f.errors.is_empty() && spec.output_format == "mp4" && spec.background.is_transparent() {
         f.errors.push(FieldError::new(

@@ -87,6 +87,10 @@ pub struct JobRow {
     pub output_size_bytes: Option<i64>,
     pub duration_seconds: Option<f64>,
     pub frames: Option<i64>,
+    /// Frames per second of the attempt so far (processing) or of the whole run (completed).
+    pub fps: Option<f64>,
+    /// Seconds left, estimated at the last heartbeat.
+    pub eta_seconds: Option<f64>,
     pub attempts: i64,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<i64>,
@@ -153,6 +157,21 @@ pub struct Output {
     pub duration_seconds: f64,
     /// Frames written.
     pub frames: i64,
+    /// Average frames per second of the run.
+    pub fps: f64,
+    /// Frames the model ran on (the others were carried along the motion).
+    pub keyframes: i64,
+}
+
+/// What a heartbeat reports of a running job.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Advance {
+    /// Percent done, 0-99.
+    pub percent: f64,
+    /// Frames per second so far; `None` before the first frame.
+    pub fps: Option<f64>,
+    /// Seconds left at that speed.
+    pub eta_seconds: Option<f64>,
 }
 
 /// A webhook delivery as stored; the columns are described in `migrations/0002_webhooks.sql`.
@@ -216,7 +235,7 @@ pub struct Store {
 }
 
 const JOB_COLUMNS: &str = "id, owner, status, spec, warnings, progress, error, error_code, output_key, output_sha256, \
-    output_size_bytes, duration_seconds, frames, attempts, lease_owner, lease_expires_at, cancel_requested, created_at, \
+    output_size_bytes, duration_seconds, frames, fps, eta_seconds, attempts, lease_owner, lease_expires_at, cancel_requested, created_at, \
     queued_at, started_at, completed_at, updated_at, output_deleted_at, billing_status, credits_reserved, credits_used";
 
 impl Store {
@@ -661,7 +680,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE jobs SET status = 'processing', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
-             started_at = COALESCE(started_at, $3), updated_at = $4, progress = 0 \
+             started_at = COALESCE(started_at, $3), updated_at = $4, progress = 0, fps = NULL, eta_seconds = NULL \
              WHERE id = (SELECT id FROM jobs WHERE status = 'pending' ORDER BY queued_at, id LIMIT 1{skip}) AND status = 'pending' \
              RETURNING {cols}",
             skip = self.skip_locked()
@@ -698,18 +717,21 @@ impl Store {
         id: &str,
         worker: &str,
         lease: Duration,
-        progress: f64,
+        advance: Advance,
     ) -> sqlx::Result<Option<bool>> {
         let now = now_ms();
         sqlx::query_scalar(
-            "UPDATE jobs SET lease_expires_at = $1, progress = CASE WHEN progress > $2 THEN progress ELSE $2 END, updated_at = $3 \
+            "UPDATE jobs SET lease_expires_at = $1, progress = CASE WHEN progress > $2 THEN progress ELSE $2 END, updated_at = $3, \
+             fps = COALESCE($6, fps), eta_seconds = COALESCE($7, eta_seconds) \
              WHERE id = $4 AND status = 'processing' AND lease_owner = $5 RETURNING cancel_requested",
         )
         .bind(now + lease.as_millis() as i64)
-        .bind(progress)
+        .bind(advance.percent)
         .bind(now)
         .bind(id)
         .bind(worker)
+        .bind(advance.fps)
+        .bind(advance.eta_seconds)
         .fetch_optional(&self.pool)
         .await
         .map(|c: Option<i64>| c.map(|c| c != 0))
@@ -732,6 +754,7 @@ impl Store {
         let row: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE jobs SET status = 'completed', progress = 100, output_key = $1, output_sha256 = $2, output_size_bytes = $3, \
              duration_seconds = $4, frames = $5, completed_at = $6, updated_at = $7, lease_owner = NULL, lease_expires_at = NULL, \
+             fps = $11, eta_seconds = NULL, \
              billing_status = CASE WHEN billing_status IN ('pending', 'reserved') THEN 'charged' ELSE billing_status END, \
              credits_used = CASE WHEN billing_status = 'reserved' THEN CASE WHEN $8 < 0 THEN 0 WHEN $8 > credits_reserved THEN credits_reserved ELSE $8 END ELSE credits_used END \
              WHERE id = $9 AND status = 'processing' AND lease_owner = $10 RETURNING {cols}"
@@ -746,10 +769,14 @@ impl Store {
         .bind(cost)
         .bind(id)
         .bind(worker)
+        .bind(out.fps)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(false) };
-        let reason = format!("output stored: {} bytes, sha256 {}", out.size_bytes, out.sha256);
+        let reason = format!(
+            "output stored: {} bytes, sha256 {}; model on {} of {} frames",
+            out.size_bytes, out.sha256, out.keyframes, out.frames
+        );
         event(&mut tx, id, Some(Status::Processing), Status::Completed, &reason, None, Some(worker), row.attempts)
             .await?;
         usage(&mut tx, row.owner.as_deref(), "completed", id, None, None).await?;
@@ -1597,6 +1624,10 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(500), listener.recv()).await.ok().map(|n| n.unwrap())
     }
 
+    fn advance(percent: f64) -> Advance {
+        Advance { percent, ..Advance::default() }
+    }
+
     fn draft() -> JobSpec {
         spec(serde_json::json!({"video_url": "http://h/a.mp4", "auto_start": false}))
     }
@@ -1708,13 +1739,15 @@ mod tests {
         let second = store.claim("alive", lease, &NoView).await.unwrap().unwrap();
         assert_eq!((second.attempts, second.lease_owner.as_deref()), (2, Some("alive")));
         // The first worker is fenced off: no heartbeat, no completion, no failure.
-        assert_eq!(store.heartbeat("job_a", "dead", lease, 50.0).await.unwrap(), None);
+        assert_eq!(store.heartbeat("job_a", "dead", lease, advance(50.0)).await.unwrap(), None);
         let out = Output {
             key: "outputs/job_a.webm".into(),
             sha256: "00".into(),
             size_bytes: 1,
             duration_seconds: 1.0,
             frames: 1,
+            fps: 10.0,
+            keyframes: 1,
         };
         assert!(!store.complete("job_a", "dead", &out, 750, &NoView).await.unwrap());
         assert!(!store.fail("job_a", Some("dead"), Status::Processing, "x", "x", None, &NoView).await.unwrap());
@@ -1737,11 +1770,11 @@ mod tests {
         store.insert_job("job_h", None, &queued, Status::Pending, None, Reservation::None).await.unwrap();
         let lease = Duration::from_secs(60);
         store.claim("w", lease, &NoView).await.unwrap().unwrap();
-        assert_eq!(store.heartbeat("job_h", "w", lease, 40.0).await.unwrap(), Some(false));
-        assert_eq!(store.heartbeat("job_h", "w", lease, 30.0).await.unwrap(), Some(false));
+        assert_eq!(store.heartbeat("job_h", "w", lease, advance(40.0)).await.unwrap(), Some(false));
+        assert_eq!(store.heartbeat("job_h", "w", lease, advance(30.0)).await.unwrap(), Some(false));
         assert_eq!(store.job("job_h", None).await.unwrap().unwrap().progress, 40.0);
         assert!(store.request_cancel("job_h", Some("req_1")).await.unwrap());
-        assert_eq!(store.heartbeat("job_h", "w", lease, 45.0).await.unwrap(), Some(true));
+        assert_eq!(store.heartbeat("job_h", "w", lease, advance(45.0)).await.unwrap(), Some(true));
         assert!(store.release("job_h", "w", "shutdown").await.unwrap());
         let row = store.job("job_h", None).await.unwrap().unwrap();
         assert_eq!((row.status(), row.attempts, row.progress), (Status::Pending, 0, 0.0));
@@ -1776,6 +1809,8 @@ mod tests {
             size_bytes: 1,
             duration_seconds: 2.0,
             frames: 50,
+            fps: 10.0,
+            keyframes: 1,
         };
         assert!(store.complete("job_w", "w", &out, 1_000, &NoView).await.unwrap());
         let row = store.job("job_w", None).await.unwrap().unwrap();

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::error::redact_paths;
 use crate::jobs::JobSpec;
-use crate::store::{JobRow, Output};
+use crate::store::{Advance, JobRow, Output};
 use crate::App;
 
 /// How often a running job reports progress, renews its lease and checks for a cancel.
@@ -110,11 +110,29 @@ struct Shared {
     total: AtomicU64,
     done: AtomicU64,
     cancel: AtomicBool,
+    /// When the engine started on the frames (after fetching and probing).
+    started: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Shared {
+    /// Percent done, speed and time left, as a heartbeat reports them.
+    fn advance(&self) -> Advance {
+        let (total, done) = (self.total.load(Ordering::Relaxed), self.done.load(Ordering::Relaxed));
+        let percent = if total == 0 { 0.0 } else { (done as f64 / total as f64 * 100.0).min(99.0) };
+        let secs = self.started.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
+        if done == 0 || secs <= 0.0 {
+            return Advance { percent, fps: None, eta_seconds: None };
+        }
+        let fps = done as f64 / secs;
+        let round = |v: f64| (v * 100.0).round() / 100.0;
+        Advance { percent, fps: Some(round(fps)), eta_seconds: Some(round(total.saturating_sub(done) as f64 / fps)) }
+    }
 }
 
 impl Progress for Shared {
     fn start(&self, _info: &VideoInfo, total_frames: u64) {
         self.total.store(total_frames.max(1), Ordering::Relaxed);
+        let _ = self.started.set(std::time::Instant::now());
     }
     fn advance(&self, frames_done: u64) {
         self.done.store(frames_done, Ordering::Relaxed);
@@ -250,11 +268,7 @@ impl Worker {
                     }
                 }
                 _ = tick.tick() => {
-                    let total = shared.total.load(Ordering::Relaxed);
-                    let progress = if total == 0 { 0.0 } else {
-                        (shared.done.load(Ordering::Relaxed) as f64 / total as f64 * 100.0).min(99.0)
-                    };
-                    match self.app.store.heartbeat(&job.id, &self.id, self.app.config.lease, progress).await {
+                    match self.app.store.heartbeat(&job.id, &self.id, self.app.config.lease, shared.advance()).await {
                         Ok(Some(false)) => {}
                         Ok(Some(true)) if reason.is_none() => {
                             shared.cancel.store(true, Ordering::Relaxed);
@@ -337,6 +351,7 @@ impl Worker {
             composition: spec.composition(),
             limits: app.config.limits(),
             preview_secs: spec.preview_duration,
+            keyframes: spec.keyframes(app.config.keyframes),
         };
         let tier = app.config.serving_tier(spec.tier());
         if tier != spec.tier() {
@@ -373,6 +388,8 @@ impl Worker {
             size_bytes: size as i64,
             duration_seconds: if fps > 0.0 { summary.frames as f64 / fps } else { summary.input.duration_secs },
             frames: summary.frames as i64,
+            fps: (summary.fps * 100.0).round() / 100.0,
+            keyframes: summary.keyframes.keyframes as i64,
         })
     }
 

@@ -224,12 +224,28 @@ async function poll(id) {
   state.poll = setTimeout(() => poll(id), POLL_MS);
 }
 
+// "12.5 fps · about 40 s left" while processing, "12.5 fps" once done (the job's extension fields).
+function speed(job) {
+  if (job.fps == null) return "";
+  const parts = [`${job.fps.toFixed(1)} fps`];
+  if (job.status === "processing" && job.eta_seconds != null) parts.push(`about ${duration(job.eta_seconds)} left`);
+  return parts.join(" · ");
+}
+
+function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  return m < 60 ? `${m} min ${s % 60} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
 function render(job) {
   const status = job.error_code === "cancelled" ? "cancelled" : job.status;
   $("job-status").textContent = status;
   $("job-status").className = `badge ${job.status}`;
   $("job-progress").value = job.progress || 0;
   $("job-percent").textContent = `${Math.round(job.progress || 0)}%`;
+  $("job-speed").textContent = speed(job);
   $("cancel").hidden = terminal(job.status);
   $("job-error").hidden = !job.error;
   $("job-error").textContent = job.error || "";

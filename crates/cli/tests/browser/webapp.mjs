@@ -77,6 +77,7 @@ try {
   }
   facts.statuses_seen = [...seen];
   facts.progress = await page.$eval("#job-progress", (p) => p.value);
+  facts.speed = await page.$eval("#job-speed", (s) => s.textContent);
 
   // The preview plays: it has frames and its clock moves.
   await page.waitForFunction(() => document.querySelector("#after").readyState >= 2, null, { timeout: 30_000 });

@@ -59,6 +59,7 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
         "webhook_max_attempts": c.webhook_max_attempts,
         "models": crate::jobs::MODELS,
         "human_model": c.human_model.name(),
+        "keyframes": c.keyframes.name(),
         "initial_credits": credits_json(c.initial_credits),
         "prices_credits_per_minute": c.prices.to_string(),
         "output_formats": crate::jobs::FORMATS,

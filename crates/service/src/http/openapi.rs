@@ -70,6 +70,17 @@ pub(crate) enum Model {
     Video,
 }
 
+/// Where the heavy models (`human`, `original`, `pro`) run (an extension): `adaptive` (on
+/// keyframes only; the mask is carried along the picture's motion in between, several times
+/// faster) or `every` (on every frame). `light` and `video` always run every frame. Default: the
+/// server's `CLEARBG_KEYFRAMES` (`adaptive`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Keyframes {
+    Adaptive,
+    Every,
+}
+
 /// The output: `webm` (VP9 + alpha), `mov` (ProRes 4444 + alpha), `mp4` (H.264, needs a
 /// background), `gif`, `webp`, `png_sequence` (zip of PNGs), `matte` (greyscale alpha).
 #[derive(Serialize, ToSchema)]
@@ -184,6 +195,7 @@ pub(crate) struct CreateJob {
     preview_duration: Option<f64>,
     /// Default true; false makes a draft, started with `POST /v1/jobs/{id}/start`.
     auto_start: Option<bool>,
+    keyframes: Option<Keyframes>,
 }
 
 /// The body of `POST /v1/jobs/{id}/start`: any option of [`CreateJob`] but `video_url`
@@ -206,6 +218,7 @@ pub(crate) struct StartJob {
     #[schema(exclusive_minimum = 0)]
     preview_duration: Option<f64>,
     auto_start: Option<bool>,
+    keyframes: Option<Keyframes>,
 }
 
 /// The background as stored.
@@ -240,6 +253,11 @@ pub(crate) struct Job {
     /// Seconds of video processed.
     duration_seconds: Option<f64>,
     frames: Option<i64>,
+    /// Frames per second: of the attempt so far while processing, of the whole run once
+    /// completed (an extension).
+    fps: Option<f64>,
+    /// Estimated seconds left, while processing (an extension).
+    eta_seconds: Option<f64>,
     /// Why it failed, for people.
     error: Option<String>,
     /// Why it failed, for programs (`cancelled`, `invalid_video`, `insufficient_credits`, …).
@@ -259,6 +277,8 @@ pub(crate) struct Job {
     metadata: Option<Value>,
     preview_duration: Option<f64>,
     auto_start: bool,
+    /// The `keyframes` option as asked; `null`: the server's default.
+    keyframes: Option<Keyframes>,
     webhook_url: Option<String>,
     /// Event → `pending`, `sent` or `failed`.
     webhook_events: BTreeMap<String, String>,
