@@ -106,9 +106,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         mask_size = (segmented.mask.width, segmented.mask.height);
         for (matter, out) in &mut outs {
-            let alpha =
-                matter.alpha_moved(&frame, segmented.mask.clone(), segmented.luma.clone(), segmented.motion.as_ref());
-            out.write_all(&alpha)?;
+            out.write_all(&matter.alpha_of(&frame, segmented.clone()))?;
         }
         luma_out.write_all(frame.y())?;
         frames += 1;

@@ -29,6 +29,9 @@ use crate::model::{Segmenter, Tier};
 /// well below ISNet's 1024 (see [`Motion::measure_within`]).
 const MOTION_SIDE: usize = 512;
 
+/// Coverage (alpha ≥ 0.5) below which a keyframe found no subject.
+const NO_SUBJECT: f64 = 0.002;
+
 /// Whether the model runs on every frame or only where the picture needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Keyframes {
@@ -90,6 +93,9 @@ pub struct Rules {
     pub subject_shift: f32,
     /// Relative change of the mask's area (alpha ≥ 0.5) since the keyframe that forces one.
     pub area_drift: f64,
+    /// Most frames between two keyframes while there is no subject (less than 0.2% of the
+    /// picture): nothing is carried then, and nothing else would notice one arriving.
+    pub max_gap_without_subject: u32,
 }
 
 impl Default for Rules {
@@ -101,6 +107,7 @@ impl Default for Rules {
             drift_budget: 0.08,
             subject_shift: 0.01,
             area_drift: 0.1,
+            max_gap_without_subject: 3,
         }
     }
 }
@@ -143,6 +150,10 @@ pub struct Segmented {
     pub motion: Option<Motion>,
     /// Why the model ran; `None`: the mask was carried.
     pub keyframe: Option<Reason>,
+    /// The model ran after carried frames: its mask corrects a guess, so the matting step takes
+    /// large changes at once instead of easing into them (a subject that appeared while the
+    /// mask was carried must not fade in over several frames).
+    pub refresh: bool,
 }
 
 /// How many frames ran the model, and why.
@@ -212,7 +223,7 @@ impl Keyframer {
         let Some(rules) = self.rules else {
             let (mask, luma) = segmenter.segment_yuv(frame)?;
             self.stats.keyframes += 1;
-            return Ok(Segmented { mask, luma, motion: None, keyframe: Some(Reason::Always) });
+            return Ok(Segmented { mask, luma, motion: None, keyframe: Some(Reason::Always), refresh: false });
         };
         let luma = segmenter.guide_luma(frame);
         let luma_f: Vec<f32> = luma.iter().map(|&v| v as f32 * (1.0 / 255.0)).collect();
@@ -229,6 +240,7 @@ impl Keyframer {
             (Some(carried), Some(motion)) => self.reason(&rules, carried, motion),
             _ => Some(Reason::First),
         };
+        let refresh = reason.is_some() && self.since_keyframe > 0;
         let mask = match (reason, carried) {
             (None, Some(carried)) => {
                 self.since_keyframe += 1;
@@ -245,7 +257,7 @@ impl Keyframer {
             }
         };
         self.previous = Some(Previous { luma: luma_f, mask: mask.clone() });
-        Ok(Segmented { mask, luma, motion, keyframe: reason })
+        Ok(Segmented { mask, luma, motion, keyframe: reason, refresh })
     }
 
     /// Why this frame must run the model, or `None` when the carried mask will do.
@@ -255,7 +267,11 @@ impl Keyframer {
             return Some(Reason::Cut);
         }
         let gap = self.since_keyframe + 1;
-        if gap >= rules.max_gap_frames || gap as f64 >= rules.max_gap_seconds * self.fps {
+        let no_subject = self.keyframe_coverage < NO_SUBJECT;
+        if gap >= rules.max_gap_frames
+            || gap as f64 >= rules.max_gap_seconds * self.fps
+            || (no_subject && gap >= rules.max_gap_without_subject)
+        {
             return Some(Reason::Gap);
         }
         self.drift += outline_residual(carried, motion).max(picture);
@@ -422,6 +438,18 @@ mod tests {
         assert_eq!(k.reason(&rules, &mask, &shifted(true, 0.25)), None);
         assert_eq!(k.reason(&rules, &mask, &shifted(true, 0.25)), None);
         assert_eq!(k.reason(&rules, &mask, &shifted(true, 0.25)), Some(Reason::Moved));
+    }
+
+    #[test]
+    fn without_a_subject_the_model_runs_more_often() {
+        let rules = Rules::default();
+        let empty = square(32, 32, 0, 0);
+        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        k.keyframe_coverage = empty.coverage();
+        k.since_keyframe = rules.max_gap_without_subject - 2;
+        assert_eq!(k.reason(&rules, &empty, &motion(0.0, 32, 32)), None);
+        k.since_keyframe += 1;
+        assert_eq!(k.reason(&rules, &empty, &motion(0.0, 32, 32)), Some(Reason::Gap));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::frame::{Mask, YuvFrame};
+use crate::keyframes::{Reason, Segmented};
 use crate::model::Tier;
 
 /// Mean over a (2r+1)² window, clipped at the borders; O(1) per pixel.
@@ -186,12 +187,14 @@ impl TemporalStabiliser {
     /// Stabilises `mask` in place against the previous frame; `guide_lo` is this frame's luma on
     /// the mask's grid.
     pub fn apply(&mut self, mask: &mut Mask, guide_lo: &[f32]) {
-        self.apply_moved(mask, guide_lo, None);
+        self.apply_moved(mask, guide_lo, None, false);
     }
 
     /// [`TemporalStabiliser::apply`] with the motion from the previous frame already measured
-    /// (by the keyframe planner, on the same grid and luma), so it is not searched twice.
-    pub fn apply_moved(&mut self, mask: &mut Mask, guide_lo: &[f32], motion: Option<&Motion>) {
+    /// (by the keyframe planner, on the same grid and luma), so it is not searched twice. With
+    /// `refresh` (the model ran after carried frames), a pixel whose mask changed by
+    /// [`REFRESH_JUMP`] or more takes the new value at once: the history there was a guess.
+    pub fn apply_moved(&mut self, mask: &mut Mask, guide_lo: &[f32], motion: Option<&Motion>, refresh: bool) {
         let (w, h) = (mask.width as usize, mask.height as usize);
         if let Some((prev_alpha, prev_guide)) = &self.previous {
             if prev_alpha.len() == mask.data.len() {
@@ -209,7 +212,11 @@ impl TemporalStabiliser {
                         let (sx, sy) = motion.source[k];
                         let prev = sample(prev_alpha, w, h, sx, sy);
                         let moving = ((m - self.still) / span).clamp(0.0, 1.0);
-                        let weight = moving + (1.0 - moving) * self.follow;
+                        let weight = if refresh && (*alpha - prev).abs() >= REFRESH_JUMP {
+                            1.0
+                        } else {
+                            moving + (1.0 - moving) * self.follow
+                        };
                         *alpha = prev + weight * (*alpha - prev);
                     }
                 }
@@ -218,6 +225,11 @@ impl TemporalStabiliser {
         self.previous = Some((mask.data.clone(), guide_lo.to_vec()));
     }
 }
+
+/// How much a refreshed mask (see [`TemporalStabiliser::apply_moved`]) must differ from the
+/// carried history for the stabiliser to take it at once: foreground against background, not
+/// the soft disagreements at edges that it should keep smoothing.
+pub const REFRESH_JUMP: f32 = 0.5;
 
 /// Mean motion-compensated luma difference (0-1) at and above which the stabiliser drops its
 /// history: most of the picture is not explained by the previous frame moved.
@@ -544,12 +556,13 @@ impl Matter {
     /// The alpha plane (`frame.width` x `frame.height`) for `frame`, given the segmenter's mask
     /// and its Y plane on the mask's grid (as [`crate::Segmenter::segment_yuv`] returns them).
     pub fn alpha(&mut self, frame: &YuvFrame, mask: Mask, luma: Vec<u8>) -> Vec<u8> {
-        self.alpha_moved(frame, mask, luma, None)
+        self.alpha_of(frame, Segmented { mask, luma, motion: None, keyframe: Some(Reason::Always), refresh: false })
     }
 
-    /// [`Matter::alpha`] with the motion since the previous frame already measured on the
-    /// mask's grid (as [`crate::keyframes::Keyframer`] does), which the stabiliser then reuses.
-    pub fn alpha_moved(&mut self, frame: &YuvFrame, mut mask: Mask, luma: Vec<u8>, motion: Option<&Motion>) -> Vec<u8> {
+    /// [`Matter::alpha`] for a frame segmented by [`crate::keyframes::Keyframer`]: the motion it
+    /// measured is reused by the stabiliser, and a refreshed keyframe corrects the history.
+    pub fn alpha_of(&mut self, frame: &YuvFrame, segmented: Segmented) -> Vec<u8> {
+        let Segmented { mut mask, luma, motion, refresh, .. } = segmented;
         if self.mode == MatteMode::Bilinear {
             let full = resize_plane(&mut self.resizer, &mask.data, mask.width, mask.height, frame.width, frame.height);
             return full.iter().map(|a| (a.clamp(0.0, 1.0) * 255.0 + 0.5) as u8).collect();
@@ -563,7 +576,7 @@ impl Matter {
         };
         let guide_lo: Vec<f32> = luma.into_iter().map(|v| v as f32 * (1.0 / 255.0)).collect();
         if self.mode == MatteMode::Stabilised {
-            self.stabiliser.apply_moved(&mut mask, &guide_lo, motion);
+            self.stabiliser.apply_moved(&mut mask, &guide_lo, motion.as_ref(), refresh);
         }
         guided_upsample(&mut self.resizer, &mask, &guide_lo, frame.y(), frame.width, frame.height, self.params)
     }
@@ -649,6 +662,27 @@ mod tests {
         let mut follow = Mask { width: 4, height: 4, data: vec![0.0; 16] };
         stab.apply(&mut follow, &moved);
         assert_eq!(follow.data[5], 0.0);
+    }
+
+    /// After carried frames the model's mask is the truth: a subject that appeared meanwhile is
+    /// taken at once, while small disagreements are still eased into.
+    #[test]
+    fn a_refreshed_keyframe_takes_large_changes_at_once() {
+        let guide = vec![0.5f32; 16];
+        let run = |refresh: bool| {
+            let mut stab = TemporalStabiliser::default();
+            stab.apply(&mut Mask { width: 4, height: 4, data: vec![0.0; 16] }, &guide);
+            let mut data = vec![1.0; 8];
+            data.extend([0.2; 8]);
+            let mut next = Mask { width: 4, height: 4, data };
+            stab.apply_moved(&mut next, &guide, None, refresh);
+            (next.data[0], next.data[15])
+        };
+        let (appeared, soft) = run(true);
+        assert_eq!(appeared, 1.0);
+        assert!((soft - 0.06).abs() < 1e-5, "{soft}");
+        let (eased, _) = run(false);
+        assert!((eased - 0.3).abs() < 1e-5, "{eased}");
     }
 
     /// The camera pans 2 px a frame over textured content and the model glitches to 0: the

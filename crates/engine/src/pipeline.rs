@@ -381,8 +381,8 @@ fn matte_stage(
     activity: &Activity,
 ) -> Result<()> {
     let mut matter = Matter::new(tier, matte::shipped_mode(tier));
-    for (frame, s) in rx {
-        let alpha = matter.alpha_moved(&frame, s.mask, s.luma, s.motion.as_ref());
+    for (frame, segmented) in rx {
+        let alpha = matter.alpha_of(&frame, segmented);
         activity.touch();
         if tx.send((frame, alpha)).is_err() {
             break;
