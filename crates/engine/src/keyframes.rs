@@ -304,15 +304,24 @@ impl Keyframer {
 
 /// Mean residual within a band around the subject's outline (about 1.5% of the grid's long
 /// side either way): where a carried mask goes wrong first. 0 when there is no outline.
+///
+/// Where the subject touches the picture's edge, the edge is part of its outline too: a subject
+/// entering the frame brings content that no motion explains, right there.
 fn outline_residual(mask: &Mask, motion: &Motion) -> f32 {
     let (w, h) = (mask.width as usize, mask.height as usize);
+    let r = (w.max(h) / 64).max(1);
     let subject: Vec<f32> = mask.data.iter().map(|&a| if a >= 0.5 { 1.0 } else { 0.0 }).collect();
-    let near = box_mean(&subject, w, h, (w.max(h) / 64).max(1));
+    let near = box_mean(&subject, w, h, r);
+    let at_edge = |k: usize| {
+        let (x, y) = (k % w, k / w);
+        x < r || y < r || x + r >= w || y + r >= h
+    };
     let (sum, n) = near
         .iter()
         .zip(&motion.residual)
-        .filter(|(&n, _)| n > 0.0 && n < 1.0)
-        .fold((0f32, 0u32), |(s, c), (_, &r)| (s + r, c + 1));
+        .enumerate()
+        .filter(|&(k, (&n, _))| (n > 0.0 && n < 1.0) || (subject[k] > 0.0 && at_edge(k)))
+        .fold((0f32, 0u32), |(s, c), (_, (_, &r))| (s + r, c + 1));
     if n == 0 {
         0.0
     } else {
@@ -456,8 +465,9 @@ mod tests {
     fn the_outline_band_sees_change_at_the_edge_only() {
         let mask = square(64, 64, 16, 48);
         let mut m = motion(0.0, 64, 64);
-        // Change far from the outline (the middle of the subject) is not outline change.
-        for y in 0..64 {
+        // Change far from the outline (the middle of the subject, away from the picture's top
+        // and bottom, which the subject touches) is not outline change.
+        for y in 8..56 {
             m.residual[y * 64 + 32] = 1.0;
         }
         assert_eq!(outline_residual(&mask, &m), 0.0);
@@ -466,5 +476,11 @@ mod tests {
         }
         assert!(outline_residual(&mask, &m) > 0.05);
         assert_eq!(outline_residual(&square(64, 64, 0, 0), &m), 0.0);
+        // A subject against the left edge: new content there counts.
+        let mut entering = motion(0.0, 64, 64);
+        for y in 0..64 {
+            entering.residual[y * 64] = 1.0;
+        }
+        assert!(outline_residual(&square(64, 64, 0, 20), &entering) > 0.05);
     }
 }
