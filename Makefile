@@ -5,7 +5,7 @@
 CLEARBG_HOME ?= $(HOME)/.cache/clearbg
 export CLEARBG_HOME
 
-.PHONY: setup setup-tests setup-cuda setup-video-matting build run test bench eval
+.PHONY: setup setup-tests setup-cuda setup-video-matting build run test bench eval eval-keyframes
 
 setup:
 	@scripts/setup.sh
@@ -52,3 +52,13 @@ eval: build
 	cargo build --release --example matte_eval
 	cd eval && "$(CLEARBG_HOME)/venv/bin/python" test_metrics.py
 	cd eval && "$(CLEARBG_HOME)/venv/bin/python" run.py --tiers "$(TIERS)"
+
+# What keyframes (and a smaller model input) cost in quality: each variant's matte against the
+# model on every frame (IoU per frame; MAD and dtSSD on the ground-truth clips). Slow on a CPU:
+# ISNet runs on every frame of each clip for the reference.
+KF_TIERS ?= human original pro
+KF_VARIANTS ?= adaptive
+KF_FRAMES ?= 50
+eval-keyframes: build
+	cargo build --release --example matte_eval
+	cd eval && "$(CLEARBG_HOME)/venv/bin/python" keyframes.py --tiers "$(KF_TIERS)" --variants "$(KF_VARIANTS)" --frames $(KF_FRAMES)
