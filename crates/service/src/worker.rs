@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::error::redact_paths;
 use crate::jobs::JobSpec;
-use crate::store::{Advance, JobRow, Output};
+use crate::store::{Advance, HandBack, JobRow, Output};
 use crate::App;
 
 /// How often a running job reports progress, renews its lease and checks for a cancel.
@@ -228,7 +228,7 @@ impl Worker {
             }
             Err(Stop::Shutdown) => {
                 tracing::info!("handing the job back to the queue (shutdown)");
-                store.release(&job.id, &self.id, "worker shut down; queued again").await.map(|_| ())
+                store.release(&job.id, &self.id, HandBack::Shutdown, "worker shut down; queued again").await.map(|_| ())
             }
             Err(Stop::LeaseLost) => {
                 tracing::warn!("lease lost to another worker; stopped");
