@@ -345,3 +345,28 @@ fn the_job_s_own_fault_fails_at_once_and_a_lasting_server_fault_after_every_atte
     assert_eq!(retries(&api, &key, &good).len(), 1, "the first attempt was retried, the last was not");
     assert_eq!(job["billing_status"], "refunded", "{job}");
 }
+
+/// An upload that retention deleted while its job waited in the queue really is gone: the job
+/// fails on its first attempt with `input_missing`, and nothing is retried.
+#[test]
+fn an_input_deleted_by_retention_fails_the_job_at_once() {
+    let api = Server::start_with(&["--no-workers"], &[("CLEARBG_RETENTION", "2s")]);
+    let key = api.key("a");
+    let dir = tempfile::tempdir().unwrap();
+    let upload = api.upload(&key, &person_clip(dir.path(), 0.5));
+    let job = json_ok(api.post_json(&key, "/v1/jobs", &json!({"video_url": upload["video_url"], "model": "light"})));
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_for("retention to delete the upload", Duration::from_secs(30), || {
+        std::fs::read_dir(api.data.join("objects/uploads")).unwrap().next().is_none()
+    });
+    // The database says so once a new job of the upload is refused for it.
+    wait_for("the upload's record to say deleted", Duration::from_secs(5), || {
+        api.post_json(&key, "/v1/jobs", &json!({"video_url": upload["video_url"]})).status() == 422
+    });
+
+    let _worker = worker_for(&api, dir.path(), "worker", &[]);
+    let (job, _) = api.wait(&key, &id, Duration::from_secs(60));
+    assert_eq!((job["status"].as_str(), job["error_code"].as_str()), (Some("failed"), Some("input_missing")), "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert!(retries(&api, &key, &id).is_empty());
+}
