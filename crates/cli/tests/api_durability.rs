@@ -1,10 +1,13 @@
-//! Nothing accepted is lost: cancels stop the work, restarts and crashes hand jobs on, attempts
-//! are capped, and retention deletes files but keeps the story.
+//! Nothing accepted is lost: cancels stop the work, restarts and crashes hand jobs on, faults of
+//! the service (no ffmpeg on a worker host, storage failing) are retried while the job's own
+//! faults fail at once, attempts are capped, and retention deletes files but keeps the story.
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::scaleout::WorkerProcess;
 use common::*;
 use serde_json::{json, Value};
 
@@ -205,4 +208,165 @@ fn retention_deletes_files_and_keeps_the_record() {
     );
     assert!(again["error"]["message"].as_str().unwrap().contains("deleted"));
     assert!(std::fs::read_dir(server.data.join("objects/outputs")).unwrap().next().is_none());
+}
+
+/// A `clearbg worker` process on `api`'s database and storage (as a second host would be), with
+/// `extra` settings on top.
+fn worker_for(api: &Server, dir: &Path, name: &str, extra: &[(&str, &str)]) -> WorkerProcess {
+    let mut env = api.env.clone();
+    env.push(("CLEARBG_DATA_DIR".into(), api.data.display().to_string()));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    WorkerProcess::start(dir, name, &env)
+}
+
+/// The trail's hand-backs of attempts that failed on the server, to be retried.
+fn retries(server: &Server, key: &str, id: &str) -> Vec<Value> {
+    events(server, key, id)
+        .into_iter()
+        .filter(|e| {
+            (e["from"].as_str(), e["to"].as_str()) == (Some("processing"), Some("pending"))
+                && e["reason"].as_str().unwrap().contains("to be retried at")
+        })
+        .collect()
+}
+
+/// Starts a `light` job on a short clip, on an API process without workers; returns its id.
+fn queue_short_job(api: &Server, key: &str, dir: &Path) -> String {
+    let upload = api.upload(key, &person_clip(dir, 0.5));
+    let job = json_ok(api.post_json(key, "/v1/jobs", &json!({"video_url": upload["video_url"], "model": "light"})));
+    assert_eq!(job["status"], "pending", "{job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
+/// Downloads a completed job's output and decodes its alpha back.
+fn assert_output_decodes(job: &Value, dir: &Path) {
+    let out = dir.join("out.webm");
+    download(job["output_url"].as_str().unwrap(), &out);
+    let (_, _, alpha) = decode_alpha(&out);
+    assert!(!alpha.is_empty(), "the output has frames: {job}");
+    assert!(alpha.iter().any(|frame| frame.iter().any(|&a| a < 128)), "some background was removed");
+}
+
+/// A worker host without ffmpeg hands the job back (saying why and when it is retried) instead of
+/// failing it; a worker with ffmpeg completes it on the next attempt.
+#[test]
+fn a_worker_without_ffmpeg_hands_the_job_back_for_another_to_complete() {
+    let api = Server::start_with(&["--no-workers"], &[]);
+    let key = api.key("a");
+    let dir = tempfile::tempdir().unwrap();
+    let id = queue_short_job(&api, &key, dir.path());
+
+    let no_tools = dir.path().join("bin-without-ffmpeg");
+    std::fs::create_dir_all(&no_tools).unwrap();
+    let mut lacking = worker_for(&api, dir.path(), "no-ffmpeg", &[("PATH", no_tools.to_str().unwrap())]);
+    wait_for("the job to be handed back", Duration::from_secs(60), || !retries(&api, &key, &id).is_empty());
+    lacking.kill9();
+    let handed_back = &retries(&api, &key, &id)[0];
+    let reason = handed_back["reason"].as_str().unwrap();
+    assert!(reason.starts_with("ffmpeg_missing: "), "the trail says why: {reason}");
+    assert!(reason.contains("attempt 1 of 3 failed on the server"), "{reason}");
+    assert_eq!(handed_back["attempt"], 1);
+    let job = json_ok(api.get(&key, &format!("/v1/jobs/{id}")));
+    assert_eq!((job["status"].as_str(), job["attempts"].as_i64()), (Some("pending"), Some(1)), "{job}");
+    assert!(job["error_code"].is_null(), "{job}");
+
+    let _able = worker_for(&api, dir.path(), "with-ffmpeg", &[]);
+    let (job, _) = api.wait(&key, &id, Duration::from_secs(120));
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert_output_decodes(&job, dir.path());
+}
+
+/// Storage that fails twice (its uploads directory replaced by a file: reads fail with ENOTDIR)
+/// and then recovers: the job is retried after each failure and completes.
+#[test]
+fn a_storage_outage_is_retried_until_storage_recovers() {
+    let api = Server::start_with(&["--no-workers"], &[]);
+    let key = api.key("a");
+    let dir = tempfile::tempdir().unwrap();
+    let id = queue_short_job(&api, &key, dir.path());
+
+    let uploads = api.data.join("objects/uploads");
+    let aside = api.data.join("objects/uploads-aside");
+    std::fs::rename(&uploads, &aside).unwrap();
+    std::fs::write(&uploads, b"not a directory").unwrap();
+    let _worker =
+        worker_for(&api, dir.path(), "worker", &[("CLEARBG_RETRY_BACKOFF", "1s"), ("CLEARBG_MAX_ATTEMPTS", "5")]);
+    wait_for("two failed attempts", Duration::from_secs(60), || retries(&api, &key, &id).len() >= 2);
+    std::fs::remove_file(&uploads).unwrap();
+    std::fs::rename(&aside, &uploads).unwrap();
+
+    let (job, _) = api.wait(&key, &id, Duration::from_secs(120));
+    assert_eq!(job["status"], "completed", "{job}");
+    let handed_back = retries(&api, &key, &id);
+    assert!(job["attempts"].as_i64().unwrap() >= 3, "{job}");
+    assert_eq!(job["attempts"].as_i64().unwrap(), handed_back.len() as i64 + 1, "{handed_back:?}");
+    for e in &handed_back {
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.starts_with("internal_error: reading the input failed on the server"), "{reason}");
+        assert!(!reason.contains(api.data.to_str().unwrap()), "no server paths in the trail: {reason}");
+    }
+    // The waits double: 1 s after the first attempt, 2 s after the second.
+    assert!(handed_back[0]["reason"].as_str().unwrap().contains("(in 1s)"), "{}", handed_back[0]);
+    assert!(handed_back[1]["reason"].as_str().unwrap().contains("(in 2s)"), "{}", handed_back[1]);
+    assert_output_decodes(&job, dir.path());
+}
+
+/// The job's own fault (a truncated video) fails it at once, on its first attempt, with nothing
+/// retried; a fault of the service that outlasts every attempt fails the job with that fault's
+/// code and message, and its credits are refunded.
+#[test]
+fn the_job_s_own_fault_fails_at_once_and_a_lasting_server_fault_after_every_attempt() {
+    let api = Server::start_with(&["--no-workers"], &[]);
+    let key = api.key("a");
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = api.upload(&key, &truncated_clip(dir.path()));
+    let bad = json_ok(api.post_json(&key, "/v1/jobs", &json!({"video_url": truncated["video_url"], "model": "light"})));
+    let bad = bad["id"].as_str().unwrap().to_string();
+    let mut able = worker_for(&api, dir.path(), "with-ffmpeg", &[]);
+    let (job, _) = api.wait(&key, &bad, Duration::from_secs(60));
+    assert_eq!(job["status"], "failed", "{job}");
+    let input_codes = ["invalid_input", "unsupported_input", "decode_failed"];
+    assert!(input_codes.contains(&job["error_code"].as_str().unwrap()), "the input's fault: {job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert!(retries(&api, &key, &bad).is_empty());
+    able.kill9();
+
+    let good = queue_short_job(&api, &key, dir.path());
+    let no_tools = dir.path().join("bin-without-ffmpeg");
+    std::fs::create_dir_all(&no_tools).unwrap();
+    let settings =
+        [("PATH", no_tools.to_str().unwrap()), ("CLEARBG_RETRY_BACKOFF", "200ms"), ("CLEARBG_MAX_ATTEMPTS", "2")];
+    let _lacking = worker_for(&api, dir.path(), "no-ffmpeg", &settings);
+    let (job, _) = api.wait(&key, &good, Duration::from_secs(60));
+    assert_eq!((job["status"].as_str(), job["error_code"].as_str()), (Some("failed"), Some("ffmpeg_missing")), "{job}");
+    assert!(job["error"].as_str().unwrap().contains("not found"), "the last error's message: {job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert_eq!(retries(&api, &key, &good).len(), 1, "the first attempt was retried, the last was not");
+    assert_eq!(job["billing_status"], "refunded", "{job}");
+}
+
+/// An upload that retention deleted while its job waited in the queue really is gone: the job
+/// fails on its first attempt with `input_missing`, and nothing is retried.
+#[test]
+fn an_input_deleted_by_retention_fails_the_job_at_once() {
+    let api = Server::start_with(&["--no-workers"], &[("CLEARBG_RETENTION", "2s")]);
+    let key = api.key("a");
+    let dir = tempfile::tempdir().unwrap();
+    let upload = api.upload(&key, &person_clip(dir.path(), 0.5));
+    let job = json_ok(api.post_json(&key, "/v1/jobs", &json!({"video_url": upload["video_url"], "model": "light"})));
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_for("retention to delete the upload", Duration::from_secs(30), || {
+        std::fs::read_dir(api.data.join("objects/uploads")).unwrap().next().is_none()
+    });
+    // The database says so once a new job of the upload is refused for it.
+    wait_for("the upload's record to say deleted", Duration::from_secs(5), || {
+        api.post_json(&key, "/v1/jobs", &json!({"video_url": upload["video_url"]})).status() == 422
+    });
+
+    let _worker = worker_for(&api, dir.path(), "worker", &[]);
+    let (job, _) = api.wait(&key, &id, Duration::from_secs(60));
+    assert_eq!((job["status"].as_str(), job["error_code"].as_str()), (Some("failed"), Some("input_missing")), "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert!(retries(&api, &key, &id).is_empty());
 }

@@ -70,9 +70,14 @@ pub struct Config {
     /// taken up again after this).
     #[arg(long, env = "CLEARBG_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease: Duration,
-    /// Attempts per job before it fails for good (an attempt ends when its worker is lost).
+    /// Attempts per job before it fails for good (an attempt ends when its worker is lost or it
+    /// fails for a reason of this service, such as ffmpeg missing or storage failing).
     #[arg(long, env = "CLEARBG_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
+    /// The wait before a job whose attempt failed for a reason of this service is tried again;
+    /// it doubles with each attempt, up to 5 minutes.
+    #[arg(long, env = "CLEARBG_RETRY_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Duration,
     /// Time limit for downloading a video_url or bg_image_url.
     #[arg(long, env = "CLEARBG_FETCH_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub fetch_timeout: Duration,

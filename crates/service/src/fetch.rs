@@ -20,11 +20,13 @@ pub struct FetchError {
     pub code: &'static str,
     /// For the job's `error`.
     pub message: String,
+    /// This host failed (writing the download to its disk), not the URL.
+    pub local: bool,
 }
 
 impl FetchError {
     fn new(code: &'static str, message: impl Into<String>) -> FetchError {
-        FetchError { code, message: message.into() }
+        FetchError { code, message: message.into(), local: false }
     }
 }
 
@@ -208,7 +210,10 @@ impl Fetcher {
     }
 
     async fn save(&self, response: reqwest::Response, dest: &Path, url: &url::Url) -> Result<u64, FetchError> {
-        let io = |e: std::io::Error| FetchError::new("fetch_failed", format!("writing the download: {e}"));
+        let io = |e: std::io::Error| FetchError {
+            local: true,
+            ..FetchError::new("fetch_failed", format!("writing the download: {e}"))
+        };
         let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
         let mut stream = response.bytes_stream();
         let mut total = 0u64;

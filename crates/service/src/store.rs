@@ -673,7 +673,8 @@ impl Store {
     }
 
     /// Claims the oldest queued job for `worker` with a lease of `lease`, queueing `job.started`
-    /// (with `view`) the first time the job is claimed.
+    /// (with `view`) the first time the job is claimed. A job handed back to wait out a backoff
+    /// is queued in the future ([`HandBack::RetryAt`]) and is passed over until then.
     pub async fn claim(&self, worker: &str, lease: Duration, view: &dyn JobView) -> sqlx::Result<Option<JobRow>> {
         let cols = self.job_columns();
         let now = now_ms();
@@ -681,12 +682,13 @@ impl Store {
         let row: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE jobs SET status = 'processing', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
              started_at = COALESCE(started_at, $3), updated_at = $4, progress = 0, fps = NULL, eta_seconds = NULL \
-             WHERE id = (SELECT id FROM jobs WHERE status = 'pending' ORDER BY queued_at, id LIMIT 1{skip}) AND status = 'pending' \
-             RETURNING {cols}",
+             WHERE id = (SELECT id FROM jobs WHERE status = 'pending' AND queued_at <= $5 ORDER BY queued_at, id LIMIT 1{skip}) \
+             AND status = 'pending' RETURNING {cols}",
             skip = self.skip_locked()
         ))
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
+        .bind(now)
         .bind(now)
         .bind(now)
         .fetch_optional(&mut *tx)
@@ -831,15 +833,22 @@ impl Store {
         Ok(true)
     }
 
-    /// Gives a job back to the queue without counting the attempt (a graceful shutdown).
-    pub async fn release(&self, id: &str, worker: &str, reason: &str) -> sqlx::Result<bool> {
+    /// Gives a job that `worker` still holds back to the queue, as `how` says, with `reason` in
+    /// its audit trail.
+    pub async fn release(&self, id: &str, worker: &str, how: HandBack, reason: &str) -> sqlx::Result<bool> {
         let now = now_ms();
+        let (refunded_attempts, queued_at) = match how {
+            HandBack::Shutdown => (1, now),
+            HandBack::RetryAt(at) => (0, at),
+        };
         let mut tx = self.pool.begin().await?;
         let attempt: Option<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET status = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, \
-             progress = 0, queued_at = $1, updated_at = $2 WHERE id = $3 AND status = 'processing' AND lease_owner = $4 RETURNING attempts",
+            "UPDATE jobs SET status = 'pending', attempts = attempts - $1, lease_owner = NULL, lease_expires_at = NULL, \
+             progress = 0, fps = NULL, eta_seconds = NULL, queued_at = $2, updated_at = $3 \
+             WHERE id = $4 AND status = 'processing' AND lease_owner = $5 RETURNING attempts",
         )
-        .bind(now)
+        .bind(refunded_attempts)
+        .bind(queued_at)
         .bind(now)
         .bind(id)
         .bind(worker)
@@ -982,6 +991,21 @@ impl Store {
                 .await?;
         }
         Ok(wrong)
+    }
+
+    /// Whether `object_key` should hold a file: an upload's or a job output's that retention has
+    /// not deleted. When storage cannot read such a key, storage failed, not the job's input.
+    /// (Asked only after a failed read, so the scan of unindexed columns costs nothing normally.)
+    pub async fn holds_file(&self, object_key: &str) -> sqlx::Result<bool> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT CAST((SELECT COUNT(*) FROM uploads WHERE object_key = $1 AND deleted_at IS NULL) \
+             + (SELECT COUNT(*) FROM jobs WHERE output_key = $2 AND output_deleted_at IS NULL) AS BIGINT)",
+        )
+        .bind(object_key)
+        .bind(object_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count > 0)
     }
 
     /// The probed duration of an upload, if known.
@@ -1159,6 +1183,16 @@ impl Store {
     pub async fn count_jobs_by_status(&self) -> sqlx::Result<Vec<(String, i64)>> {
         sqlx::query_as("SELECT status, CAST(COUNT(*) AS BIGINT) FROM jobs GROUP BY status").fetch_all(&self.pool).await
     }
+}
+
+/// How a worker gives a job back to the queue ([`Store::release`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandBack {
+    /// The worker is shutting down: the job is claimable at once and the attempt is not counted.
+    Shutdown,
+    /// The attempt failed for a reason of this service, not of the job: it counts, and the job is
+    /// claimable again from this time (Unix ms), when the fault may have passed.
+    RetryAt(i64),
 }
 
 /// Errors of a conditional state change.
@@ -1594,6 +1628,7 @@ mod tests {
         concurrent_claims_take_each_job_exactly_once,
         an_expired_lease_gives_the_job_to_another_worker_and_fences_the_first,
         heartbeats_keep_the_highest_progress_and_carry_cancels,
+        a_job_handed_back_to_retry_waits_out_its_backoff,
         webhook_outbox_and_usage_summary,
     );
 
@@ -1775,12 +1810,40 @@ mod tests {
         assert_eq!(store.job("job_h", None).await.unwrap().unwrap().progress, 40.0);
         assert!(store.request_cancel("job_h", Some("req_1")).await.unwrap());
         assert_eq!(store.heartbeat("job_h", "w", lease, advance(45.0)).await.unwrap(), Some(true));
-        assert!(store.release("job_h", "w", "shutdown").await.unwrap());
+        assert!(store.release("job_h", "w", HandBack::Shutdown, "shutdown").await.unwrap());
         let row = store.job("job_h", None).await.unwrap().unwrap();
         assert_eq!((row.status(), row.attempts, row.progress), (Status::Pending, 0, 0.0));
         // Settings are written once, whoever asks first.
         assert_eq!(store.setting_or_insert("s", || "one".into()).await.unwrap(), "one");
         assert_eq!(store.setting_or_insert("s", || "two".into()).await.unwrap(), "one");
+    }
+
+    async fn a_job_handed_back_to_retry_waits_out_its_backoff(backend: Backend) {
+        let (_db, store) = store(backend).await;
+        let queued = spec(serde_json::json!({"video_url": "http://h/a.mp4"}));
+        store.insert_job("job_r", None, &queued, Status::Pending, None, Reservation::None).await.unwrap();
+        let lease = Duration::from_secs(60);
+        store.claim("w1", lease, &NoView).await.unwrap().unwrap();
+        let retry_at = now_ms() + 1_500;
+        assert!(!store.release("job_r", "w2", HandBack::RetryAt(retry_at), "not its job").await.unwrap());
+        assert!(store.release("job_r", "w1", HandBack::RetryAt(retry_at), "ffmpeg_missing: …").await.unwrap());
+        let row = store.job("job_r", None).await.unwrap().unwrap();
+        assert_eq!(
+            (row.status(), row.attempts, row.queued_at),
+            (Status::Pending, 1, Some(retry_at)),
+            "the attempt counts"
+        );
+        // A job queued later but due now goes first; the handed-back one waits for its time.
+        store.insert_job("job_s", None, &queued, Status::Pending, None, Reservation::None).await.unwrap();
+        assert_eq!(store.claim("w2", lease, &NoView).await.unwrap().unwrap().id, "job_s");
+        assert!(store.claim("w2", lease, &NoView).await.unwrap().is_none(), "claimed before its backoff ended");
+        tokio::time::sleep(Duration::from_millis((retry_at - now_ms()).max(0) as u64 + 50)).await;
+        let again = store.claim("w2", lease, &NoView).await.unwrap().expect("claimable once the backoff ends");
+        assert_eq!((again.id.as_str(), again.attempts), ("job_r", 2));
+        let trail: Vec<(i64, String)> =
+            store.events("job_r").await.unwrap().into_iter().map(|e| (e.attempt, e.to_status)).collect();
+        let expected = [(0, "pending"), (1, "processing"), (1, "pending"), (2, "processing")];
+        assert_eq!(trail, expected.map(|(a, s)| (a, s.to_string())));
     }
 
     async fn webhook_outbox_and_usage_summary(backend: Backend) {

@@ -4,6 +4,10 @@
 //! A worker that dies (kill -9, a lost machine) simply stops renewing; once its lease expires
 //! any worker puts the job back in the queue, up to `max_attempts` times. A worker asked to stop
 //! (SIGTERM) cancels its engine run and hands the job back at once, without using an attempt.
+//!
+//! A job fails at once only for its own fault (its input, its options, its credits, a cancel).
+//! Faults of this service (ffmpeg or a model missing here, storage or the database failing) hand
+//! it back to wait out a backoff, so that another attempt, maybe on another host, can succeed.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,13 +23,15 @@ use tracing::Instrument;
 
 use crate::error::redact_paths;
 use crate::jobs::JobSpec;
-use crate::store::{Advance, JobRow, Output};
+use crate::store::{Advance, HandBack, JobRow, Output};
 use crate::App;
 
 /// How often a running job reports progress, renews its lease and checks for a cancel.
 const TICK: Duration = Duration::from_millis(500);
 /// How often an idle worker looks for work when nobody wakes it.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// The longest wait between attempts of a job that failed for a reason of this service.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Starts `count` workers; they stop when `stop` turns true.
 pub fn spawn_pool(app: App, count: usize, stop: watch::Receiver<bool>) -> anyhow::Result<Vec<JoinHandle<()>>> {
@@ -144,8 +150,11 @@ impl Progress for Shared {
 
 /// How an attempt ended, when it did not produce an output.
 enum Stop {
-    /// Failed for good, with a code and message for the job.
+    /// The job's own fault, or a cancel: failed for good, with a code and message for the job.
     Failed(String, String),
+    /// A fault of this service: queued again after a backoff, with a code and message for the
+    /// job should this have been its last attempt.
+    Retry(String, String),
     /// The worker is shutting down: give the job back.
     Shutdown,
     /// Another worker holds the job now: do nothing more.
@@ -226,9 +235,10 @@ impl Worker {
                     .await
                     .map(|_| ())
             }
+            Err(Stop::Retry(code, message)) => self.retry_later(&job, &code, &message).await,
             Err(Stop::Shutdown) => {
                 tracing::info!("handing the job back to the queue (shutdown)");
-                store.release(&job.id, &self.id, "worker shut down; queued again").await.map(|_| ())
+                store.release(&job.id, &self.id, HandBack::Shutdown, "worker shut down; queued again").await.map(|_| ())
             }
             Err(Stop::LeaseLost) => {
                 tracing::warn!("lease lost to another worker; stopped");
@@ -239,6 +249,32 @@ impl Worker {
             // The lease will expire and another attempt will run.
             tracing::error!(error = %e, "recording the job's outcome");
         }
+    }
+
+    /// After an attempt failed for a reason of this service: hands the job back to be tried
+    /// again once a backoff has passed, or fails it with this error when it has used every
+    /// attempt.
+    async fn retry_later(&self, job: &JobRow, code: &str, message: &str) -> sqlx::Result<()> {
+        let (store, max_attempts) = (&self.app.store, self.app.config.max_attempts);
+        if job.attempts >= i64::from(max_attempts) {
+            tracing::warn!(error_code = %code, error = %message, "failed on the server; every attempt used");
+            let from = crate::jobs::Status::Processing;
+            return store.fail(&job.id, Some(&self.id), from, code, message, None, &self.app).await.map(|_| ());
+        }
+        let base = self.app.config.retry_backoff;
+        let wait = crate::webhooks::backoff(base, job.attempts).min(MAX_RETRY_BACKOFF.max(base));
+        let retry_at = crate::store::now_ms() + wait.as_millis() as i64;
+        let (at, wait) = (
+            humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(retry_at as u64)),
+            humantime::format_duration(wait),
+        );
+        tracing::warn!(error_code = %code, error = %message, retry_in = %wait, "handing the job back to be retried");
+        let reason = format!(
+            "{code}: {message}; attempt {} of {max_attempts} failed on the server, not for the job; \
+             queued again, to be retried at {at} (in {wait})",
+            job.attempts
+        );
+        store.release(&job.id, &self.id, HandBack::RetryAt(retry_at), &reason).await.map(|_| ())
     }
 
     /// Runs `work` while renewing the lease, reporting progress, and relaying cancels and
@@ -297,17 +333,21 @@ impl Worker {
         // What the client calls each file, for messages (never this host's paths).
         let input_name = spec.input.object_key().unwrap_or(&spec.video_url).to_string();
         let input = match spec.input.object_key() {
-            Some(object_key) => app.storage.local_copy(object_key, scratch.path()).await.map_err(|e| {
-                tracing::warn!(error = %e, object_key, "reading the input");
-                Stop::Failed("input_missing".into(), format!("{object_key} could not be read from storage"))
-            })?,
+            Some(object_key) => match app.storage.local_copy(object_key, scratch.path()).await {
+                Ok(path) => path,
+                Err(e) => {
+                    let gone =
+                        || Stop::Failed("input_missing".into(), format!("{object_key} could not be read from storage"));
+                    return Err(self.unreadable(object_key, "reading the input", e, gone).await);
+                }
+            },
             None => {
                 let path = scratch.path().join("input");
                 let download = async {
                     app.fetcher
                         .download(&spec.video_url, &path)
                         .await
-                        .map_err(|e| Stop::Failed(e.code.into(), e.message))
+                        .map_err(|e| fetch_failure(e, "downloading the input", String::new()))
                 };
                 unless_cancelled(&shared, download).await?;
                 path
@@ -322,7 +362,16 @@ impl Worker {
             (scratch.path(), "scratch"),
             (store_root.as_path(), ""),
         ];
-        let engine_failure = |e: EngineError| Stop::Failed(e.code().to_string(), redact_paths(&e.to_string(), &names));
+        let engine_failure = |e: EngineError| {
+            let message = redact_paths(&e.to_string(), &names);
+            if e.is_input_error() {
+                Stop::Failed(e.code().to_string(), message)
+            } else {
+                // ffmpeg or a model missing or crashing here, I/O: this host's fault.
+                tracing::error!(error = %e, "the engine failed");
+                Stop::Retry(e.code().to_string(), message)
+            }
+        };
         if job.billing_status.as_deref() == Some("pending") {
             // Before a single frame is decoded: a key that cannot pay costs no more than a probe.
             let secs = crate::billing::probe_seconds(app, input.clone(), {
@@ -413,17 +462,42 @@ impl Worker {
     async fn fetch_image(&self, url: &str, object_key: Option<&str>, dest: &std::path::Path) -> Result<PathBuf, Stop> {
         if let Some(key) = object_key {
             let scratch = dest.parent().expect("the scratch directory");
-            return self.app.storage.local_copy(key, scratch).await.map_err(|e| {
-                tracing::warn!(error = %e, object_key = key, "reading the background");
-                Stop::Failed("invalid_background".into(), format!("bg_image_url: {key} could not be read from storage"))
-            });
+            return match self.app.storage.local_copy(key, scratch).await {
+                Ok(path) => Ok(path),
+                Err(e) => {
+                    let gone = || {
+                        let message = format!("bg_image_url: {key} could not be read from storage");
+                        Stop::Failed("invalid_background".into(), message)
+                    };
+                    Err(self.unreadable(key, "reading the background", e, gone).await)
+                }
+            };
         }
         self.app
             .fetcher
             .download(url, dest)
             .await
-            .map_err(|e| Stop::Failed(e.code.into(), format!("bg_image_url: {}", e.message)))?;
+            .map_err(|e| fetch_failure(e, "downloading the background", "bg_image_url: ".into()))?;
         Ok(dest.to_path_buf())
+    }
+
+    /// Why storage could not read `object_key`: the job's fault (`gone`) when the database says
+    /// the file was deleted, else storage failed, and another attempt may find it.
+    async fn unreadable(
+        &self,
+        object_key: &str,
+        context: &str,
+        error: anyhow::Error,
+        gone: impl FnOnce() -> Stop,
+    ) -> Stop {
+        match self.app.store.holds_file(object_key).await {
+            Ok(false) => {
+                tracing::warn!(error = %error, object_key, "{context}: the file was deleted");
+                gone()
+            }
+            Ok(true) => internal(context, format!("{object_key}: {error:#}")),
+            Err(db) => internal(context, format!("{object_key}: {error:#}; then the database: {db}")),
+        }
     }
 }
 
@@ -447,8 +521,18 @@ async fn unless_cancelled<T>(
 }
 
 /// A failure of this server, not of the job: the details (paths, driver messages) go to the
-/// log, the job says what failed.
+/// log, the job says what failed. Another attempt may succeed.
 fn internal(context: &str, e: impl std::fmt::Display) -> Stop {
     tracing::error!(error = %e, "{context}");
-    Stop::Failed("internal_error".into(), format!("{context} failed on the server; its log has the details"))
+    Stop::Retry("internal_error".into(), format!("{context} failed on the server; its log has the details"))
+}
+
+/// A failed download: the URL's fault (refused, unreachable, too large) fails the job, with
+/// `prefix` before the message; this host's (writing the file) is retried.
+fn fetch_failure(e: crate::fetch::FetchError, context: &str, prefix: String) -> Stop {
+    if e.local {
+        internal(context, e.message)
+    } else {
+        Stop::Failed(e.code.into(), prefix + &e.message)
+    }
 }
