@@ -70,29 +70,7 @@ fn adaptive_keyframes_run_the_model_less_and_keep_the_matte() {
 #[test]
 fn a_scene_cut_forces_a_keyframe_and_light_runs_every_frame() {
     let dir = tempfile::tempdir().unwrap();
-    let joined = dir.path().join("two-shots.mp4");
-    // 12 frames of the man in the car, then 12 of the street (bikes.mp4), both at 176x144.
-    ffmpeg(&[
-        "-i",
-        carphone().to_str().unwrap(),
-        "-i",
-        home().fixtures_dir().join("bikes.mp4").to_str().unwrap(),
-        "-filter_complex",
-        "[0:v]trim=start_frame=0:end_frame=12,setpts=N/30/TB,setsar=1[a];\
-         [1:v]trim=start_frame=140:end_frame=152,setpts=N/30/TB,scale=176:144,setsar=1[b];\
-         [a][b]concat=n=2:v=1[v]",
-        "-map",
-        "[v]",
-        "-r",
-        "30",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-crf",
-        "18",
-        joined.to_str().unwrap(),
-    ]);
+    let joined = two_shots_clip(dir.path());
     let (human, _) = matte(Tier::Human, &joined, Keyframes::Adaptive, dir.path());
     assert_eq!(human.frames, 24);
     assert!(human.keyframes.cuts >= 1, "the cut ran the model: {:?}", human.keyframes);

@@ -88,29 +88,7 @@ fn frames_of(path: &Path) -> Vec<YuvFrame> {
 fn the_recurrent_state_is_reset_on_a_scene_cut() {
     let Some(mut seg) = video_segmenter("the_recurrent_state_is_reset_on_a_scene_cut") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let joined = dir.path().join("two-shots.mp4");
-    // 12 frames of the man in the car, then 12 of the street (bikes.mp4), both at 176x144.
-    ffmpeg(&[
-        "-i",
-        carphone().to_str().unwrap(),
-        "-i",
-        home().fixtures_dir().join("bikes.mp4").to_str().unwrap(),
-        "-filter_complex",
-        "[0:v]trim=start_frame=0:end_frame=12,setpts=N/30/TB,setsar=1[a];\
-         [1:v]trim=start_frame=140:end_frame=152,setpts=N/30/TB,scale=176:144,setsar=1[b];\
-         [a][b]concat=n=2:v=1[v]",
-        "-map",
-        "[v]",
-        "-r",
-        "30",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-crf",
-        "18",
-        joined.to_str().unwrap(),
-    ]);
+    let joined = two_shots_clip(dir.path());
     let frames = frames_of(&joined);
     assert_eq!(frames.len(), 24);
     seg.reset_history();

@@ -63,6 +63,34 @@ pub fn lavfi_clip(dir: &Path, name: &str, size: &str, fps: u32, seconds: f64, au
     path
 }
 
+/// Two different shots back to back, 24 frames at 176x144 and 30 fps: 12 of the man in the car
+/// (carphone), then 12 of the street (bikes.mp4). Written to `dir/two-shots.mp4`.
+pub fn two_shots_clip(dir: &Path) -> PathBuf {
+    let joined = dir.join("two-shots.mp4");
+    ffmpeg(&[
+        "-i",
+        carphone().to_str().unwrap(),
+        "-i",
+        home().fixtures_dir().join("bikes.mp4").to_str().unwrap(),
+        "-filter_complex",
+        "[0:v]trim=start_frame=0:end_frame=12,setpts=N/30/TB,setsar=1[a];\
+         [1:v]trim=start_frame=140:end_frame=152,setpts=N/30/TB,scale=176:144,setsar=1[b];\
+         [a][b]concat=n=2:v=1[v]",
+        "-map",
+        "[v]",
+        "-r",
+        "30",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        "18",
+        joined.to_str().unwrap(),
+    ]);
+    joined
+}
+
 /// ffprobe's view of a file's streams.
 pub fn probe_json(path: &Path) -> serde_json::Value {
     let out = Command::new("ffprobe")
