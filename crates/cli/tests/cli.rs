@@ -76,7 +76,7 @@ fn remove_writes_the_format_its_extension_names_and_summarises() {
     assert!(summary.starts_with("5 frames, "), "{summary}");
     assert!(summary.contains(&format!("sha256 {}", sha256_of(&out))), "{summary}");
     assert!(summary.contains(&format!("{} bytes", std::fs::metadata(&out).unwrap().len())), "{summary}");
-    assert!(summary.ends_with("(gif, light)"), "{summary}");
+    assert!(summary.ends_with("(gif, light, model on 5 frames)"), "{summary}");
     let probe = Command::new("ffprobe")
         .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
         .arg(&out)

@@ -137,6 +137,9 @@ pub enum Reason {
     Moved,
     /// The mask's area changed too much.
     Area,
+    /// The last keyframe's mask disagreed with the carried one on the area: the model runs again
+    /// to confirm it, so that a per-frame model's glitch is not carried for a whole gap.
+    Confirm,
 }
 
 /// One frame's segmentation, as the matting step takes it.
@@ -173,6 +176,8 @@ pub struct Stats {
     pub moves: u64,
     /// Keyframes forced by the mask's area.
     pub areas: u64,
+    /// Keyframes run to confirm a keyframe that disagreed with the carried mask.
+    pub confirms: u64,
 }
 
 struct Previous {
@@ -189,6 +194,8 @@ pub struct Keyframer {
     drift: f32,
     shift: f32,
     keyframe_coverage: f64,
+    /// The last keyframe disagreed with the carried mask: run the model on the next frame too.
+    confirm: bool,
     stats: Stats,
 }
 
@@ -208,6 +215,7 @@ impl Keyframer {
             drift: 0.0,
             shift: 0.0,
             keyframe_coverage: 0.0,
+            confirm: false,
             stats: Stats::default(),
         }
     }
@@ -246,9 +254,11 @@ impl Keyframer {
                 self.since_keyframe += 1;
                 carried
             }
-            (reason, _) => {
+            (reason, carried) => {
                 let (mask, _) = segmenter.segment_yuv(frame)?;
                 self.count(reason);
+                self.confirm = reason != Some(Reason::Confirm)
+                    && carried.is_some_and(|c| area_differs(c.coverage(), mask.coverage(), rules.area_drift));
                 self.since_keyframe = 0;
                 self.drift = 0.0;
                 self.shift = 0.0;
@@ -262,6 +272,9 @@ impl Keyframer {
 
     /// Why this frame must run the model, or `None` when the carried mask will do.
     fn reason(&mut self, rules: &Rules, carried: &Mask, motion: &Motion) -> Option<Reason> {
+        if self.confirm {
+            return Some(Reason::Confirm);
+        }
         let picture = motion.unexplained();
         if picture >= rules.cut {
             return Some(Reason::Cut);
@@ -282,8 +295,7 @@ impl Keyframer {
         if self.shift >= rules.subject_shift * motion.width.max(motion.height) as f32 {
             return Some(Reason::Moved);
         }
-        let (was, now) = (self.keyframe_coverage, carried.coverage());
-        if (now - was).abs() > rules.area_drift * was.max(0.01) {
+        if area_differs(self.keyframe_coverage, carried.coverage(), rules.area_drift) {
             return Some(Reason::Area);
         }
         None
@@ -297,9 +309,16 @@ impl Keyframer {
             Some(Reason::Drift) => self.stats.drifts += 1,
             Some(Reason::Moved) => self.stats.moves += 1,
             Some(Reason::Area) => self.stats.areas += 1,
+            Some(Reason::Confirm) => self.stats.confirms += 1,
             _ => {}
         }
     }
+}
+
+/// Whether coverage `now` differs from `was` by more than the fraction `drift` (of at least 1%
+/// of the picture, so that a tiny subject is not redone on every pixel).
+fn area_differs(was: f64, now: f64, drift: f64) -> bool {
+    (now - was).abs() > drift * was.max(0.01)
 }
 
 /// Mean residual within a band around the subject's outline (about 1.5% of the grid's long

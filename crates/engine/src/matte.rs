@@ -192,8 +192,10 @@ impl TemporalStabiliser {
 
     /// [`TemporalStabiliser::apply`] with the motion from the previous frame already measured
     /// (by the keyframe planner, on the same grid and luma), so it is not searched twice. With
-    /// `refresh` (the model ran after carried frames), a pixel whose mask changed by
-    /// [`REFRESH_JUMP`] or more takes the new value at once: the history there was a guess.
+    /// `refresh` (the model ran after carried frames), a pixel whose mask rose by
+    /// [`REFRESH_JUMP`] or more takes the new value at once: something the carried guess missed
+    /// (a subject that appeared). A fall is eased into as usual: a per-frame model that drops a
+    /// limb for one frame is the flicker the stabiliser is for.
     pub fn apply_moved(&mut self, mask: &mut Mask, guide_lo: &[f32], motion: Option<&Motion>, refresh: bool) {
         let (w, h) = (mask.width as usize, mask.height as usize);
         if let Some((prev_alpha, prev_guide)) = &self.previous {
@@ -212,7 +214,7 @@ impl TemporalStabiliser {
                         let (sx, sy) = motion.source[k];
                         let prev = sample(prev_alpha, w, h, sx, sy);
                         let moving = ((m - self.still) / span).clamp(0.0, 1.0);
-                        let weight = if refresh && (*alpha - prev).abs() >= REFRESH_JUMP {
+                        let weight = if refresh && *alpha - prev >= REFRESH_JUMP {
                             1.0
                         } else {
                             moving + (1.0 - moving) * self.follow
@@ -226,8 +228,8 @@ impl TemporalStabiliser {
     }
 }
 
-/// How much a refreshed mask (see [`TemporalStabiliser::apply_moved`]) must differ from the
-/// carried history for the stabiliser to take it at once: foreground against background, not
+/// How much a refreshed mask (see [`TemporalStabiliser::apply_moved`]) must rise above the
+/// carried history for the stabiliser to take it at once: background becoming foreground, not
 /// the soft disagreements at edges that it should keep smoothing.
 pub const REFRESH_JUMP: f32 = 0.5;
 
@@ -664,8 +666,8 @@ mod tests {
         assert_eq!(follow.data[5], 0.0);
     }
 
-    /// After carried frames the model's mask is the truth: a subject that appeared meanwhile is
-    /// taken at once, while small disagreements are still eased into.
+    /// After carried frames a subject that appeared meanwhile is taken at once, while small
+    /// disagreements and anything that vanished are still eased into.
     #[test]
     fn a_refreshed_keyframe_takes_large_changes_at_once() {
         let guide = vec![0.5f32; 16];
@@ -683,6 +685,12 @@ mod tests {
         assert!((soft - 0.06).abs() < 1e-5, "{soft}");
         let (eased, _) = run(false);
         assert!((eased - 0.3).abs() < 1e-5, "{eased}");
+        // The model dropped what was there: eased, not taken.
+        let mut stab = TemporalStabiliser::default();
+        stab.apply(&mut Mask { width: 4, height: 4, data: vec![1.0; 16] }, &guide);
+        let mut dropped = Mask { width: 4, height: 4, data: vec![0.0; 16] };
+        stab.apply_moved(&mut dropped, &guide, None, true);
+        assert!((dropped.data[0] - 0.7).abs() < 1e-5, "{}", dropped.data[0]);
     }
 
     /// The camera pans 2 px a frame over textured content and the model glitches to 0: the
