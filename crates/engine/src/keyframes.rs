@@ -13,7 +13,10 @@
 //!   (something enters), whichever is larger;
 //! - the subject itself moved more than a few pixels since the keyframe: carrying a mask along
 //!   block motion is exact for a picture that slides, not for a body that walks or turns;
-//! - the carried mask's area drifted from the keyframe's by more than a fraction.
+//! - the carried mask's area drifted from the keyframe's by more than a fraction;
+//! - every few frames while there is no subject (nothing is carried that could notice one);
+//! - right after a keyframe whose mask disagreed with the carried one on the area: the model
+//!   runs again to confirm it, so a per-frame model's glitch is not carried for a whole gap.
 //!
 //! The motion measured here is handed to the matting step, whose stabiliser would otherwise
 //! search the same motion again, so a carried frame costs one motion search and no model run.
