@@ -88,6 +88,12 @@ impl OutputFormat {
     }
 }
 
+impl std::fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl FromStr for OutputFormat {
     type Err = EngineError;
     fn from_str(s: &str) -> Result<OutputFormat> {
