@@ -88,7 +88,7 @@ fn list_models() -> anyhow::Result<ExitCode> {
     }
     println!("models in {}", home.models_dir().display());
     let statuses = model::inspect(&home, runtime.as_ref().ok());
-    println!("{:<9} {:<26} {:<64} {:<8} {:<30} {}", "TIER", "FILE", "SHA256", "LOADS", "INPUT", "LICENCE");
+    println!("{:<9} {:<26} {:<64} {:<8} {:<30} LICENCE", "TIER", "FILE", "SHA256", "LOADS", "INPUT");
     for tier in model::Tier::ALL {
         for file in tier.files() {
             let status = statuses.iter().find(|s| s.model.file == *file).expect("every tier file is catalogued");

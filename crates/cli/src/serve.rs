@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use clearbg_service::billing::{credits_json, parse_credits};
+use clearbg_service::billing::parse_credits;
 use clearbg_service::config::parse_grant;
-use clearbg_service::store::{Adjustment, Store, StoreError};
+use clearbg_service::store::{Adjustment, Credits, Store, StoreError};
 use clearbg_service::{Config, Role, StoreConfig};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -122,7 +122,7 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             KeysCommand::List { store } => {
                 let db = Store::open(&store.database_url()).await?;
                 for k in db.list_keys().await? {
-                    let credits = credits_json(k.credits);
+                    let credits = Credits(k.credits);
                     println!(
                         "{}\t{}\t{}\t{credits}\t{}",
                         k.fingerprint,
@@ -141,21 +141,20 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 };
                 match db.adjust_credits(&key_fingerprint, adjustment, note.as_deref(), None).await {
                     Ok(Some((record, change))) => {
-                        println!("{}", credits_json(record.credits));
+                        println!("{}", Credits(record.credits));
                         eprintln!(
                             "{} now has {} credits ({}{})",
                             record.fingerprint,
-                            credits_json(record.credits),
+                            Credits(record.credits),
                             if change >= 0 { "+" } else { "" },
-                            credits_json(change)
+                            Credits(change)
                         );
                     }
                     Ok(None) => anyhow::bail!("no key has the fingerprint {key_fingerprint}"),
                     Err(StoreError::InsufficientCredits { balance, .. }) => {
-                        anyhow::bail!("that would take the balance below zero (it is {})", credits_json(balance))
+                        anyhow::bail!("that would take the balance below zero (it is {})", Credits(balance))
                     }
-                    Err(StoreError::Db(e)) => return Err(e.into()),
-                    Err(StoreError::Conflict(c)) => anyhow::bail!("{c:?}"),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }

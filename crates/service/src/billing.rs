@@ -28,16 +28,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use axum::http::StatusCode;
-use serde_json::{json, Value};
-
 use crate::error::{redact_paths, ApiError, ApiResult, FieldError};
 use crate::jobs::{InputRef, JobSpec, MODELS};
-use crate::store::Reservation;
+use crate::store::{Credits, Reservation, MILLIS};
 use crate::App;
-
-/// Millicredits per credit.
-pub const MILLIS: i64 = 1000;
 
 /// The default prices, credits per minute: RemoveBGVideo's for its four models, and `video` at
 /// `human`'s price. It serves the same clips (people), an operator may serve `human` with it
@@ -100,7 +94,7 @@ impl FromStr for Prices {
 
 impl fmt::Display for Prices {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.iter().map(|(m, p)| format!("{m}={}", credits_json(p))).collect();
+        let parts: Vec<String> = self.iter().map(|(m, p)| format!("{m}={}", Credits(p))).collect();
         write!(f, "{}", parts.join(","))
     }
 }
@@ -130,15 +124,6 @@ pub fn credits_from_f64(x: f64) -> Option<i64> {
     ((x * MILLIS as f64 - millis).abs() < 1e-6).then_some(millis as i64)
 }
 
-/// Millicredits as the API shows credits: an integer when whole, else a decimal (`0.75`).
-pub fn credits_json(millis: i64) -> Value {
-    if millis % MILLIS == 0 {
-        json!(millis / MILLIS)
-    } else {
-        json!(millis as f64 / MILLIS as f64)
-    }
-}
-
 /// The seconds a job will process when its input lasts `input_secs`: cut to
 /// `preview_duration`.
 pub fn billable_seconds(spec: &JobSpec, input_secs: f64) -> f64 {
@@ -154,26 +139,27 @@ pub fn billable_seconds(spec: &JobSpec, input_secs: f64) -> f64 {
 /// nothing for anonymous jobs. A stored input that breaks a limit, or whose duration cannot be
 /// established, is refused here, before anything runs: 422 naming `video_url`.
 pub async fn reservation(app: &App, spec: &JobSpec, owner: Option<&str>) -> ApiResult<Reservation> {
-    let secs = match &spec.input {
-        InputRef::Url => None,
-        stored => Some(stored_seconds(app, stored).await?),
+    let secs = match spec.input.object_key() {
+        None => None,
+        Some(key) => Some(stored_seconds(app, &spec.input, key).await?),
     };
     Ok(match (owner, secs) {
         (None, _) => Reservation::None,
-        (Some(_), Some(secs)) => Reservation::Now(app.config.prices.cost(&spec.model, billable_seconds(spec, secs))),
+        (Some(_), Some(secs)) => {
+            Reservation::Now(app.config.prices.cost(spec.model.name(), billable_seconds(spec, secs)))
+        }
         (Some(_), None) => Reservation::Later,
     })
 }
 
 /// The duration of an input in our own storage, probed with the engine under the service's
 /// limits (an upload's is kept with the upload, so it is probed once).
-async fn stored_seconds(app: &App, input: &InputRef) -> ApiResult<f64> {
+async fn stored_seconds(app: &App, input: &InputRef, key: &str) -> ApiResult<f64> {
     if let InputRef::Upload { upload_id, .. } = input {
         if let Some(secs) = app.store.upload_duration(upload_id).await? {
             return Ok(secs);
         }
     }
-    let key = input.object_key().expect("a stored input has an object key");
     let scratch = tempfile::Builder::new()
         .prefix("probe-")
         .tempdir_in(app.config.work_dir())
@@ -211,24 +197,10 @@ pub async fn probe_seconds(
     .unwrap_or_else(|e| Err(clearbg_engine::EngineError::InvalidInput(format!("probe thread: {e}"))))
 }
 
-/// 402 `insufficient_credits`, saying what was needed and what there is.
-pub fn insufficient(needed: Option<i64>, balance: i64) -> ApiError {
-    let message = match needed {
-        Some(n) => format!(
-            "Not enough credits to process this video: it needs {} credits and the balance is {}",
-            credits_json(n),
-            credits_json(balance)
-        ),
-        None => format!(
-            "Not enough credits to process this video: the balance is {}; add credits and start it again",
-            credits_json(balance)
-        ),
-    };
-    ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", message)
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -259,8 +231,8 @@ mod tests {
 
     #[test]
     fn credits_show_exactly() {
-        assert_eq!(credits_json(100_000_000), json!(100000));
-        assert_eq!(credits_json(750), json!(0.75));
+        assert_eq!(json!(Credits(100_000_000)), json!(100000));
+        assert_eq!((json!(Credits(750)), Credits(750).to_string()), (json!(0.75), "0.75".to_string()));
         assert_eq!(parse_credits("0.75"), Some(750));
         assert_eq!(parse_credits("-2"), Some(-2000));
         assert_eq!(parse_credits("0.0005"), None);

@@ -8,7 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::store::StoreError;
 
 tokio::task_local! {
     /// The id of the request being served (`req_…`).
@@ -21,7 +23,8 @@ pub fn request_id() -> Option<String> {
 }
 
 /// One problem with one field of a request body or query.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = FieldProblem)]
 pub struct FieldError {
     /// The field, dotted for nested ones (`background.color`).
     pub field: String,
@@ -47,8 +50,9 @@ pub struct ApiError {
     pub message: String,
     /// Per-field problems, for 422s.
     pub details: Vec<FieldError>,
-    /// Extra response headers (`Retry-After` on a 429).
-    pub headers: axum::http::HeaderMap,
+    /// Extra response headers (`Retry-After` on a 429); boxed, as few errors have any, so that
+    /// every `Result` carrying an `ApiError` stays small.
+    pub headers: Box<axum::http::HeaderMap>,
 }
 
 impl ApiError {
@@ -102,17 +106,51 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// What a client is told when the store refuses: the job is not there (404) or not in a state
+/// for the change (409), the balance is short (402); a database failure is logged, not shown.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Db(e) => e.into(),
+            StoreError::NotFound => ApiError::job_not_found(),
+            StoreError::WrongState(_) => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_job_state", format!("Cannot do that: {e}"))
+            }
+            StoreError::InsufficientCredits { .. } => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", e.to_string())
+            }
+        }
+    }
+}
+
+/// Every error: `{"error":{"code","message","request_id"[,"details"]}}`; the id is also in the
+/// `X-Request-Id` header.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: `invalid_request`, `missing_api_key`, `invalid_api_key`,
+    /// `not_found`, `invalid_job_state`, `insufficient_credits`, `rate_limited`, …
+    code: &'static str,
+    /// For people: what went wrong and what to do.
+    message: String,
+    /// This request's id (equals `X-Request-Id`).
+    request_id: Option<String>,
+    /// On a 422: every bad field and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Vec<FieldError>>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({
-            "code": self.code,
-            "message": self.message,
-            "request_id": request_id(),
-        });
-        if !self.details.is_empty() {
-            error["details"] = json!(self.details);
-        }
-        let mut response = (self.status, self.headers, Json(json!({ "error": error }))).into_response();
+        let details = (!self.details.is_empty()).then_some(self.details);
+        let error = ErrorDetail { code: self.code, message: self.message, request_id: request_id(), details };
+        let mut response = (self.status, *self.headers, Json(ErrorBody { error })).into_response();
         response.extensions_mut().insert(ErrorCode(self.code));
         response
     }

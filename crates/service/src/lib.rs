@@ -9,11 +9,12 @@
 //! - [`store`]: durable state in SQL — keys, uploads, jobs and their audit trail.
 //! - [`storage`]: uploads and outputs in object storage, and the signed URLs that serve them.
 //! - [`jobs`]: what a job asks for, parsed and validated from the API's JSON forms.
+//! - [`wire`]: a job as the routes and the webhooks show it, typed once (and described by it).
 //! - [`http`]: the routes, one error shape, request ids.
 //! - [`worker`]: claims queued jobs under a lease, runs the engine, stores the output.
 //! - [`fetch`]: downloads `video_url`s without reaching private networks.
 //! - [`sweeper`]: deletes inputs and outputs after the retention period.
-//! - [`ratelimit`], [`idempotency`]: per-key limits, and retries that do nothing twice.
+//! - [`ratelimit`]: per-key request, start and authentication-failure limits.
 //! - [`webhooks`]: signs and sends the job events queued in the database's outbox.
 //! - [`health`], [`metrics`]: `/health`'s real checks and the Prometheus series at `/metrics`.
 #![deny(missing_docs)]
@@ -24,7 +25,6 @@ pub mod error;
 pub mod fetch;
 pub mod health;
 pub mod http;
-pub mod idempotency;
 pub mod jobs;
 pub mod metrics;
 pub mod ratelimit;
@@ -32,6 +32,7 @@ pub mod storage;
 pub mod store;
 pub mod sweeper;
 pub mod webhooks;
+pub mod wire;
 pub mod worker;
 
 use std::sync::Arc;
@@ -44,7 +45,7 @@ use tokio::sync::{watch, Notify};
 pub use config::{Config, StoreConfig};
 use fetch::Fetcher;
 use storage::{Signer, Storage};
-use store::{JobRow, JobView, Store};
+use store::Store;
 
 /// Everything a request handler or a worker needs, shared.
 #[derive(Clone)]
@@ -99,11 +100,10 @@ impl App {
         }));
         Ok(App { config: Arc::new(config), store, storage, fetcher, queued: Arc::new(Notify::new()), limits })
     }
-}
 
-impl JobView for App {
-    fn job_view(&self, row: &JobRow) -> serde_json::Value {
-        http::job_view(self, row)
+    /// How this server's job views sign their download links.
+    pub fn links(&self) -> wire::Links<'_> {
+        wire::Links { storage: &self.storage, ttl: self.config.url_ttl }
     }
 }
 
@@ -125,7 +125,21 @@ pub enum Role {
 /// Runs `role` until SIGINT or SIGTERM, then stops accepting requests, hands running jobs back
 /// to the queue and returns — within `shutdown_timeout` (and a moment), whatever is stuck:
 /// requests still open then are cut off, and ffmpeg children still running are killed.
-pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
+///
+/// The listening socket is bound first: given port 0 the system picks a free one, and the links
+/// the service signs must name the port it got (`serving HTTP` in the log says which).
+pub async fn run(mut config: Config, role: Role) -> anyhow::Result<()> {
+    let address = match role {
+        Role::Serve => Some(config.listen),
+        Role::Worker { ops_listen } => ops_listen,
+    };
+    let listener = match address {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?),
+        None => None,
+    };
+    if let (Role::Serve, Some(listener)) = (role, &listener) {
+        config.listen = listener.local_addr()?;
+    }
     let app = App::open(config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = worker::spawn_pool(app.clone(), app.config.workers, stop_rx.clone())?;
@@ -148,15 +162,14 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         role = ?role,
         "clearbg is running"
     );
-    // The API, or a worker's /health and /metrics if it was given an address, else nothing.
-    let served = match role {
-        Role::Serve => Some((app.config.listen, http::router(app.clone()))),
-        Role::Worker { ops_listen } => ops_listen.map(|addr| (addr, http::ops_router(app.clone()))),
-    };
     let drain = app.config.shutdown_timeout;
     let mut tasks = Vec::new();
-    if let Some((addr, router)) = served {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    // The API, or a worker's /health and /metrics if it was given an address, else nothing.
+    if let Some(listener) = listener {
+        let router = match role {
+            Role::Serve => http::router(app.clone()),
+            Role::Worker { .. } => http::ops_router(app.clone()),
+        };
         tracing::info!(listen = %listener.local_addr()?, public_url = %app.config.public_url(), "serving HTTP");
         let limits = http::server::ConnectionLimits {
             header_timeout: app.config.header_timeout,

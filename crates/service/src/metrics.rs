@@ -29,7 +29,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::jobs::Status;
+use crate::jobs::{Billing, Status};
 use crate::App;
 
 /// Latency buckets, seconds: from a cached GET to a long upload.
@@ -149,8 +149,8 @@ pub fn engine_run(model: &str, frames: u64, wall: Duration) {
 /// transaction (the charge is capped by the reservation there, so it is read, not recomputed).
 pub async fn job_charged(app: App, job_id: String) {
     match app.store.job(&job_id, None).await {
-        Ok(Some(row)) if row.billing_status.as_deref() == Some("charged") && row.credits_used > 0 => {
-            metrics::counter!("clearbg_credits_charged_millicredits_total", "model" => row.spec().model)
+        Ok(Some(row)) if row.billing_status == Some(Billing::Charged) && row.credits_used > 0 => {
+            metrics::counter!("clearbg_credits_charged_millicredits_total", "model" => row.spec.model.name())
                 .increment(row.credits_used as u64);
         }
         Ok(_) => {}

@@ -12,7 +12,6 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -59,25 +58,13 @@ impl Event {
 
     /// The event that announces how `row` ended, or `None` if it has not ended.
     pub fn ended(row: &JobRow) -> Option<Event> {
-        match row.status() {
+        match row.status {
             Status::Completed => Some(Event::Completed),
             Status::Failed if row.error_code.as_deref() == Some("cancelled") => Some(Event::Cancelled),
             Status::Failed => Some(Event::Failed),
             _ => None,
         }
     }
-}
-
-/// The bytes a delivery sends: `{"event", "delivery_id", "created_at", "data"}`, where `data`
-/// is the job as `GET /v1/jobs/{id}` showed it when the event happened.
-pub fn body(event: Event, delivery_id: &str, created_at_ms: i64, data: Value) -> Vec<u8> {
-    let body = json!({
-        "event": event.as_str(),
-        "delivery_id": delivery_id,
-        "created_at": crate::http::timestamp(Some(created_at_ms)),
-        "data": data,
-    });
-    serde_json::to_vec(&body).expect("JSON values serialise")
 }
 
 /// `X-Webhook-Signature`: `"sha256=" + hex(HMAC-SHA256(secret, timestamp + "." + body))`, as the

@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::error::redact_paths;
-use crate::jobs::JobSpec;
-use crate::store::{Advance, HandBack, JobRow, Output};
+use crate::jobs::{Billing, JobSpec};
+use crate::store::{Advance, HandBack, JobRow, Output, StoreError};
 use crate::App;
 
 /// How often a running job reports progress, renews its lease and checks for a cancel.
@@ -165,11 +165,11 @@ impl Worker {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(worker = %self.id, "worker ready");
         while !*stop.borrow() {
-            match self.app.store.recover_expired(self.app.config.max_attempts, &self.app).await {
+            match self.app.store.recover_expired(self.app.config.max_attempts, self.app.links()).await {
                 Ok(recovered) => recovered.iter().for_each(|id| self.remove_scratch(id)),
                 Err(e) => tracing::warn!(worker = %self.id, error = %e, "recovering expired leases"),
             }
-            match self.app.store.claim(&self.id, self.app.config.lease, &self.app).await {
+            match self.app.store.claim(&self.id, self.app.config.lease, self.app.links()).await {
                 Ok(Some(job)) => {
                     let span = tracing::info_span!("job", job_id = %job.id, worker = %self.id, attempt = job.attempts);
                     self.process(job, stop.clone()).instrument(span).await;
@@ -207,7 +207,7 @@ impl Worker {
     }
 
     async fn process(&self, job: JobRow, stop: watch::Receiver<bool>) {
-        let spec = job.spec();
+        let spec = job.spec.clone();
         tracing::info!(model = %spec.model, format = %spec.output_format, "processing");
         let shared = Arc::new(Shared::default());
         let result = {
@@ -218,8 +218,8 @@ impl Worker {
         let store = &self.app.store;
         let outcome = match result {
             Ok(output) => {
-                let cost = self.app.config.prices.cost(&spec.model, output.duration_seconds);
-                store.complete(&job.id, &self.id, &output, cost, &self.app).await.map(|done| {
+                let cost = self.app.config.prices.cost(spec.model.name(), output.duration_seconds);
+                store.complete(&job.id, &self.id, &output, cost, self.app.links()).await.map(|done| {
                     if done {
                         tokio::spawn(crate::metrics::job_charged(self.app.clone(), job.id.clone()));
                         tracing::info!(bytes = output.size_bytes, frames = output.frames, "completed");
@@ -231,7 +231,15 @@ impl Worker {
             Err(Stop::Failed(code, message)) => {
                 tracing::warn!(error_code = %code, error = %message, "failed");
                 store
-                    .fail(&job.id, Some(&self.id), crate::jobs::Status::Processing, &code, &message, None, &self.app)
+                    .fail(
+                        &job.id,
+                        Some(&self.id),
+                        crate::jobs::Status::Processing,
+                        &code,
+                        &message,
+                        None,
+                        self.app.links(),
+                    )
                     .await
                     .map(|_| ())
             }
@@ -259,7 +267,7 @@ impl Worker {
         if job.attempts >= i64::from(max_attempts) {
             tracing::warn!(error_code = %code, error = %message, "failed on the server; every attempt used");
             let from = crate::jobs::Status::Processing;
-            return store.fail(&job.id, Some(&self.id), from, code, message, None, &self.app).await.map(|_| ());
+            return store.fail(&job.id, Some(&self.id), from, code, message, None, self.app.links()).await.map(|_| ());
         }
         let base = self.app.config.retry_backoff;
         let wait = crate::webhooks::backoff(base, job.attempts).min(MAX_RETRY_BACKOFF.max(base));
@@ -372,7 +380,7 @@ impl Worker {
                 Stop::Retry(e.code().to_string(), message)
             }
         };
-        if job.billing_status.as_deref() == Some("pending") {
+        if job.billing_status == Some(Billing::Pending) {
             // Before a single frame is decoded: a key that cannot pay costs no more than a probe.
             let secs = crate::billing::probe_seconds(app, input.clone(), {
                 let shared = shared.clone();
@@ -390,7 +398,7 @@ impl Worker {
             ("color", _, Some(rgb)) => Background::from_unit_rgb(&rgb).map_err(engine_failure)?,
             _ => Background::Transparent,
         };
-        let format = spec.format();
+        let format = spec.output_format;
         let output = scratch.path().join(format!("output.{}", format.extension()));
         let request = RemoveRequest {
             input: input.clone(),
@@ -400,10 +408,10 @@ impl Worker {
             composition: spec.composition(),
             limits: app.config.limits(),
             preview_secs: spec.preview_duration,
-            keyframes: spec.keyframes(app.config.keyframes),
+            keyframes: spec.keyframes.unwrap_or(app.config.keyframes),
         };
-        let tier = app.config.serving_tier(spec.tier());
-        if tier != spec.tier() {
+        let tier = app.config.serving_tier(spec.model);
+        if tier != spec.model {
             tracing::info!(model = %spec.model, tier = %tier, "served by the --human-model tier");
         }
         let (home, runtime, segmenters) = (self.home.clone(), self.runtime.clone(), self.segmenters.clone());
@@ -420,7 +428,7 @@ impl Worker {
         .await
         .map_err(|e| internal("the engine thread", e))?
         .map_err(engine_failure)?;
-        crate::metrics::engine_run(&spec.model, summary.frames, summary.wall);
+        crate::metrics::engine_run(spec.model.name(), summary.frames, summary.wall);
         let key = format!("outputs/{}.{}", job.id, format.extension());
         let (size, sha256) =
             app.storage.put_file(&key, &output).await.map_err(|e| internal("storing the output", e))?;
@@ -445,15 +453,14 @@ impl Worker {
     /// Reserves the cost of a job whose input's duration was unknown at start (a URL), now that
     /// the input is here and probed (`secs`), billed as [`crate::billing`] says.
     async fn reserve(&self, job: &JobRow, spec: &JobSpec, secs: f64) -> Result<(), Stop> {
-        let cost = self.app.config.prices.cost(&spec.model, crate::billing::billable_seconds(spec, secs));
+        let cost = self.app.config.prices.cost(spec.model.name(), crate::billing::billable_seconds(spec, secs));
         match self.app.store.reserve_for_job(&job.id, &self.id, cost).await {
             Ok(_) => Ok(()),
-            Err(crate::store::StoreError::InsufficientCredits { needed, balance }) => {
-                let e = crate::billing::insufficient(needed, balance);
-                Err(Stop::Failed(e.code.into(), e.message))
+            Err(e @ StoreError::InsufficientCredits { .. }) => {
+                Err(Stop::Failed("insufficient_credits".into(), e.to_string()))
             }
-            Err(crate::store::StoreError::Db(e)) => Err(internal("reserving credits", e)),
-            Err(crate::store::StoreError::Conflict(_)) => Err(Stop::LeaseLost),
+            Err(StoreError::Db(e)) => Err(internal("reserving credits", e)),
+            Err(StoreError::NotFound | StoreError::WrongState(_)) => Err(Stop::LeaseLost),
         }
     }
 

@@ -7,11 +7,12 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::jobs::timestamp;
+use super::query::QueryFields;
 use super::{json_body, Admin};
-use crate::billing::{credits_from_f64, credits_json};
+use crate::billing::credits_from_f64;
 use crate::error::{request_id, ApiError, ApiResult, FieldError};
-use crate::store::{Adjustment, KeyRecord, StoreError};
+use crate::store::{Adjustment, Credits, KeyRecord, StoreError};
+use crate::wire::timestamp;
 use crate::App;
 
 fn key_view(k: &KeyRecord) -> Value {
@@ -20,7 +21,7 @@ fn key_view(k: &KeyRecord) -> Value {
         "note": k.note,
         "key_fingerprint": k.fingerprint,
         "status": k.status,
-        "credits": credits_json(k.credits),
+        "credits": Credits(k.credits),
         "created_at": timestamp(Some(k.created_at)),
         "last_used_at": timestamp(k.last_used_at),
     })
@@ -31,9 +32,6 @@ fn key_view(k: &KeyRecord) -> Value {
     get, path = "/v1/admin/config", tag = "admin", operation_id = "admin_config", summary = "The settings in force",
     responses(
         (status = 200, description = "Every non-secret setting in force", body = Object),
-        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
-        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
     ),
     security(("admin_token" = []))
 )]
@@ -60,7 +58,7 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
         "models": crate::jobs::MODELS,
         "human_model": c.human_model.name(),
         "keyframes": c.keyframes.name(),
-        "initial_credits": credits_json(c.initial_credits),
+        "initial_credits": Credits(c.initial_credits),
         "prices_credits_per_minute": c.prices.to_string(),
         "output_formats": crate::jobs::FORMATS,
     }))
@@ -71,9 +69,6 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
     get, path = "/v1/admin/keys", tag = "admin", operation_id = "list_keys", summary = "List API keys",
     responses(
         (status = 200, description = "Every key", body = super::openapi::KeyList),
-        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
-        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
     ),
     security(("admin_token" = []))
 )]
@@ -99,11 +94,6 @@ fn string_field(body: &Value, name: &str, required: bool) -> Result<Option<Strin
     request_body(content = super::openapi::CreateKey, content_type = "application/json"),
     responses(
         (status = 200, description = "Created; `api_key` is shown only here", body = super::openapi::KeyCreated),
-        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
-        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
-        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
     ),
     security(("admin_token" = []))
 )]
@@ -140,12 +130,7 @@ async fn set_status(app: &App, body: &Bytes, status: &str) -> ApiResult<Json<Val
     request_body(content = super::openapi::KeyRef, content_type = "application/json"),
     responses(
         (status = 200, description = "Disabled: refused from the next request", body = super::openapi::KeyChanged),
-        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
-        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: no key has that fingerprint", body = super::openapi::Error),
-        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -159,12 +144,7 @@ pub async fn disable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult
     request_body(content = super::openapi::KeyRef, content_type = "application/json"),
     responses(
         (status = 200, description = "Enabled", body = super::openapi::KeyChanged),
-        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
-        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: no key has that fingerprint", body = super::openapi::Error),
-        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -185,12 +165,8 @@ fn no_key() -> ApiError {
     request_body(content = super::openapi::AdjustCredits, content_type = "application/json"),
     responses(
         (status = 200, description = "Adjusted, with an `adjust` ledger row", body = super::openapi::CreditsChanged),
-        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
-        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: no key has that fingerprint", body = super::openapi::Error),
-        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: zero, not a number, more than 3 decimals, or below zero", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_request`: zero, not a number, more than 3 decimals, or below zero", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -223,16 +199,15 @@ pub async fn credits(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult
             Err(StoreError::InsufficientCredits { balance, .. }) => {
                 return Err(ApiError::invalid(vec![FieldError::new(
                     "amount",
-                    format!("would take the balance below zero (it is {})", credits_json(balance)),
+                    format!("would take the balance below zero (it is {})", Credits(balance)),
                 )]))
             }
-            Err(StoreError::Conflict(_)) => return Err(no_key()),
-            Err(StoreError::Db(e)) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
         };
     tracing::info!(fingerprint = %fp, change, balance = record.credits, "credits adjusted");
     let mut view = key_view(&record);
     view["success"] = json!(true);
-    view["change"] = credits_json(change);
+    view["change"] = json!(Credits(change));
     Ok(Json(view))
 }
 
@@ -253,12 +228,7 @@ pub struct LedgerQuery {
     ),
     responses(
         (status = 200, description = "The ledger, newest first", body = super::openapi::Ledger),
-        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
-        (status = 401, description = "`missing_admin_token`", body = super::openapi::Error),
-        (status = 403, description = "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: no key has that fingerprint", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -267,22 +237,11 @@ pub async fn ledger(
     _: Admin,
     axum::extract::Query(q): axum::extract::Query<LedgerQuery>,
 ) -> ApiResult<Json<Value>> {
-    let mut errors = Vec::new();
-    let fp = q.key_fingerprint.filter(|f| !f.is_empty());
-    if fp.is_none() {
-        errors.push(FieldError::new("key_fingerprint", "is required"));
-    }
-    let limit = match q.limit.as_deref() {
-        None | Some("") => 100,
-        Some(v) => match v.parse::<i64>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                errors.push(FieldError::new("limit", "must be an integer from 1 to 1000"));
-                0
-            }
-        },
-    };
-    let Some(fp) = fp.filter(|_| errors.is_empty()) else { return Err(ApiError::invalid(errors)) };
+    let mut fields = QueryFields::default();
+    let fp = fields.required("key_fingerprint", q.key_fingerprint.as_deref()).map(str::to_string);
+    let limit = fields.integer("limit", q.limit.as_deref(), 100, 1..=1000);
+    fields.finish()?;
+    let Some(fp) = fp else { return Err(no_key()) };
     let record = app.store.key_by_fingerprint(&fp).await?.ok_or_else(no_key)?;
     let rebuilt = app.store.ledger_balance(&fp).await?;
     let items: Vec<Value> = app
@@ -294,8 +253,8 @@ pub async fn ledger(
             json!({
                 "id": r.id,
                 "kind": r.kind,
-                "amount": credits_json(r.amount),
-                "balance_after": credits_json(r.balance_after),
+                "amount": Credits(r.amount),
+                "balance_after": Credits(r.balance_after),
                 "job_id": r.job_id,
                 "request_id": r.request_id,
                 "note": r.note,
@@ -305,8 +264,8 @@ pub async fn ledger(
         .collect();
     Ok(Json(json!({
         "key_fingerprint": fp,
-        "credits": credits_json(record.credits),
-        "ledger_credits": credits_json(rebuilt),
+        "credits": Credits(record.credits),
+        "ledger_credits": Credits(rebuilt),
         "items": items,
     })))
 }

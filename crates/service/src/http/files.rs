@@ -32,11 +32,10 @@ fn forbidden(code: &'static str, message: &str) -> ApiError {
     ),
     responses(
         (status = 200, description = "The file (Range requests supported)", content_type = "*/*"),
-        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
         (status = 206, description = "Part of the file", content_type = "*/*"),
-        (status = 403, description = "`invalid_signature` or `url_expired`", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: deleted after the retention period", body = super::openapi::Error),
-        (status = 416, description = "`range_not_satisfiable`", body = super::openapi::Error)
+        (status = 403, description = "`invalid_signature` or `url_expired`", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`: deleted after the retention period", body = crate::error::ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`", body = crate::error::ErrorBody)
     )
 )]
 pub async fn serve(

@@ -6,80 +6,75 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
+use super::query::QueryFields;
 use super::{json_body, ApiKey};
-use crate::billing::{credits_json, insufficient, reservation};
+use crate::billing::reservation;
 use crate::error::{request_id, ApiError, ApiResult, FieldError};
-use crate::jobs::{background_view, parse_spec, InputRef, JobSpec, Mode, Status};
+use crate::jobs::{parse_spec, InputRef, JobSpec, Mode, Status};
 use crate::storage::StoredRef;
-use crate::store::{Conflict, JobRow, StoreError};
+use crate::store::{JobRow, StoreError};
+use crate::wire::{timestamp, Job};
 use crate::App;
 
 /// How long `/cancel` waits for a running job's worker to stop before answering.
 const CANCEL_WAIT: Duration = Duration::from_secs(15);
 
-/// RFC 3339 UTC with milliseconds, from Unix milliseconds.
-pub(crate) fn timestamp(ms: Option<i64>) -> Value {
-    match ms.and_then(chrono::DateTime::from_timestamp_millis) {
-        Some(t) => json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        None => Value::Null,
+impl App {
+    /// `row` as a client sees it.
+    pub(crate) fn job_view(&self, row: &JobRow) -> Job {
+        Job::new(row, self.links())
     }
 }
 
-/// A job as every route shows it: the documented fields plus what a user needs to debug.
-pub(crate) fn job_view(app: &App, row: &JobRow) -> Value {
-    let spec = row.spec();
-    let (bg_type, bg_color, background) = background_view(&spec.background);
-    let status = row.status();
-    let output = (status == Status::Completed && row.output_deleted_at.is_none())
-        .then(|| row.output_key.as_deref())
-        .flatten()
-        .map(|key| app.storage.download_url(key, app.config.url_ttl));
-    let warnings: Value = serde_json::from_str(&row.warnings).unwrap_or(json!([]));
-    json!({
-        "id": row.id,
-        "job_id": row.id,
-        "status": status.as_str(),
-        "progress": (row.progress * 10.0).round() / 10.0,
-        "output_url": output.as_ref().map(|(url, _)| url),
-        "output_url_expires_at": output.as_ref().map(|(_, exp)| timestamp(Some(exp * 1000))),
-        "output_expired": row.output_deleted_at.is_some(),
-        "output_format": spec.output_format,
-        "output_sha256": row.output_sha256,
-        "output_size_bytes": row.output_size_bytes,
-        "duration_seconds": row.duration_seconds.map(|d| (d * 1000.0).round() / 1000.0),
-        "frames": row.frames,
-        "fps": row.fps,
-        "eta_seconds": if status == Status::Processing { json!(row.eta_seconds) } else { Value::Null },
-        "error": row.error,
-        "error_code": row.error_code,
-        "warnings": warnings,
-        "model": spec.model,
-        "video_url": spec.video_url,
-        "input": spec.input,
-        "bg_type": bg_type,
-        "bg_color": bg_color,
-        "background": background,
-        "composition": spec.composition,
-        "text_prompt": spec.text_prompt,
-        "metadata": spec.metadata,
-        "preview_duration": spec.preview_duration,
-        "auto_start": spec.auto_start,
-        "keyframes": spec.keyframes,
-        "webhook_url": spec.webhook_url,
-        "webhook_events": serde_json::from_str::<Value>(&row.webhook_events).unwrap_or(json!({})),
-        "billing_status": row.billing_status,
-        "credits_reserved": credits_json(row.credits_reserved),
-        "credits_used": credits_json(row.credits_used),
-        "attempts": row.attempts,
-        "cancel_requested": row.cancel_requested != 0,
-        "created_at": timestamp(Some(row.created_at)),
-        "started_at": timestamp(row.started_at),
-        "completed_at": timestamp(row.completed_at),
-        "updated_at": timestamp(Some(row.updated_at)),
-    })
+/// A job created, started or cancelled: the job plus `success` and `message`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobChanged {
+    #[serde(flatten)]
+    job: Job,
+    /// Always true.
+    success: bool,
+    /// What happened.
+    message: &'static str,
+}
+
+impl JobChanged {
+    fn new(job: Job, message: &'static str) -> Json<JobChanged> {
+        Json(JobChanged { job, success: true, message })
+    }
+}
+
+/// A page of jobs, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobList {
+    items: Vec<Job>,
+    /// Jobs matching the filter in all.
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+/// One state transition of a job.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobEvent {
+    id: i64,
+    at: Option<String>,
+    from: Option<String>,
+    to: String,
+    reason: String,
+    request_id: Option<String>,
+    worker: Option<String>,
+    attempt: i64,
+}
+
+/// A job's audit trail, oldest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobEvents {
+    job_id: String,
+    items: Vec<JobEvent>,
 }
 
 /// Fills in where the input and an image background come from: one of this service's own files
@@ -173,10 +168,10 @@ fn missing_model(app: &App, spec: &JobSpec) -> Option<ApiError> {
     if app.config.workers == 0 {
         return None;
     }
-    let tier = app.config.serving_tier(spec.tier());
+    let tier = app.config.serving_tier(spec.model);
     let install = tier.install_command()?;
     let installed = clearbg_engine::model::is_installed(&clearbg_engine::Home::from_env(), tier);
-    (!installed).then(|| ApiError::model_not_installed(&spec.model, install))
+    (!installed).then(|| ApiError::model_not_installed(spec.model.name(), install))
 }
 
 /// Creates a job for `owner` from a parsed body; shared with the legacy `/api/process`.
@@ -190,12 +185,7 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
     let id = format!("job_{}", uuid::Uuid::new_v4().simple());
     // Drafts too: probing the upload now makes their start cheap.
     let hold = reservation(app, &spec, owner).await?;
-    let row = match app.store.insert_job(&id, owner, &spec, status, request_id().as_deref(), hold).await {
-        Ok(row) => row,
-        Err(StoreError::InsufficientCredits { needed, balance }) => return Err(insufficient(needed, balance)),
-        Err(StoreError::Conflict(_)) => return Err(ApiError::internal("creating the job", "conflict on insert")),
-        Err(StoreError::Db(e)) => return Err(e.into()),
-    };
+    let row = app.store.insert_job(&id, owner, &spec, status, request_id().as_deref(), hold).await?;
     if status == Status::Pending {
         app.queued.notify_waiters();
     }
@@ -209,7 +199,7 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
     params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
     request_body(content = super::openapi::CreateJob, content_type = "application/json"),
     responses(
-        (status = 200, description = "Created: queued (`auto_start`, the default) or a draft", body = super::openapi::JobChanged,
+        (status = 200, description = "Created: queued (`auto_start`, the default) or a draft", body = JobChanged,
             links(
                 ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
                 ("StartJob" = (operation_id = "start_job", parameters(("id" = "$response.body#/id")))),
@@ -217,34 +207,25 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
                 ("JobEvents" = (operation_id = "job_events", parameters(("id" = "$response.body#/id")))),
                 ("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))),
             )),
-        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
-        (status = 402, description = "`insufficient_credits`: nothing was created", body = super::openapi::Error),
-        (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = super::openapi::Error),
-        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error),
-        (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = super::openapi::Error)
+        (status = 402, description = "`insufficient_credits`: nothing was created", body = crate::error::ErrorBody),
+        (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = crate::error::ErrorBody),
+        (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = crate::error::ErrorBody)
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn create(State(app): State<App>, key: ApiKey, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn create(State(app): State<App>, key: ApiKey, body: Bytes) -> ApiResult<Json<JobChanged>> {
     let body = json_body(&body)?;
     if body.get("auto_start") != Some(&Value::Bool(false)) {
         app.limits.start(key.owner()).require("job starts for this key")?;
     }
     let row = create_job(&app, Some(key.owner()), &body).await?;
-    let message = if row.status() == Status::Pending {
+    let message = if row.status == Status::Pending {
         "Job started"
     } else {
         "Job created as a draft; start it with POST /v1/jobs/{id}/start"
     };
-    Ok(Json(with_message(job_view(&app, &row), message)))
-}
-
-fn with_message(mut view: Value, message: &str) -> Value {
-    view["success"] = json!(true);
-    view["message"] = json!(message);
-    view
+    Ok(JobChanged::new(app.job_view(&row), message))
 }
 
 /// `POST /v1/jobs/{id}/start`: a draft takes its final options and is queued.
@@ -253,41 +234,43 @@ fn with_message(mut view: Value, message: &str) -> Value {
     params(("id" = String, Path, description = "The job id (`job_…`)"), ("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
     request_body(content = Option<super::openapi::StartJob>, content_type = "application/json"),
     responses(
-        (status = 200, description = "Queued", body = super::openapi::JobChanged),
-        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
-        (status = 402, description = "`insufficient_credits`: the draft stays a draft", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
-        (status = 409, description = "`invalid_job_state` (not a draft) or `idempotency_conflict`", body = super::openapi::Error),
-        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error),
-        (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = super::openapi::Error)
+        (status = 200, description = "Queued", body = JobChanged),
+        (status = 402, description = "`insufficient_credits`: the draft stays a draft", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`: no such job (or another key's)", body = crate::error::ErrorBody),
+        (status = 409, description = "`invalid_job_state` (not a draft) or `idempotency_conflict`", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = crate::error::ErrorBody),
+        (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = crate::error::ErrorBody)
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn start(State(app): State<App>, key: ApiKey, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn start(
+    State(app): State<App>,
+    key: ApiKey,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<JobChanged>> {
     let body = json_body(&body)?;
     let row = app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
-    if row.status() != Status::Created {
-        return Err(state_conflict(row.status(), "start"));
+    if row.status != Status::Created {
+        return Err(state_conflict(row.status, "start"));
     }
     app.limits.start(key.owner()).require("job starts for this key")?;
-    let mut spec = parse_spec(&body, Some(&row.spec()), Mode::Start)?;
+    let mut spec = parse_spec(&body, Some(&row.spec), Mode::Start)?;
     if let Some(refused) = missing_model(&app, &spec) {
         return Err(refused);
     }
     resolve_input(&app, &mut spec, Some(key.owner())).await?;
     let hold = reservation(&app, &spec, Some(key.owner())).await?;
-    let row = match app.store.start_job(&id, Some(key.owner()), &spec, request_id().as_deref(), hold).await {
-        Ok(row) => row,
-        Err(StoreError::InsufficientCredits { needed, balance }) => return Err(insufficient(needed, balance)),
-        Err(StoreError::Conflict(Conflict::NotFound)) => return Err(ApiError::job_not_found()),
-        Err(StoreError::Conflict(Conflict::State(s))) => return Err(state_conflict(s, "start")),
-        Err(StoreError::Db(e)) => return Err(e.into()),
-    };
+    let row =
+        app.store.start_job(&id, Some(key.owner()), &spec, request_id().as_deref(), hold).await.map_err(
+            |e| match e {
+                StoreError::WrongState(s) => state_conflict(s, "start"),
+                e => e.into(),
+            },
+        )?;
     app.queued.notify_waiters();
     tracing::info!(job_id = %id, "job started");
-    Ok(Json(with_message(job_view(&app, &row), "Job started")))
+    Ok(JobChanged::new(app.job_view(&row), "Job started"))
 }
 
 fn state_conflict(status: Status, action: &str) -> ApiError {
@@ -303,16 +286,14 @@ fn state_conflict(status: Status, action: &str) -> ApiError {
     get, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "get_job", summary = "Get a job",
     params(("id" = String, Path, description = "The job id (`job_…`)")),
     responses(
-        (status = 200, description = "The job", body = super::openapi::Job),
-        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "`not_found`: no such job (or another key's)", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn get(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Job>> {
     let row = app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
-    Ok(Json(job_view(&app, &row)))
+    Ok(Json(app.job_view(&row)))
 }
 
 /// Query of `GET /v1/jobs`; numbers are parsed by hand so that bad ones get a 422 that names them.
@@ -329,48 +310,27 @@ pub struct ListQuery {
     params(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
         ("offset" = Option<i64>, Query, minimum = 0, description = "Default 0"),
-        ("status" = Option<super::openapi::JobStatus>, Query, description = "Only jobs in this status"),
+        ("status" = Option<Status>, Query, description = "Only jobs in this status"),
     ),
     responses(
-        (status = 200, description = "Jobs of this key, newest first", body = super::openapi::JobList),
-        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
-        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 200, description = "Jobs of this key, newest first", body = JobList),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn list(State(app): State<App>, key: ApiKey, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
-    let mut errors = Vec::new();
-    let mut number = |name: &str, value: Option<String>, default: i64, min: i64, max: i64| match value.as_deref() {
-        None | Some("") => default,
-        Some(v) => match v.parse::<i64>() {
-            Ok(n) if (min..=max).contains(&n) => n,
-            _ => {
-                errors.push(FieldError::new(name, format!("must be an integer from {min} to {max}")));
-                default
-            }
-        },
-    };
-    let limit = number("limit", q.limit, 20, 1, 100);
-    let offset = number("offset", q.offset, 0, 0, i64::MAX);
-    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => match Status::parse(s) {
-            Some(st) => Some(st),
-            None => {
-                let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-                errors.push(FieldError::new("status", format!("{s:?} is not one of {}", names.join(", "))));
-                None
-            }
-        },
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::invalid(errors));
-    }
+pub async fn list(State(app): State<App>, key: ApiKey, Query(q): Query<ListQuery>) -> ApiResult<Json<JobList>> {
+    let mut fields = QueryFields::default();
+    let limit = fields.integer("limit", q.limit.as_deref(), 20, 1..=100);
+    let offset = fields.integer("offset", q.offset.as_deref(), 0, 0..=i64::MAX);
+    let status = fields.parsed("status", q.status.as_deref(), |s| {
+        s.parse::<Status>().map_err(|_| {
+            let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            format!("{s:?} is not one of {}", names.join(", "))
+        })
+    });
+    fields.finish()?;
     let (rows, total) = app.store.list_jobs(key.owner(), status, limit, offset).await?;
-    let items: Vec<Value> = rows.iter().map(|r| job_view(&app, r)).collect();
-    Ok(Json(json!({ "items": items, "total": total, "limit": limit, "offset": offset })))
+    let items = rows.iter().map(|r| app.job_view(r)).collect();
+    Ok(Json(JobList { items, total, limit, offset }))
 }
 
 /// `POST /v1/jobs/{id}/cancel`: a draft or queued job fails at once; a running job's worker is
@@ -379,30 +339,28 @@ pub async fn list(State(app): State<App>, key: ApiKey, Query(q): Query<ListQuery
     post, path = "/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancel_job", summary = "Cancel a job",
     params(("id" = String, Path, description = "The job id (`job_…`)"), ("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
     responses(
-        (status = 200, description = "Cancelled (`failed`, `error_code: cancelled`), or told to stop if it was running", body = super::openapi::JobChanged),
-        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
-        (status = 409, description = "`invalid_job_state` (already ended) or `idempotency_conflict`", body = super::openapi::Error),
-        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 200, description = "Cancelled (`failed`, `error_code: cancelled`), or told to stop if it was running", body = JobChanged),
+        (status = 404, description = "`not_found`: no such job (or another key's)", body = crate::error::ErrorBody),
+        (status = 409, description = "`invalid_job_state` (already ended) or `idempotency_conflict`", body = crate::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<JobChanged>> {
     let owner = Some(key.owner());
     let row = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?;
     let rid = request_id();
     let message = "The job was cancelled";
-    let mut status = row.status();
+    let mut status = row.status;
     if matches!(status, Status::Created | Status::Pending) {
-        if app.store.fail(&id, None, status, "cancelled", message, rid.as_deref(), &app).await? {
+        if app.store.fail(&id, None, status, "cancelled", message, rid.as_deref(), app.links()).await? {
             tracing::info!(job_id = %id, "job cancelled before it ran");
             let row = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?;
-            return Ok(Json(with_message(job_view(&app, &row), message)));
+            return Ok(JobChanged::new(app.job_view(&row), message));
         }
         // A worker claimed it in between.
-        status = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?.status();
+        status = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?.status;
     }
     if status.is_terminal() {
         return Err(ApiError::new(
@@ -416,9 +374,9 @@ pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>)
     let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
     loop {
         let row = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?;
-        if row.status().is_terminal() || tokio::time::Instant::now() >= deadline {
-            let message = if row.status().is_terminal() { message } else { "Cancel requested; the worker is stopping" };
-            return Ok(Json(with_message(job_view(&app, &row), message)));
+        if row.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+            let message = if row.status.is_terminal() { message } else { "Cancel requested; the worker is stopping" };
+            return Ok(JobChanged::new(app.job_view(&row), message));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -429,32 +387,28 @@ pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>)
     get, path = "/v1/jobs/{id}/events", tag = "jobs", operation_id = "job_events", summary = "A job's audit trail",
     params(("id" = String, Path, description = "The job id (`job_…`)")),
     responses(
-        (status = 200, description = "Every transition, oldest first", body = super::openapi::JobEvents),
-        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 200, description = "Every transition, oldest first", body = JobEvents),
+        (status = 404, description = "`not_found`: no such job (or another key's)", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn events(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn events(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<JobEvents>> {
     app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
-    let items: Vec<Value> = app
+    let items = app
         .store
         .events(&id)
         .await?
         .into_iter()
-        .map(|e| {
-            json!({
-                "id": e.id,
-                "at": timestamp(Some(e.at)),
-                "from": e.from_status,
-                "to": e.to_status,
-                "reason": e.reason,
-                "request_id": e.request_id,
-                "worker": e.worker,
-                "attempt": e.attempt,
-            })
+        .map(|e| JobEvent {
+            id: e.id,
+            at: timestamp(Some(e.at)),
+            from: e.from_status,
+            to: e.to_status,
+            reason: e.reason,
+            request_id: e.request_id,
+            worker: e.worker,
+            attempt: e.attempt,
         })
         .collect();
-    Ok(Json(json!({ "job_id": id, "items": items })))
+    Ok(Json(JobEvents { job_id: id, items }))
 }

@@ -10,11 +10,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::jobs::{create_job, timestamp};
+use super::jobs::create_job;
 use super::uploads::{discard, store_upload, Refusals};
 use super::{json_body, ClientAddr};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::Status;
+use crate::wire::timestamp;
 use crate::App;
 
 /// `POST /api/upload`: as `/v1/uploads`, with the documented 400s for a wrong type or size.
@@ -23,10 +24,10 @@ use crate::App;
     request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Stored", body = super::openapi::Upload),
-        (status = 400, description = "Not a video, too large, or an unreadable multipart body (the documented 400s)", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: too many from this address; wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 400, description = "Not a video, too large, or an unreadable multipart body (the documented 400s)", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = crate::error::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many from this address; wait `Retry-After` seconds", body = crate::error::ErrorBody)
     )
 )]
 pub async fn upload(
@@ -50,11 +51,10 @@ pub async fn upload(
     responses(
         (status = 200, description = "Created, with no key (not billed)", body = super::openapi::LegacyProcess,
             links(("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))))),
-        (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = super::openapi::Error),
-        (status = 413, description = "`payload_too_large`: a JSON body over 1 MiB", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: too many from this address; wait `Retry-After` seconds", body = super::openapi::Error),
-        (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = super::openapi::Error)
+        (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = crate::error::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many from this address; wait `Retry-After` seconds", body = crate::error::ErrorBody),
+        (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = crate::error::ErrorBody)
     )
 )]
 pub async fn process(State(app): State<App>, ClientAddr(client): ClientAddr, body: Bytes) -> ApiResult<Json<Value>> {
@@ -65,7 +65,7 @@ pub async fn process(State(app): State<App>, ClientAddr(client): ClientAddr, bod
         "success": true,
         "id": row.id,
         "job_id": row.id,
-        "status": row.status().as_str(),
+        "status": row.status.as_str(),
         "progress": 0,
         "output_url": Value::Null,
         "error": Value::Null,
@@ -91,19 +91,19 @@ fn admit(app: &App, client: std::net::IpAddr) -> ApiResult<()> {
     params(("id" = String, Path, description = "The job id (`job_…`)")),
     responses(
         (status = 200, description = "A signed link to the output", body = super::openapi::Download),
-        (status = 400, description = "`job_not_completed`", body = super::openapi::Error),
-        (status = 404, description = "`not_found`: no such job (or another key's)", body = super::openapi::Error),
-        (status = 410, description = "`output_expired`: deleted after the retention period", body = super::openapi::Error)
+        (status = 400, description = "`job_not_completed`", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`: no such job (or another key's)", body = crate::error::ErrorBody),
+        (status = 410, description = "`output_expired`: deleted after the retention period", body = crate::error::ErrorBody)
     )
 )]
 pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let row = app.store.job(&id, None).await?.ok_or_else(ApiError::job_not_found)?;
-    let spec = row.spec();
-    if row.status() != Status::Completed {
+    let spec = &row.spec;
+    if row.status != Status::Completed {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "job_not_completed",
-            format!("Job not completed (it is {})", row.status().as_str()),
+            format!("Job not completed (it is {})", row.status.as_str()),
         ));
     }
     let key = match (&row.output_key, row.output_deleted_at) {
@@ -120,7 +120,7 @@ pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResu
     Ok(Json(json!({
         "success": true,
         "download_url": download_url,
-        "output_format": spec.output_format,
+        "output_format": spec.output_format.name(),
         "expires_at": timestamp(Some(expires * 1000)),
         "output_sha256": row.output_sha256,
         "output_size_bytes": row.output_size_bytes,

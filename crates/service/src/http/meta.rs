@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::store::Credits;
 use crate::App;
 
 /// `GET /api/pricing`: the configured credits per minute of each model (`CLEARBG_PRICES`).
@@ -16,7 +17,7 @@ use crate::App;
 )]
 pub async fn pricing(State(app): State<App>) -> Json<Value> {
     let per_model: serde_json::Map<String, Value> =
-        app.config.prices.iter().map(|(m, p)| (m.to_string(), crate::billing::credits_json(p))).collect();
+        app.config.prices.iter().map(|(m, p)| (m.to_string(), json!(Credits(p)))).collect();
     Json(json!({
         "success": true,
         "model_pricing_credits_per_minute": per_model,

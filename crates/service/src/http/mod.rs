@@ -7,11 +7,12 @@
 
 mod admin;
 mod files;
+mod idempotency;
 mod jobs;
-pub(crate) use jobs::{job_view, timestamp};
 mod legacy;
 mod meta;
 pub mod openapi;
+mod query;
 pub mod server;
 mod uploads;
 mod usage;
@@ -42,7 +43,7 @@ const MAX_JSON_BYTES: usize = 1024 * 1024;
 pub fn router(app: App) -> Router {
     crate::metrics::install();
     // Retried POSTs with the same Idempotency-Key do nothing twice.
-    let idempotent = || middleware::from_fn_with_state(app.clone(), crate::idempotency::layer);
+    let idempotent = || middleware::from_fn_with_state(app.clone(), idempotency::layer);
     Router::new()
         .route("/v1/uploads", post(uploads::create).layer(DefaultBodyLimit::disable()).layer(idempotent()))
         .route("/v1/jobs", post(jobs::create).layer(idempotent()).get(jobs::list))

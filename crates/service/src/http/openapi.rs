@@ -2,10 +2,10 @@
 //! the `#[utoipa::path]` annotation on every handler and the schemas below, and an interactive
 //! reference at `/docs` (Swagger UI, its files embedded in the binary: nothing from a CDN).
 //!
-//! The handlers build their JSON with `json!` (one [`super::job_view`] serves the routes, the
-//! webhooks and the legacy routes alike), so these types describe the wire shapes rather than
-//! being serialised: they are checked against real answers by the schemathesis run in
-//! `crates/cli/tests/api_schema.rs`, which fails on any response that does not match.
+//! A job, as the routes and webhooks send it, is a typed struct ([`crate::wire::Job`]) serialised
+//! as it is described. The shapes below are request bodies and the answers still built with
+//! `json!`: they describe what is sent, and the schemathesis run in
+//! `crates/cli/tests/api_schema.rs` checks them against real answers.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -15,100 +15,8 @@ use serde_json::Value;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-/// Every error: `{"error":{"code","message","request_id"[,"details"]}}`; the id is also in the
-/// `X-Request-Id` header.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Error {
-    error: ErrorDetail,
-}
-
-/// What went wrong.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ErrorDetail {
-    /// Stable machine-readable code: `invalid_request`, `missing_api_key`, `invalid_api_key`,
-    /// `not_found`, `invalid_job_state`, `insufficient_credits`, `rate_limited`, …
-    code: String,
-    /// For people: what went wrong and what to do.
-    message: String,
-    /// This request's id (equals `X-Request-Id`).
-    request_id: Option<String>,
-    /// On a 422: every bad field and why.
-    details: Option<Vec<FieldProblem>>,
-}
-
-/// One problem with one field.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct FieldProblem {
-    /// The field, dotted for nested ones (`background.color`).
-    field: String,
-    /// Why it was refused.
-    message: String,
-}
-
-/// A job's lifecycle: `created` (draft) → `pending` (queued) → `processing` → `completed` | `failed`
-/// (a cancelled job is `failed` with `error_code: "cancelled"`).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum JobStatus {
-    Created,
-    Pending,
-    Processing,
-    Completed,
-    Failed,
-}
-
-/// The model tier: `light` (fast, people), `human` (hair-level mattes), `original` (any subject),
-/// `pro` (best edges), `video` (people in video, steady over time: Robust Video Matting; an
-/// opt-in install, so a server without it answers 422 `model_not_installed`).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Model {
-    Original,
-    Light,
-    Pro,
-    Human,
-    Video,
-}
-
-/// Where the heavy models (`human`, `original`, `pro`) run (an extension): `adaptive` (on
-/// keyframes only; the mask is carried along the picture's motion in between, several times
-/// faster) or `every` (on every frame). `light` and `video` always run every frame. Default: the
-/// server's `CLEARBG_KEYFRAMES` (`adaptive`).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Keyframes {
-    Adaptive,
-    Every,
-}
-
-/// The output: `webm` (VP9 + alpha), `mov` (ProRes 4444 + alpha), `mp4` (H.264, needs a
-/// background), `gif`, `webp`, `png_sequence` (zip of PNGs), `matte` (greyscale alpha).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum OutputFormat {
-    Webm,
-    Mov,
-    Mp4,
-    Gif,
-    Webp,
-    PngSequence,
-    Matte,
-}
-
-/// The background's name: `transparent`, the fixed colours, `custom`/`color` (with a colour)
-/// or `image` (with an image URL).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum BgType {
-    Transparent,
-    Green,
-    White,
-    Black,
-    Blue,
-    Custom,
-    Color,
-    Image,
-}
+use crate::jobs::Status;
+use crate::wire::{BgType, Keyframes, Model, OutputFormat};
 
 /// A colour: three floats in 0-1 (`[r, g, b]`, as the SDKs send it) or `"#RRGGBB"`.
 #[derive(Serialize, ToSchema)]
@@ -221,119 +129,6 @@ pub(crate) struct StartJob {
     keyframes: Option<Keyframes>,
 }
 
-/// The background as stored.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Background {
-    /// `transparent`, `color` or `image`.
-    #[serde(rename = "type")]
-    kind: String,
-    /// RGB in 0-1, for `color`.
-    color: Option<Vec<f64>>,
-    image_url: Option<String>,
-}
-
-/// A job, as every route and webhook shows it.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Job {
-    /// `job_…`.
-    id: String,
-    /// The same as `id`.
-    job_id: String,
-    status: JobStatus,
-    /// 0-100.
-    progress: f64,
-    /// Signed link to the output, once completed.
-    output_url: Option<String>,
-    output_url_expires_at: Option<String>,
-    /// The output was deleted after the retention period.
-    output_expired: bool,
-    output_format: OutputFormat,
-    output_sha256: Option<String>,
-    output_size_bytes: Option<i64>,
-    /// Seconds of video processed.
-    duration_seconds: Option<f64>,
-    frames: Option<i64>,
-    /// Frames per second: of the attempt so far while processing, of the whole run once
-    /// completed (an extension).
-    fps: Option<f64>,
-    /// Estimated seconds left, while processing (an extension).
-    eta_seconds: Option<f64>,
-    /// Why it failed, for people.
-    error: Option<String>,
-    /// Why it failed, for programs (`cancelled`, `invalid_video`, `insufficient_credits`, …).
-    error_code: Option<String>,
-    /// Options accepted but not applied.
-    warnings: Vec<String>,
-    model: Model,
-    video_url: String,
-    /// Where the input comes from: `{kind: "upload", upload_id, object_key}`, `{kind: "output",
-    /// job_id, object_key}` (an earlier job's output, same key) or `{kind: "url"}`.
-    input: Value,
-    bg_type: BgType,
-    bg_color: Option<Vec<f64>>,
-    background: Background,
-    composition: Option<Value>,
-    text_prompt: Option<String>,
-    metadata: Option<Value>,
-    preview_duration: Option<f64>,
-    auto_start: bool,
-    /// The `keyframes` option as asked; `null`: the server's default.
-    keyframes: Option<Keyframes>,
-    webhook_url: Option<String>,
-    /// Event → `pending`, `sent` or `failed`.
-    webhook_events: BTreeMap<String, String>,
-    /// `null` (draft), `pending`, `reserved`, `charged` or `refunded`.
-    billing_status: Option<String>,
-    credits_reserved: f64,
-    credits_used: f64,
-    attempts: i64,
-    cancel_requested: bool,
-    created_at: String,
-    started_at: Option<String>,
-    completed_at: Option<String>,
-    updated_at: String,
-}
-
-/// A job created, started or cancelled: the job plus `success` and `message`.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct JobChanged {
-    #[schema(inline)]
-    #[serde(flatten)]
-    job: Job,
-    success: bool,
-    message: String,
-}
-
-/// A page of jobs, newest first.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct JobList {
-    items: Vec<Job>,
-    /// Jobs matching the filter in all.
-    total: i64,
-    limit: i64,
-    offset: i64,
-}
-
-/// One state transition.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct JobEvent {
-    id: i64,
-    at: String,
-    from: Option<String>,
-    to: String,
-    reason: String,
-    request_id: Option<String>,
-    worker: Option<String>,
-    attempt: Option<i64>,
-}
-
-/// A job's audit trail, oldest first.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct JobEvents {
-    job_id: String,
-    items: Vec<JobEvent>,
-}
-
 /// A stored upload.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Upload {
@@ -362,7 +157,7 @@ pub(crate) struct LegacyProcess {
     success: bool,
     id: String,
     job_id: String,
-    status: JobStatus,
+    status: Status,
     progress: f64,
     output_url: Option<String>,
     error: Option<String>,
@@ -628,6 +423,7 @@ impl Modify for Security {
         super::web::index,
         super::web::asset,
     ),
+    components(schemas(crate::error::ErrorBody)),
     modifiers(&Security),
     tags(
         (name = "uploads", description = "Videos in"),
@@ -645,7 +441,67 @@ pub struct ApiDoc;
 pub fn spec() -> Value {
     let mut spec = serde_json::to_value(ApiDoc::openapi()).expect("the description serialises");
     fix_link_keys(&mut spec);
+    add_shared_errors(&mut spec);
     spec
+}
+
+/// The error answers that every route of a kind gives, written here once instead of on each
+/// route: what a keyed route, an admin route, a JSON body and a query string can be refused
+/// with. A route that says more about one of these statuses keeps its own row.
+fn add_shared_errors(spec: &mut Value) {
+    const KEY: [(&str, &str); 2] =
+        [("401", "`missing_api_key` or `invalid_api_key`"), ("429", "`rate_limited`: wait `Retry-After` seconds")];
+    const ADMIN: [(&str, &str); 3] = [
+        ("401", "`missing_admin_token`"),
+        ("403", "`forbidden` (wrong token) or `admin_disabled` (CLEARBG_ADMIN_TOKEN unset)"),
+        ("429", "`rate_limited`: wait `Retry-After` seconds"),
+    ];
+    const JSON_BODY: [(&str, &str); 2] = [
+        ("413", "`payload_too_large`: a JSON body over 1 MiB"),
+        ("422", "`invalid_request`: `details` names every bad field"),
+    ];
+    const QUERY: [(&str, &str); 2] = [
+        ("400", "`invalid_request`: a query string that cannot be read"),
+        ("422", "`invalid_request`: `details` names every bad field"),
+    ];
+    let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    for op in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|item| item.values_mut()) {
+        let schemes: Vec<String> = op["security"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object)
+            .flat_map(|requirement| requirement.keys().cloned())
+            .collect();
+        let mut rows: Vec<(&str, &str)> = Vec::new();
+        if schemes.iter().any(|s| s == "api_key") {
+            rows.extend(KEY);
+        }
+        if schemes.iter().any(|s| s == "admin_token") {
+            rows.extend(ADMIN);
+        }
+        if op["requestBody"]["content"].get("application/json").is_some() {
+            rows.extend(JSON_BODY);
+        }
+        // Any query string may be unreadable; only the API's own name their bad values (a signed
+        // link's are checked, not explained).
+        let has_query = op["parameters"].as_array().is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+        if has_query {
+            rows.push(QUERY[0]);
+            if !schemes.is_empty() {
+                rows.push(QUERY[1]);
+            }
+        }
+        let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { continue };
+        for (status, description) in rows {
+            responses.entry(status).or_insert_with(|| {
+                serde_json::json!({
+                    "description": description,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                })
+            });
+        }
+    }
 }
 
 /// utoipa 5.5 serialises a Link object's fields in snake case (`operation_id`), which OpenAPI
@@ -674,6 +530,26 @@ fn fix_link_keys(spec: &mut Value) {
 
 #[cfg(test)]
 mod tests {
+    /// The rows written once reach every route of their kind, and a route's own row wins.
+    #[test]
+    fn shared_error_rows_reach_their_routes() {
+        let spec = super::spec();
+        let statuses = |path: &str, method: &str| -> Vec<String> {
+            spec["paths"][path][method]["responses"].as_object().unwrap().keys().cloned().collect()
+        };
+        for status in ["401", "413", "422", "429"] {
+            assert!(statuses("/v1/jobs", "post").contains(&status.to_string()), "POST /v1/jobs lacks {status}");
+        }
+        for status in ["400", "401", "422", "429"] {
+            assert!(statuses("/v1/jobs", "get").contains(&status.to_string()), "GET /v1/jobs lacks {status}");
+        }
+        assert!(statuses("/v1/admin/keys", "get").contains(&"403".to_string()));
+        assert!(statuses("/files/{key}", "get").contains(&"400".to_string()), "an unreadable query string");
+        assert!(!statuses("/files/{key}", "get").contains(&"422".to_string()), "a signed link has no 422");
+        let own = &spec["paths"]["/api/upload"]["post"]["responses"]["429"]["description"];
+        assert!(own.as_str().unwrap().contains("from this address"), "{own}");
+    }
+
     /// Every route in [`super::super::router`] is in the description with the same methods, and
     /// the description has no route the router lacks: a new route cannot ship undocumented.
     /// The routes are read from the router's source, the one list there is (the worker's ops

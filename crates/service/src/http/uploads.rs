@@ -33,13 +33,11 @@ pub(crate) struct Refusals {
     request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Stored", body = super::openapi::Upload),
-        (status = 400, description = "`invalid_request`: the multipart body cannot be read", body = super::openapi::Error),
-        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
-        (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = super::openapi::Error),
-        (status = 413, description = "`file_too_large`", body = super::openapi::Error),
-        (status = 415, description = "`unsupported_media_type`: not a video", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
+        (status = 400, description = "`invalid_request`: the multipart body cannot be read", body = crate::error::ErrorBody),
+        (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = crate::error::ErrorBody),
+        (status = 413, description = "`file_too_large`", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not a video", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_request`: `details` names every bad field", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]

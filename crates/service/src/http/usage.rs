@@ -6,10 +6,11 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::jobs::timestamp;
+use super::query::QueryFields;
 use super::ApiKey;
-use crate::billing::credits_json;
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::ApiResult;
+use crate::store::Credits;
+use crate::wire::timestamp;
 use crate::App;
 
 /// Query of the usage routes; numbers are parsed by hand so that bad ones get a 422 naming them.
@@ -19,17 +20,6 @@ pub struct UsageQuery {
     limit: Option<String>,
 }
 
-/// `value` as an integer in `min..=max` (`default` when absent), else a 422 naming `name`.
-fn bounded(name: &str, value: Option<&str>, default: i64, min: i64, max: i64) -> ApiResult<i64> {
-    match value {
-        None | Some("") => Ok(default),
-        Some(v) => match v.trim().parse::<i64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::invalid(vec![FieldError::new(name, format!("must be an integer from {min} to {max}"))])),
-        },
-    }
-}
-
 /// `GET /v1/usage/summary?days=N` (1-90, default 7): totals over the last N UTC days (today
 /// included) and one row per day, oldest first, idle days included.
 #[utoipa::path(
@@ -37,15 +27,13 @@ fn bounded(name: &str, value: Option<&str>, default: i64, min: i64, max: i64) ->
     params(("days" = Option<i64>, Query, minimum = 1, maximum = 90, description = "Default 7")),
     responses(
         (status = 200, description = "Totals and one row per UTC day", body = super::openapi::UsageSummary),
-        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
-        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn summary(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQuery>) -> ApiResult<Json<Value>> {
-    let days = bounded("days", q.days.as_deref(), 7, 1, 90)?;
+    let mut fields = QueryFields::default();
+    let days = fields.integer("days", q.days.as_deref(), 7, 1..=90);
+    fields.finish()?;
     let rows = app.store.usage_summary(key.owner(), days).await?;
     let sum = |f: fn(&crate::store::UsageDay) -> i64| rows.iter().map(f).sum::<i64>();
     let daily: Vec<Value> = rows
@@ -57,8 +45,8 @@ pub async fn summary(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQ
                 "completed": d.completed,
                 "failed": d.failed,
                 "cancelled": d.cancelled,
-                "credits_used": credits_json(d.credits_used),
-                "credits_refunded": credits_json(d.credits_refunded),
+                "credits_used": Credits(d.credits_used),
+                "credits_refunded": Credits(d.credits_refunded),
             })
         })
         .collect();
@@ -69,9 +57,9 @@ pub async fn summary(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQ
         "completed_jobs": sum(|d| d.completed),
         "failed_jobs": sum(|d| d.failed),
         "cancelled_jobs": sum(|d| d.cancelled),
-        "credits_used": credits_json(sum(|d| d.credits_used)),
-        "credits_refunded": credits_json(sum(|d| d.credits_refunded)),
-        "credits_balance": credits_json(key.0.credits),
+        "credits_used": Credits(sum(|d| d.credits_used)),
+        "credits_refunded": Credits(sum(|d| d.credits_refunded)),
+        "credits_balance": Credits(key.0.credits),
         "daily": daily,
     })))
 }
@@ -84,15 +72,13 @@ pub async fn summary(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQ
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20")),
     responses(
         (status = 200, description = "The latest events, newest first", body = super::openapi::UsageEvents),
-        (status = 400, description = "`invalid_request`: a query string that cannot be read", body = super::openapi::Error),
-        (status = 401, description = "`missing_api_key` or `invalid_api_key`", body = super::openapi::Error),
-        (status = 422, description = "`invalid_request`: `details` names every bad field", body = super::openapi::Error),
-        (status = 429, description = "`rate_limited`: wait `Retry-After` seconds", body = super::openapi::Error)
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn events(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQuery>) -> ApiResult<Json<Value>> {
-    let limit = bounded("limit", q.limit.as_deref(), 20, 1, 100)?;
+    let mut fields = QueryFields::default();
+    let limit = fields.integer("limit", q.limit.as_deref(), 20, 1..=100);
+    fields.finish()?;
     let items: Vec<Value> = app
         .store
         .usage_events(key.owner(), limit)
@@ -104,7 +90,7 @@ pub async fn events(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQu
                 "type": e.kind,
                 "job_id": e.job_id,
                 "request_id": e.request_id,
-                "credits": e.credits.map(credits_json),
+                "credits": e.credits.map(Credits),
                 "created_at": timestamp(Some(e.at)),
             })
         })

@@ -77,7 +77,7 @@ pub async fn index(headers: HeaderMap) -> Response {
     params(("file" = String, Path, description = "`app.js`, `app.css` or `icon.svg`")),
     responses((status = 200, description = "The file", content_type = "*/*"),
               (status = 304, description = "Not modified (If-None-Match)"),
-              (status = 404, description = "No such file", body = super::openapi::Error)))]
+              (status = 404, description = "No such file", body = crate::error::ErrorBody)))]
 pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let asset = ASSETS
         .iter()
@@ -128,7 +128,7 @@ pub async fn docs_index() -> Response {
 #[utoipa::path(get, path = "/docs/{file}", tag = "operations", operation_id = "docs_file", summary = "The reference's files",
     params(("file" = String, Path, description = "A Swagger UI file (`swagger-ui.css`, `swagger-ui-bundle.js`, …)")),
     responses((status = 200, description = "The file", content_type = "*/*"),
-              (status = 404, description = "No such file", body = super::openapi::Error)))]
+              (status = 404, description = "No such file", body = crate::error::ErrorBody)))]
 pub async fn docs_file(Path(file): Path<String>) -> Response {
     swagger(&file)
 }

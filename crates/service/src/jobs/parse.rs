@@ -1,13 +1,13 @@
-//! What a job asks for, parsed and validated from the API's JSON, and how a job is shown.
+//! A job's options, parsed and validated from the API's JSON.
 //!
 //! The API accepts the union of every documented form (`bg_type`/`bg_color`/`bg_image_url` and
 //! the `background` object, see removebgvideo-api.md §1.2) and stores one normalised
 //! [`JobSpec`]. Every problem is collected into one 422 that names each field and says why.
 
 use clearbg_engine::{Composition, Keyframes, OutputFormat, Tier};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+use super::{BackgroundSpec, CompositionSpec, InputRef, JobSpec};
 use crate::error::{ApiError, FieldError};
 
 /// Largest `metadata` object accepted, serialised.
@@ -16,186 +16,6 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_PROMPT_CHARS: usize = 1000;
 /// Longest URL accepted.
 const MAX_URL_CHARS: usize = 4096;
-
-/// A job's lifecycle: `created` (draft) → `pending` (queued) → `processing` → `completed` | `failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// A draft (`auto_start: false`), waiting for `/start`.
-    Created,
-    /// Started and waiting for a worker.
-    Pending,
-    /// A worker is on it.
-    Processing,
-    /// The output is ready.
-    Completed,
-    /// Ended without output; `error` and `error_code` say why (cancellation included, so that
-    /// SDK polling loops, which only stop on `completed` or `failed`, end).
-    Failed,
-}
-
-impl Status {
-    /// Every status, in lifecycle order.
-    pub const ALL: [Status; 5] =
-        [Status::Created, Status::Pending, Status::Processing, Status::Completed, Status::Failed];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Created => "created",
-            Status::Pending => "pending",
-            Status::Processing => "processing",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-        }
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// True once nothing more will happen.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Completed | Status::Failed)
-    }
-}
-
-/// The background, normalised from either API form.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BackgroundSpec {
-    /// `transparent`, `color` or `image`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The name the client used (`green`, `custom`, `color`…), echoed as `bg_type`.
-    pub name: String,
-    /// RGB floats in 0-1 for `color`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub color: Option<[f64; 3]>,
-    /// Picture URL for `image`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_url: Option<String>,
-    /// When `image_url` names one of this service's own files: its object key, resolved (and
-    /// its owner checked) when the job was made or started. The worker reads it from storage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_object_key: Option<String>,
-}
-
-impl BackgroundSpec {
-    fn transparent() -> BackgroundSpec {
-        BackgroundSpec {
-            kind: "transparent".into(),
-            name: "transparent".into(),
-            color: None,
-            image_url: None,
-            image_object_key: None,
-        }
-    }
-
-    /// True for a transparent background.
-    pub fn is_transparent(&self) -> bool {
-        self.kind == "transparent"
-    }
-}
-
-/// Where the input video comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum InputRef {
-    /// A file uploaded to this service: read straight from storage.
-    Upload {
-        /// The upload's id.
-        upload_id: String,
-        /// Its object key in storage.
-        object_key: String,
-    },
-    /// The output of one of the same key's completed jobs: read straight from storage.
-    Output {
-        /// The job that made it.
-        job_id: String,
-        /// Its object key in storage.
-        object_key: String,
-    },
-    /// Anything else: the worker downloads it.
-    Url,
-}
-
-impl InputRef {
-    /// The object key of an input this service stores itself.
-    pub fn object_key(&self) -> Option<&str> {
-        match self {
-            InputRef::Upload { object_key, .. } | InputRef::Output { object_key, .. } => Some(object_key),
-            InputRef::Url => None,
-        }
-    }
-}
-
-/// Everything a job was asked to do, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobSpec {
-    /// The `video_url` as given.
-    pub video_url: String,
-    /// How the worker gets the video.
-    pub input: InputRef,
-    /// Model tier name.
-    pub model: String,
-    /// Output format name.
-    pub output_format: String,
-    /// Background.
-    pub background: BackgroundSpec,
-    /// The `composition` object as given (validated), if any.
-    pub composition: Option<Value>,
-    /// The `text_prompt` as given.
-    pub text_prompt: Option<String>,
-    /// The client's `metadata`, verbatim.
-    pub metadata: Option<Value>,
-    /// Where events will be delivered.
-    pub webhook_url: Option<String>,
-    /// Process only the first N seconds.
-    pub preview_duration: Option<f64>,
-    /// The `auto_start` flag as given.
-    pub auto_start: bool,
-    /// The `keyframes` option (an extension: `adaptive` or `every`); `None`: the server's default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keyframes: Option<String>,
-}
-
-impl JobSpec {
-    /// The engine's tier (validated at parse time).
-    pub fn tier(&self) -> Tier {
-        self.model.parse().expect("model validated when the job was created")
-    }
-
-    /// The engine's output format (validated at parse time).
-    pub fn format(&self) -> OutputFormat {
-        self.output_format.parse().expect("output_format validated when the job was created")
-    }
-
-    /// Where the model runs: the job's `keyframes` option, else the server's `default`.
-    pub fn keyframes(&self, default: Keyframes) -> Keyframes {
-        self.keyframes.as_deref().and_then(|k| k.parse().ok()).unwrap_or(default)
-    }
-
-    /// The engine's composition (validated at parse time).
-    pub fn composition(&self) -> Composition {
-        match &self.composition {
-            Some(v) => parse_composition(v).expect("composition validated when the job was created"),
-            None => Composition::default(),
-        }
-    }
-
-    /// Warnings a client must see: options that were accepted but cannot be applied.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if self.text_prompt.as_deref().is_some_and(|p| !p.trim().is_empty()) {
-            warnings.push(
-                "text_prompt was not applied: no text-grounding model is installed (none ships in a registry package), so the whole foreground subject is kept"
-                    .to_string(),
-            );
-        }
-        warnings
-    }
-}
 
 /// Reads the fields of a JSON object, collecting a [`FieldError`] for each problem.
 struct Fields<'a> {
@@ -213,6 +33,11 @@ impl<'a> Fields<'a> {
                 None
             }
         }
+    }
+
+    /// A name that must be one of `allowed`, read into its type.
+    fn named<T: std::str::FromStr>(&mut self, name: &str, allowed: &[&str]) -> Option<T> {
+        self.choice(name, allowed).and_then(|v| v.parse().ok())
     }
 
     /// A string that must be one of `allowed`.
@@ -297,13 +122,13 @@ pub fn parse_spec(body: &Value, base: Option<&JobSpec>, mode: Mode) -> Result<Jo
         }
         Mode::Start => None,
     };
-    let model = f.choice("model", &MODELS);
-    let output_format = f.choice("output_format", &FORMATS);
+    let model = f.named::<Tier>("model", &MODELS);
+    let output_format = f.named::<OutputFormat>("output_format", &FORMATS);
     let background = parse_background(&mut f);
     let composition = match body.get("composition") {
         None | Some(Value::Null) => None,
         Some(v) => match parse_composition(v) {
-            Ok(_) => Some(v.clone()),
+            Ok(parsed) => Some(CompositionSpec { given: v.clone(), parsed }),
             Err(e) => {
                 f.errors.push(e);
                 None
@@ -328,7 +153,7 @@ pub fn parse_spec(body: &Value, base: Option<&JobSpec>, mode: Mode) -> Result<Jo
     };
     let webhook_url = f.url("webhook_url");
     let auto_start = f.boolean("auto_start");
-    let keyframes = f.choice("keyframes", &KEYFRAMES);
+    let keyframes = f.named::<Keyframes>("keyframes", &KEYFRAMES);
     let preview_duration = match body.get("preview_duration") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_f64() {
@@ -343,8 +168,8 @@ pub fn parse_spec(body: &Value, base: Option<&JobSpec>, mode: Mode) -> Result<Jo
     let default = JobSpec {
         video_url: String::new(),
         input: InputRef::Url,
-        model: "original".into(),
-        output_format: "webm".into(),
+        model: Tier::Original,
+        output_format: OutputFormat::Webm,
         background: BackgroundSpec::transparent(),
         composition: None,
         text_prompt: None,
@@ -358,8 +183,8 @@ pub fn parse_spec(body: &Value, base: Option<&JobSpec>, mode: Mode) -> Result<Jo
     let spec = JobSpec {
         video_url: video_url.unwrap_or_else(|| base.video_url.clone()),
         input: base.input.clone(),
-        model: model.unwrap_or_else(|| base.model.clone()),
-        output_format: output_format.unwrap_or_else(|| base.output_format.clone()),
+        model: model.unwrap_or(base.model),
+        output_format: output_format.unwrap_or(base.output_format),
         background: background.unwrap_or_else(|| base.background.clone()),
         composition: composition.or_else(|| base.composition.clone()),
         text_prompt: text_prompt.or_else(|| base.text_prompt.clone()),
@@ -367,9 +192,9 @@ pub fn parse_spec(body: &Value, base: Option<&JobSpec>, mode: Mode) -> Result<Jo
         webhook_url: webhook_url.or_else(|| base.webhook_url.clone()),
         preview_duration: preview_duration.or(base.preview_duration),
         auto_start: auto_start.unwrap_or(base.auto_start),
-        keyframes: keyframes.or_else(|| base.keyframes.clone()),
+        keyframes: keyframes.or(base.keyframes),
     };
-    if f.errors.is_empty() && spec.output_format == "mp4" && spec.background.is_transparent() {
+    if f.errors.is_empty() && spec.output_format == OutputFormat::Mp4 && spec.background.is_transparent() {
         f.errors.push(FieldError::new(
             "output_format",
             "mp4 cannot carry transparency: choose a background (bg_type green, white, black, blue, custom with bg_color, or image) or a format with alpha (webm, mov, gif, webp, png_sequence)",
@@ -530,14 +355,10 @@ pub fn parse_composition(v: &Value) -> Result<Composition, FieldError> {
     Ok(c)
 }
 
-/// The background as the API shows it: `bg_type`, `bg_color`, and the `background` object.
-pub fn background_view(bg: &BackgroundSpec) -> (Value, Value, Value) {
-    let object = json!({ "type": bg.kind, "color": bg.color, "image_url": bg.image_url });
-    (json!(bg.name), json!(bg.color), object)
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn create(body: Value) -> Result<JobSpec, ApiError> {
@@ -566,7 +387,7 @@ mod tests {
         assert_eq!(spec.background.kind, "color");
         assert_eq!(spec.background.color, Some([0.0, 1.0, 0.0]));
         let spec = create(json!({"video_url": "https://example.com/a.mp4"})).unwrap();
-        assert_eq!((spec.model.as_str(), spec.output_format.as_str()), ("original", "webm"));
+        assert_eq!((spec.model, spec.output_format), (Tier::Original, OutputFormat::Webm));
         assert!(spec.background.is_transparent() && spec.auto_start);
     }
 
@@ -602,7 +423,7 @@ mod tests {
     fn start_overrides_keep_the_rest() {
         let base = create(json!({"video_url": "http://h/a.mp4", "model": "light", "auto_start": false})).unwrap();
         let spec = parse_spec(&json!({"output_format": "gif"}), Some(&base), Mode::Start).unwrap();
-        assert_eq!((spec.model.as_str(), spec.output_format.as_str()), ("light", "gif"));
+        assert_eq!((spec.model, spec.output_format), (Tier::Light, OutputFormat::Gif));
         assert!(!spec.auto_start);
         assert!(parse_spec(&json!({"output_format": "mp4"}), Some(&base), Mode::Start).is_err());
     }

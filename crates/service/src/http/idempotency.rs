@@ -20,11 +20,9 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::store::now_ms;
+use crate::store::{hash_key, now_ms, IDEMPOTENCY_TTL_MS};
 use crate::App;
 
-/// How long a key is remembered.
-const KEY_TTL_MS: i64 = 24 * 3600 * 1000;
 /// A claim older than this without an answer belongs to a request that died (longer than any
 /// upload takes).
 const ABANDONED_MS: i64 = 10 * 60 * 1000;
@@ -50,7 +48,7 @@ pub async fn layer(State(app): State<App>, req: Request, next: Next) -> Response
         }
     };
     // Keys are scoped by the API key presented (hashed), so two clients never share one.
-    let scope = crate::http::presented_key(req.headers()).map(crate::store::hash_key);
+    let scope = super::presented_key(req.headers()).map(hash_key);
     let Some(scope) = scope else { return next.run(req).await };
     let (req, fingerprint) = match fingerprint(req).await {
         Ok(v) => v,
@@ -94,7 +92,7 @@ async fn run(
     let deadline = tokio::time::Instant::now() + WAIT;
     let early = loop {
         let now = now_ms();
-        store.idempotency_forget(scope, key, now - KEY_TTL_MS, now - ABANDONED_MS).await.map_err(db)?;
+        store.idempotency_forget(scope, key, now - IDEMPOTENCY_TTL_MS, now - ABANDONED_MS).await.map_err(db)?;
         if store.idempotency_claim(scope, key, fingerprint, now).await.map_err(db)? {
             break None;
         }
@@ -153,81 +151,5 @@ async fn drain(req: Request, limit: u64) {
         if seen > limit {
             break;
         }
-    }
-}
-
-/// A remembered request.
-#[derive(sqlx::FromRow)]
-struct Saved {
-    fingerprint: String,
-    status: Option<i64>,
-    body: Option<Vec<u8>>,
-}
-
-/// The idempotency table's statements.
-impl crate::store::Store {
-    /// Drops `key` if it expired, or if its first request never answered (its process died).
-    async fn idempotency_forget(&self, scope: &str, key: &str, expired: i64, abandoned: i64) -> sqlx::Result<()> {
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND (created_at < $3 OR (status IS NULL AND created_at < $4))",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(expired)
-        .bind(abandoned)
-        .execute(self.pool())
-        .await
-        .map(|_| ())
-    }
-
-    /// Claims `key` for this request; false if another request has it.
-    async fn idempotency_claim(&self, scope: &str, key: &str, fingerprint: &str, now: i64) -> sqlx::Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(fingerprint)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn idempotency_get(&self, scope: &str, key: &str) -> sqlx::Result<Option<Saved>> {
-        sqlx::query_as("SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await
-    }
-
-    async fn idempotency_save(&self, scope: &str, key: &str, status: u16, body: &[u8]) -> sqlx::Result<()> {
-        sqlx::query("UPDATE idempotency_keys SET status = $1, body = $2 WHERE scope = $3 AND key = $4")
-            .bind(status as i64)
-            .bind(body)
-            .bind(scope)
-            .bind(key)
-            .execute(self.pool())
-            .await
-            .map(|_| ())
-    }
-
-    async fn idempotency_release(&self, scope: &str, key: &str) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .execute(self.pool())
-            .await
-            .map(|_| ())
-    }
-
-    /// Deletes every key older than 24 hours (called by the sweeper).
-    pub async fn idempotency_sweep(&self) -> sqlx::Result<u64> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(now_ms() - KEY_TTL_MS)
-            .execute(self.pool())
-            .await
-            .map(|r| r.rows_affected())
     }
 }
