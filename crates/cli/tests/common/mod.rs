@@ -32,6 +32,28 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The port a server started on port 0 got, from its `serving HTTP` log line (`listen=…` in
+/// text logs, `"listen":"…"` in JSON ones).
+fn bound_port(child: &mut Child, log: &Path) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let port = text
+            .lines()
+            .filter(|l| l.contains("serving HTTP"))
+            .find_map(|l| l.split("listen").nth(1)?.split("127.0.0.1:").nth(1))
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+        if let Some(port) = port {
+            return port;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("clearbg serve exited ({status}) before listening; log:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("clearbg serve did not say where it listens; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
 impl Server {
     /// Starts a server with a fresh data directory and extra `CLEARBG_*` settings.
     pub fn start(env: &[(&str, &str)]) -> Server {
@@ -52,20 +74,28 @@ impl Server {
             env.push(("CLEARBG_DATABASE_URL".into(), pg.url.clone()));
         }
         let args = args.iter().map(|a| a.to_string()).collect();
-        let mut server = Server::launch(data, free_port(), args, env, 0);
+        let mut server = Server::launch(data, None, args, env, 0);
         server._dir = Some(dir);
         server._pg = pg;
         server
     }
 
-    fn launch(data: PathBuf, port: u16, args: Vec<String>, env: Vec<(String, String)>, generation: u32) -> Server {
+    /// Starts `clearbg serve` on `port`, or on a port the system picks (port 0, read back from
+    /// the server's log: no port is chosen here and then raced for).
+    fn launch(
+        data: PathBuf,
+        port: Option<u16>,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        generation: u32,
+    ) -> Server {
         std::fs::create_dir_all(&data).unwrap();
-        let log = data.with_file_name(format!("server-{port}-{generation}.log"));
+        let log = data.with_file_name(format!("server-{generation}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_clearbg"));
         cmd.arg("serve")
             .args(&args)
             .env("CLEARBG_DATA_DIR", &data)
-            .env("CLEARBG_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CLEARBG_LISTEN", format!("127.0.0.1:{}", port.unwrap_or(0)))
             .env("CLEARBG_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("CLEARBG_THREADS", "1")
             .env_remove("CLEARBG_PUBLIC_URL")
@@ -74,7 +104,8 @@ impl Server {
         for (k, v) in &env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("clearbg serve starts");
+        let mut child = cmd.spawn().expect("clearbg serve starts");
+        let port = port.unwrap_or_else(|| bound_port(&mut child, &log));
         let server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -139,7 +170,7 @@ impl Server {
         }
         let generation = std::fs::read_dir(self.data.parent().unwrap()).unwrap().count() as u32;
         let (dir, pg) = (self._dir.take(), self._pg.take());
-        let mut next = Server::launch(self.data.clone(), self.port, self.args.clone(), env, generation);
+        let mut next = Server::launch(self.data.clone(), Some(self.port), self.args.clone(), env, generation);
         next._dir = dir;
         next._pg = pg;
         next
