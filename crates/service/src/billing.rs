@@ -75,7 +75,7 @@ impl FromStr for Prices {
     /// `model=credits_per_minute,…`; models left out keep their default price.
     fn from_str(s: &str) -> Result<Prices, String> {
         let mut prices: Vec<(String, i64)> =
-            MODELS.iter().map(|m| (m.to_string(), default_per_minute(m) * MILLIS)).collect();
+            MODELS.iter().map(|m| (m.name().to_string(), default_per_minute(m.name()) * MILLIS)).collect();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (model, value) =
                 part.split_once('=').ok_or_else(|| format!("{part:?} is not model=credits_per_minute"))?;
@@ -83,7 +83,7 @@ impl FromStr for Prices {
             let slot = prices
                 .iter_mut()
                 .find(|(m, _)| m == model)
-                .ok_or_else(|| format!("{model:?} is not a model ({})", MODELS.join(", ")))?;
+                .ok_or_else(|| format!("{model:?} is not a model ({})", MODELS.map(|m| m.name()).join(", ")))?;
             slot.1 = parse_credits(value).filter(|p| *p >= 0).ok_or_else(|| {
                 format!("{value:?} is not a price for {model}: a number of credits per minute, 0 or more, at most 3 decimals")
             })?;

@@ -9,9 +9,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use clearbg_engine::Tier;
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::jobs::{Billing, InputRef, Status};
 use crate::storage::Storage;
@@ -31,57 +34,58 @@ pub struct Links<'a> {
     pub ttl: Duration,
 }
 
-/// The model tier: `light` (fast, people), `human` (hair-level mattes), `original` (any subject),
-/// `pro` (best edges), `video` (people in video, steady over time: Robust Video Matting; an
-/// opt-in install, so a server without it answers 422 `model_not_installed`).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Model {
-    /// MediaPipe selfie segmentation.
-    Light,
-    /// MODNet.
-    Human,
-    /// ISNet.
-    Original,
-    /// ISNet with refined edges.
-    Pro,
-    /// Robust Video Matting.
-    Video,
+/// A string schema whose values are the engine's own names, so that they are listed once.
+fn names(values: impl IntoIterator<Item = &'static str>, description: &str) -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values)).description(Some(description)).into()
 }
 
-/// The output: `webm` (VP9 + alpha), `mov` (ProRes 4444 + alpha), `mp4` (H.264, needs a
-/// background), `gif`, `webp`, `png_sequence` (zip of PNGs), `matte` (greyscale alpha).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputFormat {
-    /// VP9 with alpha.
-    Webm,
-    /// ProRes 4444 with alpha.
-    Mov,
-    /// H.264 on a background.
-    Mp4,
-    /// Animated GIF.
-    Gif,
-    /// Animated WebP.
-    Webp,
-    /// A zip of PNGs.
-    PngSequence,
-    /// The alpha alone, greyscale.
-    Matte,
+/// The `model` schema.
+pub struct Model;
+
+impl PartialSchema for Model {
+    fn schema() -> RefOr<Schema> {
+        names(
+            Tier::ALL.map(Tier::name),
+            "The model tier: `light` (fast, people), `human` (hair-level mattes), `original` (any \
+             subject), `pro` (best edges), `video` (people in video, steady over time: Robust Video \
+             Matting; an opt-in install, so a server without it answers 422 `model_not_installed`).",
+        )
+    }
 }
 
-/// Where the heavy models (`human`, `original`, `pro`) run (an extension): `adaptive` (on
-/// keyframes only; the mask is carried along the picture's motion in between, several times
-/// faster) or `every` (on every frame). `light` and `video` always run every frame. Default: the
-/// server's `CLEARBG_KEYFRAMES` (`adaptive`).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Keyframes {
-    /// On keyframes only.
-    Adaptive,
-    /// On every frame.
-    Every,
+impl ToSchema for Model {}
+
+/// The `output_format` schema.
+pub struct OutputFormat;
+
+impl PartialSchema for OutputFormat {
+    fn schema() -> RefOr<Schema> {
+        names(
+            clearbg_engine::OutputFormat::ALL.map(clearbg_engine::OutputFormat::name),
+            "The output: `webm` (VP9 + alpha), `mov` (ProRes 4444 + alpha), `mp4` (H.264, needs a \
+             background), `gif`, `webp`, `png_sequence` (zip of PNGs), `matte` (greyscale alpha).",
+        )
+    }
 }
+
+impl ToSchema for OutputFormat {}
+
+/// The `keyframes` schema.
+pub struct Keyframes;
+
+impl PartialSchema for Keyframes {
+    fn schema() -> RefOr<Schema> {
+        names(
+            clearbg_engine::Keyframes::ALL.map(clearbg_engine::Keyframes::name),
+            "Where the heavy models (`human`, `original`, `pro`) run (an extension): `adaptive` (on \
+             keyframes only; the mask is carried along the picture's motion in between, several times \
+             faster) or `every` (on every frame). `light` and `video` always run every frame. Default: \
+             the server's `CLEARBG_KEYFRAMES` (`adaptive`).",
+        )
+    }
+}
+
+impl ToSchema for Keyframes {}
 
 /// The background's name: `transparent`, the fixed colours, `custom`/`color` (with a colour)
 /// or `image` (with an image URL).

@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use clearbg_engine::{OutputFormat, Tier};
 use serde_json::{json, Value};
 
 use super::query::QueryFields;
@@ -55,12 +56,12 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
         "webhooks_signed": c.webhook_secret.is_some(),
         "webhook_retry_base_seconds": c.webhook_retry_base.as_secs_f64(),
         "webhook_max_attempts": c.webhook_max_attempts,
-        "models": crate::jobs::MODELS,
+        "models": crate::jobs::MODELS.map(Tier::name),
         "human_model": c.human_model.name(),
         "keyframes": c.keyframes.name(),
         "initial_credits": Credits(c.initial_credits),
         "prices_credits_per_minute": c.prices.to_string(),
-        "output_formats": crate::jobs::FORMATS,
+        "output_formats": OutputFormat::ALL.map(OutputFormat::name),
     }))
 }
 
@@ -68,7 +69,7 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
 #[utoipa::path(
     get, path = "/v1/admin/keys", tag = "admin", operation_id = "list_keys", summary = "List API keys",
     responses(
-        (status = 200, description = "Every key", body = super::openapi::KeyList),
+        (status = 200, description = "Every key", body = super::schemas::KeyList),
     ),
     security(("admin_token" = []))
 )]
@@ -91,9 +92,9 @@ fn string_field(body: &Value, name: &str, required: bool) -> Result<Option<Strin
 /// `POST /v1/admin/keys` `{client_id, note?}`: the key is in this response and nowhere else.
 #[utoipa::path(
     post, path = "/v1/admin/keys", tag = "admin", operation_id = "create_key", summary = "Create an API key",
-    request_body(content = super::openapi::CreateKey, content_type = "application/json"),
+    request_body(content = super::schemas::CreateKey, content_type = "application/json"),
     responses(
-        (status = 200, description = "Created; `api_key` is shown only here", body = super::openapi::KeyCreated),
+        (status = 200, description = "Created; `api_key` is shown only here", body = super::schemas::KeyCreated),
     ),
     security(("admin_token" = []))
 )]
@@ -127,9 +128,9 @@ async fn set_status(app: &App, body: &Bytes, status: &str) -> ApiResult<Json<Val
 /// `POST /v1/admin/keys/disable` `{key_fingerprint}`: refused from the next request on.
 #[utoipa::path(
     post, path = "/v1/admin/keys/disable", tag = "admin", operation_id = "disable_key", summary = "Disable an API key",
-    request_body(content = super::openapi::KeyRef, content_type = "application/json"),
+    request_body(content = super::schemas::KeyRef, content_type = "application/json"),
     responses(
-        (status = 200, description = "Disabled: refused from the next request", body = super::openapi::KeyChanged),
+        (status = 200, description = "Disabled: refused from the next request", body = super::schemas::KeyChanged),
         (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))
@@ -141,9 +142,9 @@ pub async fn disable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult
 /// `POST /v1/admin/keys/enable` `{key_fingerprint}`.
 #[utoipa::path(
     post, path = "/v1/admin/keys/enable", tag = "admin", operation_id = "enable_key", summary = "Enable an API key",
-    request_body(content = super::openapi::KeyRef, content_type = "application/json"),
+    request_body(content = super::schemas::KeyRef, content_type = "application/json"),
     responses(
-        (status = 200, description = "Enabled", body = super::openapi::KeyChanged),
+        (status = 200, description = "Enabled", body = super::schemas::KeyChanged),
         (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))
@@ -162,9 +163,9 @@ fn no_key() -> ApiError {
 /// take the balance below zero (the balance is never clamped).
 #[utoipa::path(
     post, path = "/v1/admin/keys/credits", tag = "admin", operation_id = "adjust_credits", summary = "Add or take away a key's credits",
-    request_body(content = super::openapi::AdjustCredits, content_type = "application/json"),
+    request_body(content = super::schemas::AdjustCredits, content_type = "application/json"),
     responses(
-        (status = 200, description = "Adjusted, with an `adjust` ledger row", body = super::openapi::CreditsChanged),
+        (status = 200, description = "Adjusted, with an `adjust` ledger row", body = super::schemas::CreditsChanged),
         (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
         (status = 422, description = "`invalid_request`: zero, not a number, more than 3 decimals, or below zero", body = crate::error::ErrorBody),
     ),
@@ -227,7 +228,7 @@ pub struct LedgerQuery {
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Default 100"),
     ),
     responses(
-        (status = 200, description = "The ledger, newest first", body = super::openapi::Ledger),
+        (status = 200, description = "The ledger, newest first", body = super::schemas::Ledger),
         (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))

@@ -21,9 +21,9 @@ use crate::App;
 /// `POST /api/upload`: as `/v1/uploads`, with the documented 400s for a wrong type or size.
 #[utoipa::path(
     post, path = "/api/upload", tag = "legacy", operation_id = "legacy_upload", summary = "Upload a video (legacy, no key)",
-    request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data"),
+    request_body(content = super::schemas::UploadForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "Stored", body = super::openapi::Upload),
+        (status = 200, description = "Stored", body = super::schemas::Upload),
         (status = 400, description = "Not a video, too large, or an unreadable multipart body (the documented 400s)", body = crate::error::ErrorBody),
         (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = crate::error::ErrorBody),
         (status = 422, description = "`invalid_request`: `details` names every bad field", body = crate::error::ErrorBody),
@@ -47,9 +47,9 @@ pub async fn upload(
 /// `POST /api/process`: the `/v1/jobs` body, no key.
 #[utoipa::path(
     post, path = "/api/process", tag = "legacy", operation_id = "legacy_process", summary = "Create a job (legacy, no key)",
-    request_body(content = super::openapi::CreateJob, content_type = "application/json"),
+    request_body(content = super::schemas::CreateJob, content_type = "application/json"),
     responses(
-        (status = 200, description = "Created, with no key (not billed)", body = super::openapi::LegacyProcess,
+        (status = 200, description = "Created, with no key (not billed)", body = super::schemas::LegacyProcess,
             links(("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))))),
         (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = crate::error::ErrorBody),
         (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = crate::error::ErrorBody),
@@ -90,7 +90,7 @@ fn admit(app: &App, client: std::net::IpAddr) -> ApiResult<()> {
     get, path = "/api/download/{id}", tag = "legacy", operation_id = "download", summary = "A completed job's output link",
     params(("id" = String, Path, description = "The job id (`job_…`)")),
     responses(
-        (status = 200, description = "A signed link to the output", body = super::openapi::Download),
+        (status = 200, description = "A signed link to the output", body = super::schemas::Download),
         (status = 400, description = "`job_not_completed`", body = crate::error::ErrorBody),
         (status = 404, description = "`not_found`: no such job (or another key's)", body = crate::error::ErrorBody),
         (status = 410, description = "`output_expired`: deleted after the retention period", body = crate::error::ErrorBody)

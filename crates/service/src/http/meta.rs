@@ -12,7 +12,7 @@ use crate::App;
 #[utoipa::path(
     get, path = "/api/pricing", tag = "legacy", operation_id = "pricing", summary = "Prices per model",
     responses(
-        (status = 200, description = "Credits per minute per model", body = super::openapi::Pricing)
+        (status = 200, description = "Credits per minute per model", body = super::schemas::Pricing)
     )
 )]
 pub async fn pricing(State(app): State<App>) -> Json<Value> {
@@ -33,8 +33,8 @@ pub async fn pricing(State(app): State<App>) -> Json<Value> {
 #[utoipa::path(
     get, path = "/health", tag = "operations", operation_id = "health", summary = "Health, with every check",
     responses(
-        (status = 200, description = "`healthy`: every check passed", body = super::openapi::Health),
-        (status = 503, description = "`degraded`: `details` says what is wrong", body = super::openapi::Health)
+        (status = 200, description = "`healthy`: every check passed", body = super::schemas::Health),
+        (status = 503, description = "`degraded`: `details` says what is wrong", body = super::schemas::Health)
     )
 )]
 pub async fn health(State(app): State<App>) -> (StatusCode, Json<Value>) {

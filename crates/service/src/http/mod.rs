@@ -13,6 +13,7 @@ mod legacy;
 mod meta;
 pub mod openapi;
 mod query;
+mod schemas;
 pub mod server;
 mod uploads;
 mod usage;

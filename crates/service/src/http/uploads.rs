@@ -30,9 +30,9 @@ pub(crate) struct Refusals {
 #[utoipa::path(
     post, path = "/v1/uploads", tag = "uploads", operation_id = "create_upload", summary = "Upload a video",
     params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
-    request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data"),
+    request_body(content = super::schemas::UploadForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "Stored", body = super::openapi::Upload),
+        (status = 200, description = "Stored", body = super::schemas::Upload),
         (status = 400, description = "`invalid_request`: the multipart body cannot be read", body = crate::error::ErrorBody),
         (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = crate::error::ErrorBody),
         (status = 413, description = "`file_too_large`", body = crate::error::ErrorBody),

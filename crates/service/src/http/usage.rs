@@ -26,7 +26,7 @@ pub struct UsageQuery {
     get, path = "/v1/usage/summary", tag = "usage", operation_id = "usage_summary", summary = "Usage over the last days",
     params(("days" = Option<i64>, Query, minimum = 1, maximum = 90, description = "Default 7")),
     responses(
-        (status = 200, description = "Totals and one row per UTC day", body = super::openapi::UsageSummary),
+        (status = 200, description = "Totals and one row per UTC day", body = super::schemas::UsageSummary),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -71,7 +71,7 @@ pub async fn summary(State(app): State<App>, key: ApiKey, Query(q): Query<UsageQ
     get, path = "/v1/usage/events", tag = "usage", operation_id = "usage_events", summary = "Latest usage events",
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20")),
     responses(
-        (status = 200, description = "The latest events, newest first", body = super::openapi::UsageEvents),
+        (status = 200, description = "The latest events, newest first", body = super::schemas::UsageEvents),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]

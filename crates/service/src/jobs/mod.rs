@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-pub use parse::{check_url, parse_composition, parse_spec, Mode, FORMATS, KEYFRAMES, MAX_METADATA_BYTES, MODELS};
+pub use parse::{check_url, parse_composition, parse_spec, Mode, MAX_METADATA_BYTES, MODELS};
 
 /// A job's lifecycle: `created` (draft) → `pending` (queued) → `processing` → `completed` | `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

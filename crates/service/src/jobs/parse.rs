@@ -35,9 +35,11 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A name that must be one of `allowed`, read into its type.
-    fn named<T: std::str::FromStr>(&mut self, name: &str, allowed: &[&str]) -> Option<T> {
-        self.choice(name, allowed).and_then(|v| v.parse().ok())
+    /// One of `values`, given by the name `name_of` gives it (the engine's own names).
+    fn one_of<T: Copy>(&mut self, name: &str, values: &[T], name_of: fn(T) -> &'static str) -> Option<T> {
+        let names: Vec<&str> = values.iter().map(|v| name_of(*v)).collect();
+        let given = self.choice(name, &names)?;
+        values.iter().copied().find(|v| name_of(*v) == given)
     }
 
     /// A string that must be one of `allowed`.
@@ -76,11 +78,7 @@ impl<'a> Fields<'a> {
 
 /// Model names the API accepts: RemoveBGVideo's four, and `video` (Robust Video Matting, an
 /// opt-in install; a server without it refuses it, see `http::jobs`).
-pub const MODELS: [&str; 5] = ["original", "light", "pro", "human", "video"];
-/// Output formats the API accepts (`matte`, a greyscale alpha video, is an extension).
-pub const FORMATS: [&str; 7] = ["webm", "mov", "mp4", "gif", "webp", "png_sequence", "matte"];
-/// Values of the `keyframes` option (an extension).
-pub const KEYFRAMES: [&str; 2] = ["adaptive", "every"];
+pub const MODELS: [Tier; 5] = [Tier::Original, Tier::Light, Tier::Pro, Tier::Human, Tier::Video];
 const BG_TYPES: [&str; 8] = ["transparent", "green", "white", "black", "blue", "custom", "color", "image"];
 
 /// A URL the service may be asked to fetch: http(s), with a host, not absurdly long.
@@ -122,8 +120,8 @@ pub fn parse_spec(body: &Value, base: Option<&JobSpec>, mode: Mode) -> Result<Jo
         }
         Mode::Start => None,
     };
-    let model = f.named::<Tier>("model", &MODELS);
-    let output_format = f.named::<OutputFormat>("output_format", &FORMATS);
+    let model = f.one_of("model", &MODELS, Tier::name);
+    let output_format = f.one_of("output_format", &OutputFormat::ALL, OutputFormat::name);
     let background = parse_background(&mut f);
     let composition = match body.get("composition") {
         None | Some(Value::Null) => None,
@@ -153,7 +151,7 @@ pub fn parse_spec(body: &Value, base: Option<&JobSpec>, mode: Mode) -> Result<Jo
     };
     let webhook_url = f.url("webhook_url");
     let auto_start = f.boolean("auto_start");
-    let keyframes = f.named::<Keyframes>("keyframes", &KEYFRAMES);
+    let keyframes = f.one_of("keyframes", &Keyframes::ALL, Keyframes::name);
     let preview_duration = match body.get("preview_duration") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_f64() {
