@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use clearbg_engine::{model, Home, Runtime, Tier};
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 use crate::App;
 
@@ -38,24 +38,24 @@ pub struct Report {
     /// True when every check passed.
     pub healthy: bool,
     /// Check name → passed.
-    pub checks: Map<String, Value>,
+    pub checks: BTreeMap<String, bool>,
     /// Check name → what is wrong, for the failing ones.
-    pub details: Map<String, Value>,
+    pub details: BTreeMap<String, String>,
 }
 
 impl Report {
     fn record(&mut self, name: &str, result: Result<(), String>) {
-        self.checks.insert(name.to_string(), Value::Bool(result.is_ok()));
+        self.checks.insert(name.to_string(), result.is_ok());
         if let Err(why) = result {
             self.healthy = false;
-            self.details.insert(name.to_string(), Value::String(why));
+            self.details.insert(name.to_string(), why);
         }
     }
 }
 
 /// Runs every check (concurrently where they are independent).
 pub async fn report(app: &App) -> Report {
-    let mut report = Report { healthy: true, checks: Map::new(), details: Map::new() };
+    let mut report = Report { healthy: true, checks: BTreeMap::new(), details: BTreeMap::new() };
     report.record("api", Ok(()));
     let engine = app.config.workers > 0;
     let (database, storage, ffmpeg, runtime, models) = tokio::join!(

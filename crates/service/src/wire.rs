@@ -20,9 +20,12 @@ use crate::jobs::{Billing, InputRef, Status};
 use crate::storage::Storage;
 use crate::store::{Credits, JobRow};
 
-/// RFC 3339 UTC with milliseconds, from Unix milliseconds.
-pub fn timestamp(ms: Option<i64>) -> Option<String> {
-    ms.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+/// RFC 3339 UTC with milliseconds, from Unix milliseconds (empty for a time out of chrono's
+/// range, which no clock of ours writes).
+pub fn timestamp(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 /// How the links in a view are made: object storage signs them, valid for `ttl`.
@@ -233,7 +236,7 @@ impl Job {
             job_id: row.id.clone(),
             status,
             progress: (row.progress * 10.0).round() / 10.0,
-            output_url_expires_at: output.as_ref().and_then(|(_, exp)| timestamp(Some(exp * 1000))),
+            output_url_expires_at: output.as_ref().map(|(_, exp)| timestamp(exp * 1000)),
             output_url: output.map(|(url, _)| url),
             output_expired: row.output_deleted_at.is_some(),
             output_format: spec.output_format.to_string(),
@@ -265,10 +268,10 @@ impl Job {
             credits_used: Credits(row.credits_used),
             attempts: row.attempts,
             cancel_requested: row.cancel_requested,
-            created_at: timestamp(Some(row.created_at)).unwrap_or_default(),
-            started_at: timestamp(row.started_at),
-            completed_at: timestamp(row.completed_at),
-            updated_at: timestamp(Some(row.updated_at)).unwrap_or_default(),
+            created_at: timestamp(row.created_at),
+            started_at: row.started_at.map(timestamp),
+            completed_at: row.completed_at.map(timestamp),
+            updated_at: timestamp(row.updated_at),
         }
     }
 }
@@ -282,7 +285,7 @@ pub struct WebhookBody<'a> {
     /// The same for every retry of this delivery.
     pub delivery_id: &'a str,
     /// When the event happened.
-    pub created_at: Option<String>,
+    pub created_at: String,
     /// The job then.
     pub data: Job,
 }

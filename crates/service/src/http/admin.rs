@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use clearbg_engine::{OutputFormat, Tier};
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::query::QueryFields;
 use super::{json_body, Admin};
@@ -16,16 +18,92 @@ use crate::store::{Adjustment, Credits, KeyRecord, StoreError};
 use crate::wire::timestamp;
 use crate::App;
 
-fn key_view(k: &KeyRecord) -> Value {
-    json!({
-        "client_id": k.client_id,
-        "note": k.note,
-        "key_fingerprint": k.fingerprint,
-        "status": k.status,
-        "credits": Credits(k.credits),
-        "created_at": timestamp(Some(k.created_at)),
-        "last_used_at": timestamp(k.last_used_at),
-    })
+/// An API key (never the key itself but at its creation).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Key {
+    client_id: String,
+    note: Option<String>,
+    /// `kfp_…`.
+    key_fingerprint: String,
+    /// `active` or `disabled`.
+    status: String,
+    credits: Credits,
+    created_at: String,
+    last_used_at: Option<String>,
+}
+
+impl From<KeyRecord> for Key {
+    fn from(k: KeyRecord) -> Key {
+        Key {
+            client_id: k.client_id,
+            note: k.note,
+            key_fingerprint: k.fingerprint,
+            status: k.status,
+            credits: Credits(k.credits),
+            created_at: timestamp(k.created_at),
+            last_used_at: k.last_used_at.map(timestamp),
+        }
+    }
+}
+
+/// The keys.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeyList {
+    items: Vec<Key>,
+}
+
+/// A key changed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeyChanged {
+    #[serde(flatten)]
+    #[schema(inline)]
+    key: Key,
+    success: bool,
+}
+
+/// A key created: the only time `api_key` is shown.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeyCreated {
+    #[serde(flatten)]
+    #[schema(inline)]
+    key: Key,
+    success: bool,
+    api_key: String,
+}
+
+/// Credits adjusted.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CreditsChanged {
+    #[serde(flatten)]
+    #[schema(inline)]
+    key: Key,
+    success: bool,
+    /// The change made.
+    change: Credits,
+}
+
+/// One row of a key's ledger.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LedgerEntry {
+    id: i64,
+    /// `grant`, `reserve`, `release`, `charge`, `refund` or `adjust`.
+    kind: String,
+    amount: Credits,
+    balance_after: Credits,
+    job_id: Option<String>,
+    request_id: Option<String>,
+    note: Option<String>,
+    created_at: String,
+}
+
+/// A key's ledger, newest first, and its balance two ways (always equal).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Ledger {
+    key_fingerprint: String,
+    credits: Credits,
+    /// The balance rebuilt from the whole ledger.
+    ledger_credits: Credits,
+    items: Vec<LedgerEntry>,
 }
 
 /// `GET /v1/admin/config`: the settings in force, secrets left out.
@@ -69,13 +147,13 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
 #[utoipa::path(
     get, path = "/v1/admin/keys", tag = "admin", operation_id = "list_keys", summary = "List API keys",
     responses(
-        (status = 200, description = "Every key", body = super::schemas::KeyList),
+        (status = 200, description = "Every key", body = KeyList),
     ),
     security(("admin_token" = []))
 )]
-pub async fn list(State(app): State<App>, _: Admin) -> ApiResult<Json<Value>> {
-    let items: Vec<Value> = app.store.list_keys().await?.iter().map(key_view).collect();
-    Ok(Json(json!({ "items": items })))
+pub async fn list(State(app): State<App>, _: Admin) -> ApiResult<Json<KeyList>> {
+    let items = app.store.list_keys().await?.into_iter().map(Key::from).collect();
+    Ok(Json(KeyList { items }))
 }
 
 fn string_field(body: &Value, name: &str, required: bool) -> Result<Option<String>, FieldError> {
@@ -94,24 +172,21 @@ fn string_field(body: &Value, name: &str, required: bool) -> Result<Option<Strin
     post, path = "/v1/admin/keys", tag = "admin", operation_id = "create_key", summary = "Create an API key",
     request_body(content = super::schemas::CreateKey, content_type = "application/json"),
     responses(
-        (status = 200, description = "Created; `api_key` is shown only here", body = super::schemas::KeyCreated),
+        (status = 200, description = "Created; `api_key` is shown only here", body = KeyCreated),
     ),
     security(("admin_token" = []))
 )]
-pub async fn create(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn create(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<KeyCreated>> {
     let body = json_body(&body)?;
     let client_id = string_field(&body, "client_id", true).map_err(|e| ApiError::invalid(vec![e]))?.unwrap_or_default();
     let note = string_field(&body, "note", false).map_err(|e| ApiError::invalid(vec![e]))?;
     let (api_key, record) =
         app.store.create_key(&client_id, note.as_deref(), app.config.initial_credits, request_id().as_deref()).await?;
     tracing::info!(client_id, fingerprint = %record.fingerprint, "api key created");
-    let mut view = key_view(&record);
-    view["success"] = json!(true);
-    view["api_key"] = json!(api_key);
-    Ok(Json(view))
+    Ok(Json(KeyCreated { key: record.into(), success: true, api_key }))
 }
 
-async fn set_status(app: &App, body: &Bytes, status: &str) -> ApiResult<Json<Value>> {
+async fn set_status(app: &App, body: &Bytes, status: &str) -> ApiResult<Json<KeyChanged>> {
     let body = json_body(body)?;
     let fp = string_field(&body, "key_fingerprint", true).map_err(|e| ApiError::invalid(vec![e]))?.unwrap_or_default();
     let record = app
@@ -120,9 +195,7 @@ async fn set_status(app: &App, body: &Bytes, status: &str) -> ApiResult<Json<Val
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "No key has that fingerprint"))?;
     tracing::info!(fingerprint = %fp, status, "api key status changed");
-    let mut view = key_view(&record);
-    view["success"] = json!(true);
-    Ok(Json(view))
+    Ok(Json(KeyChanged { key: record.into(), success: true }))
 }
 
 /// `POST /v1/admin/keys/disable` `{key_fingerprint}`: refused from the next request on.
@@ -130,12 +203,12 @@ async fn set_status(app: &App, body: &Bytes, status: &str) -> ApiResult<Json<Val
     post, path = "/v1/admin/keys/disable", tag = "admin", operation_id = "disable_key", summary = "Disable an API key",
     request_body(content = super::schemas::KeyRef, content_type = "application/json"),
     responses(
-        (status = 200, description = "Disabled: refused from the next request", body = super::schemas::KeyChanged),
+        (status = 200, description = "Disabled: refused from the next request", body = KeyChanged),
         (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
-pub async fn disable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn disable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<KeyChanged>> {
     set_status(&app, &body, "disabled").await
 }
 
@@ -144,12 +217,12 @@ pub async fn disable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult
     post, path = "/v1/admin/keys/enable", tag = "admin", operation_id = "enable_key", summary = "Enable an API key",
     request_body(content = super::schemas::KeyRef, content_type = "application/json"),
     responses(
-        (status = 200, description = "Enabled", body = super::schemas::KeyChanged),
+        (status = 200, description = "Enabled", body = KeyChanged),
         (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
-pub async fn enable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn enable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<KeyChanged>> {
     set_status(&app, &body, "active").await
 }
 
@@ -165,13 +238,13 @@ fn no_key() -> ApiError {
     post, path = "/v1/admin/keys/credits", tag = "admin", operation_id = "adjust_credits", summary = "Add or take away a key's credits",
     request_body(content = super::schemas::AdjustCredits, content_type = "application/json"),
     responses(
-        (status = 200, description = "Adjusted, with an `adjust` ledger row", body = super::schemas::CreditsChanged),
+        (status = 200, description = "Adjusted, with an `adjust` ledger row", body = CreditsChanged),
         (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
         (status = 422, description = "`invalid_request`: zero, not a number, more than 3 decimals, or below zero", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
-pub async fn credits(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn credits(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<CreditsChanged>> {
     let body = json_body(&body)?;
     let mut errors = Vec::new();
     let fp = string_field(&body, "key_fingerprint", true).map_err(|e| errors.push(e)).ok().flatten();
@@ -206,10 +279,7 @@ pub async fn credits(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult
             Err(e) => return Err(e.into()),
         };
     tracing::info!(fingerprint = %fp, change, balance = record.credits, "credits adjusted");
-    let mut view = key_view(&record);
-    view["success"] = json!(true);
-    view["change"] = json!(Credits(change));
-    Ok(Json(view))
+    Ok(Json(CreditsChanged { key: record.into(), success: true, change: Credits(change) }))
 }
 
 /// Query of `GET /v1/admin/keys/ledger`.
@@ -228,7 +298,7 @@ pub struct LedgerQuery {
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Default 100"),
     ),
     responses(
-        (status = 200, description = "The ledger, newest first", body = super::schemas::Ledger),
+        (status = 200, description = "The ledger, newest first", body = Ledger),
         (status = 404, description = "`not_found`: no key has that fingerprint", body = crate::error::ErrorBody),
     ),
     security(("admin_token" = []))
@@ -237,7 +307,7 @@ pub async fn ledger(
     State(app): State<App>,
     _: Admin,
     axum::extract::Query(q): axum::extract::Query<LedgerQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Ledger>> {
     let mut fields = QueryFields::default();
     let fp = fields.required("key_fingerprint", q.key_fingerprint.as_deref()).map(str::to_string);
     let limit = fields.integer("limit", q.limit.as_deref(), 100, 1..=1000);
@@ -245,28 +315,21 @@ pub async fn ledger(
     let Some(fp) = fp else { return Err(no_key()) };
     let record = app.store.key_by_fingerprint(&fp).await?.ok_or_else(no_key)?;
     let rebuilt = app.store.ledger_balance(&fp).await?;
-    let items: Vec<Value> = app
+    let items = app
         .store
         .ledger(&fp, limit)
         .await?
         .into_iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "kind": r.kind,
-                "amount": Credits(r.amount),
-                "balance_after": Credits(r.balance_after),
-                "job_id": r.job_id,
-                "request_id": r.request_id,
-                "note": r.note,
-                "created_at": timestamp(Some(r.at)),
-            })
+        .map(|r| LedgerEntry {
+            id: r.id,
+            kind: r.kind,
+            amount: Credits(r.amount),
+            balance_after: Credits(r.balance_after),
+            job_id: r.job_id,
+            request_id: r.request_id,
+            note: r.note,
+            created_at: timestamp(r.at),
         })
         .collect();
-    Ok(Json(json!({
-        "key_fingerprint": fp,
-        "credits": Credits(record.credits),
-        "ledger_credits": Credits(rebuilt),
-        "items": items,
-    })))
+    Ok(Json(Ledger { key_fingerprint: fp, credits: Credits(record.credits), ledger_credits: Credits(rebuilt), items }))
 }

@@ -61,7 +61,7 @@ pub(crate) struct JobList {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct JobEvent {
     id: i64,
-    at: Option<String>,
+    at: String,
     from: Option<String>,
     to: String,
     reason: String,
@@ -401,7 +401,7 @@ pub async fn events(State(app): State<App>, key: ApiKey, Path(id): Path<String>)
         .into_iter()
         .map(|e| JobEvent {
             id: e.id,
-            at: timestamp(Some(e.at)),
+            at: timestamp(e.at),
             from: e.from_status,
             to: e.to_status,
             reason: e.reason,

@@ -8,7 +8,8 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::jobs::create_job;
 use super::uploads::{discard, store_upload, Refusals};
@@ -18,12 +19,36 @@ use crate::jobs::Status;
 use crate::wire::timestamp;
 use crate::App;
 
+/// `POST /api/process`'s answer: the job's id and state.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LegacyProcess {
+    success: bool,
+    id: String,
+    job_id: String,
+    status: Status,
+    progress: i64,
+    output_url: Option<String>,
+    error: Option<String>,
+}
+
+/// A completed job's signed output link.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Download {
+    success: bool,
+    download_url: String,
+    #[schema(value_type = crate::wire::OutputFormat)]
+    output_format: String,
+    expires_at: String,
+    output_sha256: Option<String>,
+    output_size_bytes: Option<i64>,
+}
+
 /// `POST /api/upload`: as `/v1/uploads`, with the documented 400s for a wrong type or size.
 #[utoipa::path(
     post, path = "/api/upload", tag = "legacy", operation_id = "legacy_upload", summary = "Upload a video (legacy, no key)",
     request_body(content = super::schemas::UploadForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "Stored", body = super::schemas::Upload),
+        (status = 200, description = "Stored", body = super::uploads::Upload),
         (status = 400, description = "Not a video, too large, or an unreadable multipart body (the documented 400s)", body = crate::error::ErrorBody),
         (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = crate::error::ErrorBody),
         (status = 422, description = "`invalid_request`: `details` names every bad field", body = crate::error::ErrorBody),
@@ -35,7 +60,7 @@ pub async fn upload(
     ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<super::uploads::Upload>> {
     if let Err(refused) = admit(&app, client) {
         discard(multipart).await;
         return Err(refused);
@@ -49,7 +74,7 @@ pub async fn upload(
     post, path = "/api/process", tag = "legacy", operation_id = "legacy_process", summary = "Create a job (legacy, no key)",
     request_body(content = super::schemas::CreateJob, content_type = "application/json"),
     responses(
-        (status = 200, description = "Created, with no key (not billed)", body = super::schemas::LegacyProcess,
+        (status = 200, description = "Created, with no key (not billed)", body = LegacyProcess,
             links(("Download" = (operation_id = "download", parameters(("id" = "$response.body#/id")))))),
         (status = 404, description = "`not_found`: the legacy routes are turned off (`CLEARBG_LEGACY_API=0`)", body = crate::error::ErrorBody),
         (status = 422, description = "`invalid_request`: `details` names every bad field; `model_not_installed`: this server lacks the model's opt-in install", body = crate::error::ErrorBody),
@@ -57,19 +82,23 @@ pub async fn upload(
         (status = 503, description = "`unavailable`: the input cannot be read now (a tool missing on this server)", body = crate::error::ErrorBody)
     )
 )]
-pub async fn process(State(app): State<App>, ClientAddr(client): ClientAddr, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn process(
+    State(app): State<App>,
+    ClientAddr(client): ClientAddr,
+    body: Bytes,
+) -> ApiResult<Json<LegacyProcess>> {
     admit(&app, client)?;
     let body = json_body(&body)?;
     let row = create_job(&app, None, &body).await?;
-    Ok(Json(json!({
-        "success": true,
-        "id": row.id,
-        "job_id": row.id,
-        "status": row.status.as_str(),
-        "progress": 0,
-        "output_url": Value::Null,
-        "error": Value::Null,
-    })))
+    Ok(Json(LegacyProcess {
+        success: true,
+        job_id: row.id.clone(),
+        id: row.id,
+        status: row.status,
+        progress: 0,
+        output_url: None,
+        error: None,
+    }))
 }
 
 /// The key-less routes that make work are the operator's choice (`CLEARBG_LEGACY_API`), and
@@ -90,13 +119,13 @@ fn admit(app: &App, client: std::net::IpAddr) -> ApiResult<()> {
     get, path = "/api/download/{id}", tag = "legacy", operation_id = "download", summary = "A completed job's output link",
     params(("id" = String, Path, description = "The job id (`job_…`)")),
     responses(
-        (status = 200, description = "A signed link to the output", body = super::schemas::Download),
+        (status = 200, description = "A signed link to the output", body = Download),
         (status = 400, description = "`job_not_completed`", body = crate::error::ErrorBody),
         (status = 404, description = "`not_found`: no such job (or another key's)", body = crate::error::ErrorBody),
         (status = 410, description = "`output_expired`: deleted after the retention period", body = crate::error::ErrorBody)
     )
 )]
-pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Download>> {
     let row = app.store.job(&id, None).await?.ok_or_else(ApiError::job_not_found)?;
     let spec = &row.spec;
     if row.status != Status::Completed {
@@ -117,12 +146,12 @@ pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResu
         }
     };
     let (download_url, expires) = app.storage.download_url(key, app.config.url_ttl);
-    Ok(Json(json!({
-        "success": true,
-        "download_url": download_url,
-        "output_format": spec.output_format.name(),
-        "expires_at": timestamp(Some(expires * 1000)),
-        "output_sha256": row.output_sha256,
-        "output_size_bytes": row.output_size_bytes,
-    })))
+    Ok(Json(Download {
+        success: true,
+        download_url,
+        output_format: spec.output_format.to_string(),
+        expires_at: timestamp(expires * 1000),
+        output_sha256: row.output_sha256.clone(),
+        output_size_bytes: row.output_size_bytes,
+    }))
 }

@@ -1,6 +1,7 @@
 //! The API's description: OpenAPI 3.1 at `/openapi.json`, generated at build time by utoipa from
-//! the `#[utoipa::path]` annotation on every handler and the shapes they name (typed answers such
-//! as [`crate::wire::Job`], and [`super::schemas`]), and an interactive reference at `/docs`
+//! the `#[utoipa::path]` annotation on every handler and the shapes they name (the typed answers,
+//! such as [`crate::wire::Job`], and the request bodies of [`super::schemas`]), and an
+//! interactive reference at `/docs`
 //! (Swagger UI, its files embedded in the binary: nothing from a CDN). This file is the document
 //! alone: its parts, its security schemes, and the error rows shared by every route of a kind.
 

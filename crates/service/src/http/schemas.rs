@@ -1,8 +1,8 @@
-//! The shapes of request bodies, and of the answers still built with `json!`, as the OpenAPI
-//! document describes them. They are never built (hence `dead_code`): the schemathesis run in
-//! `crates/cli/tests/api_schema.rs` checks them against real answers. A job, the shape most
-//! routes and every webhook send, is not here: it is [`crate::wire::Job`], serialised as it is
-//! described.
+//! The shapes of request bodies, as the OpenAPI document describes them. The handlers read
+//! bodies field by field (so that one 422 names every bad field), so these are never built
+//! (hence `dead_code`); the schemathesis run in `crates/cli/tests/api_schema.rs` sends what they
+//! describe. Every answer is a typed struct beside its handler (a job is [`crate::wire::Job`]),
+//! serialised as it is described.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -11,7 +11,6 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::jobs::Status;
 use crate::wire::{BgType, Keyframes, Model, OutputFormat};
 
 /// A colour: three floats in 0-1 (`[r, g, b]`, as the SDKs send it) or `"#RRGGBB"`.
@@ -131,179 +130,12 @@ pub(crate) struct StartJob {
     keyframes: Option<String>,
 }
 
-/// A stored upload.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Upload {
-    success: bool,
-    /// `vid_…`.
-    video_id: String,
-    /// Give this to `POST /v1/jobs` as `video_url` (a signed link; valid as long as the upload).
-    video_url: String,
-    filename: String,
-    size: i64,
-    content_type: String,
-    sha256: String,
-}
-
 /// A multipart upload.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UploadForm {
     /// The video (MP4, MOV, WebM, AVI, MKV…), at most `CLEARBG_MAX_UPLOAD_BYTES`.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
-}
-
-/// `POST /api/process`.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct LegacyProcess {
-    success: bool,
-    id: String,
-    job_id: String,
-    status: Status,
-    progress: f64,
-    output_url: Option<String>,
-    error: Option<String>,
-}
-
-/// A completed job's signed output link.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Download {
-    success: bool,
-    download_url: String,
-    #[schema(value_type = OutputFormat)]
-    output_format: String,
-    expires_at: String,
-    output_sha256: Option<String>,
-    output_size_bytes: Option<i64>,
-}
-
-/// The configured prices.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Pricing {
-    success: bool,
-    /// Model → credits per minute.
-    model_pricing_credits_per_minute: BTreeMap<String, f64>,
-    billing: String,
-    /// Legacy; always null here.
-    price_per_second_cents: Option<f64>,
-    packages: Vec<Value>,
-}
-
-/// `healthy`, or `degraded` with what is wrong.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Health {
-    /// `healthy` or `degraded`.
-    status: String,
-    /// Check → passed: `api`, `database`, `storage`, `ffmpeg`, `onnx_runtime`, `model_light`,
-    /// `model_human`, `model_original`, `model_pro`, and `model_video` when that opt-in model is
-    /// installed or serves `human`.
-    checks: BTreeMap<String, bool>,
-    /// Failing check → what is wrong.
-    details: BTreeMap<String, String>,
-    /// Embedded workers in this process.
-    workers: i64,
-    version: String,
-}
-
-/// Totals for one UTC day.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct UsageDay {
-    /// `YYYY-MM-DD`.
-    date: String,
-    jobs: i64,
-    completed: i64,
-    failed: i64,
-    cancelled: i64,
-    credits_used: f64,
-    credits_refunded: f64,
-}
-
-/// Usage over the last N days.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct UsageSummary {
-    success: bool,
-    days: i64,
-    total_jobs: i64,
-    completed_jobs: i64,
-    failed_jobs: i64,
-    cancelled_jobs: i64,
-    credits_used: f64,
-    credits_refunded: f64,
-    credits_balance: f64,
-    /// Oldest first, idle days included.
-    daily: Vec<UsageDay>,
-}
-
-/// One usage event.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct UsageEvent {
-    /// `evt_…`.
-    id: String,
-    /// `created` `started` `reserved` `completed` `failed` `cancelled` `charged` `refunded`.
-    #[serde(rename = "type")]
-    kind: String,
-    job_id: Option<String>,
-    request_id: Option<String>,
-    credits: Option<f64>,
-    created_at: String,
-}
-
-/// The latest usage events, newest first.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct UsageEvents {
-    success: bool,
-    items: Vec<UsageEvent>,
-    limit: i64,
-}
-
-/// An API key (never the key itself but at its creation).
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Key {
-    client_id: String,
-    note: Option<String>,
-    /// `kfp_…`.
-    key_fingerprint: String,
-    /// `active` or `disabled`.
-    status: String,
-    credits: f64,
-    created_at: String,
-    last_used_at: Option<String>,
-}
-
-/// The keys.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct KeyList {
-    items: Vec<Key>,
-}
-
-/// A key changed.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct KeyChanged {
-    #[serde(flatten)]
-    #[schema(inline)]
-    key: Key,
-    success: bool,
-}
-
-/// A key created: the only time `api_key` is shown.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct KeyCreated {
-    #[serde(flatten)]
-    #[schema(inline)]
-    key: Key,
-    success: bool,
-    api_key: String,
-}
-
-/// Credits adjusted.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct CreditsChanged {
-    #[serde(flatten)]
-    #[schema(inline)]
-    key: Key,
-    success: bool,
-    /// The change made.
-    change: f64,
 }
 
 /// `POST /v1/admin/keys`.
@@ -331,28 +163,4 @@ pub(crate) struct AdjustCredits {
     amount: f64,
     #[schema(max_length = 200)]
     note: Option<String>,
-}
-
-/// One ledger row.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct LedgerRow {
-    id: i64,
-    /// `grant`, `reserve`, `release`, `charge`, `refund` or `adjust`.
-    kind: String,
-    amount: f64,
-    balance_after: f64,
-    job_id: Option<String>,
-    request_id: Option<String>,
-    note: Option<String>,
-    created_at: String,
-}
-
-/// A key's ledger, newest first, and its balance two ways (always equal).
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Ledger {
-    key_fingerprint: String,
-    credits: f64,
-    /// The balance rebuilt from the whole ledger.
-    ledger_credits: f64,
-    items: Vec<LedgerRow>,
 }

@@ -7,7 +7,8 @@ use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use clearbg_engine::container::{self, Sniffed};
 
@@ -15,6 +16,20 @@ use super::ApiKey;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::store::{now_ms, UploadRecord};
 use crate::App;
+
+/// A stored upload.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Upload {
+    success: bool,
+    /// `vid_…`.
+    video_id: String,
+    /// Give this to `POST /v1/jobs` as `video_url` (a signed link; valid as long as the upload).
+    video_url: String,
+    filename: String,
+    size: u64,
+    content_type: String,
+    sha256: String,
+}
 
 /// Slack for multipart boundaries and headers when checking a declared Content-Length.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
@@ -32,7 +47,7 @@ pub(crate) struct Refusals {
     params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
     request_body(content = super::schemas::UploadForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "Stored", body = super::schemas::Upload),
+        (status = 200, description = "Stored", body = Upload),
         (status = 400, description = "`invalid_request`: the multipart body cannot be read", body = crate::error::ErrorBody),
         (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used for another request", body = crate::error::ErrorBody),
         (status = 413, description = "`file_too_large`", body = crate::error::ErrorBody),
@@ -46,7 +61,7 @@ pub async fn create(
     key: ApiKey,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Upload>> {
     let refusals =
         Refusals { too_large: StatusCode::PAYLOAD_TOO_LARGE, wrong_type: StatusCode::UNSUPPORTED_MEDIA_TYPE };
     store_upload(&app, Some(key.owner()), &headers, multipart, refusals).await.map(Json)
@@ -59,7 +74,7 @@ pub(crate) async fn store_upload(
     headers: &HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
     refusals: Refusals,
-) -> ApiResult<Value> {
+) -> ApiResult<Upload> {
     let max = app.config.max_upload_bytes;
     let too_large =
         || ApiError::new(refusals.too_large, "file_too_large", format!("File too large: the limit is {max} bytes"));
@@ -121,7 +136,7 @@ async fn stream_file(
     mut field: Field<'_>,
     refusals: Refusals,
     too_large: impl Fn() -> ApiError,
-) -> ApiResult<Value> {
+) -> ApiResult<Upload> {
     let filename = field.file_name().unwrap_or("video").to_string();
     // Enough of the start to recognise the container (or the whole file, if shorter).
     let mut first = Vec::new();
@@ -195,13 +210,13 @@ async fn stream_file(
     // The link lives as long as the file does (or as long as the storage allows).
     let (video_url, _) = app.storage.download_url(&object_key, app.config.retention);
     tracing::info!(upload_id = %id, size, content_type, "upload stored");
-    Ok(json!({
-        "success": true,
-        "video_id": id,
-        "video_url": video_url,
-        "filename": filename,
-        "size": size,
-        "content_type": content_type,
-        "sha256": sha256,
-    }))
+    Ok(Upload {
+        success: true,
+        video_id: id,
+        video_url,
+        filename,
+        size,
+        content_type: content_type.to_string(),
+        sha256,
+    })
 }

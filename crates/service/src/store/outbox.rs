@@ -97,12 +97,8 @@ pub(super) async fn enqueue_webhook(
     let Some(url) = &row.spec.webhook_url else { return Ok(()) };
     let id = format!("whd_{}", uuid::Uuid::new_v4().simple());
     let now = now_ms();
-    let body = WebhookBody {
-        event: event.as_str(),
-        delivery_id: &id,
-        created_at: timestamp(Some(now)),
-        data: Job::new(row, links),
-    };
+    let body =
+        WebhookBody { event: event.as_str(), delivery_id: &id, created_at: timestamp(now), data: Job::new(row, links) };
     let body = serde_json::to_vec(&body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
         "INSERT INTO webhook_deliveries (id, job_id, event, url, body, next_attempt_at, created_at, updated_at) \
