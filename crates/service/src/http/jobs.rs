@@ -232,7 +232,7 @@ pub async fn create(State(app): State<App>, key: ApiKey, body: Bytes) -> ApiResu
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/start", tag = "jobs", operation_id = "start_job", summary = "Start a draft job",
     params(("id" = String, Path, description = "The job id (`job_…`)"), ("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "A retry with the same key and request replays the first answer (24 h)")),
-    request_body(content = Option<super::schemas::StartJob>, content_type = "application/json"),
+    request_body(content = Option<super::schemas::JobOptions>, content_type = "application/json"),
     responses(
         (status = 200, description = "Queued", body = JobChanged),
         (status = 402, description = "`insufficient_credits`: the draft stays a draft", body = crate::error::ErrorBody),

@@ -68,12 +68,21 @@ pub(crate) struct Offset {
     y: Option<i32>,
 }
 
-/// The body of `POST /v1/jobs` (also `POST /api/process`). Unknown fields are ignored.
+/// The body of `POST /v1/jobs` (also `POST /api/process`): the video and its options.
+/// Unknown fields are ignored.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct CreateJob {
     /// An upload's `video_url`, or any http(s) URL (downloaded by the worker).
     #[schema(max_length = 4096, format = "uri", pattern = "^https?://")]
     video_url: String,
+    #[serde(flatten)]
+    options: JobOptions,
+}
+
+/// A job's options. Also the body of `POST /v1/jobs/{id}/start`, where each one sent overrides
+/// the draft's (an empty body starts it as it is).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobOptions {
     /// Default `original`.
     #[schema(value_type = Option<Model>)]
     model: Option<String>,
@@ -99,32 +108,6 @@ pub(crate) struct CreateJob {
     #[schema(exclusive_minimum = 0)]
     preview_duration: Option<f64>,
     /// Default true; false makes a draft, started with `POST /v1/jobs/{id}/start`.
-    auto_start: Option<bool>,
-    #[schema(value_type = Option<Keyframes>)]
-    keyframes: Option<String>,
-}
-
-/// The body of `POST /v1/jobs/{id}/start`: any option of [`CreateJob`] but `video_url`
-/// overrides the draft's. An empty body starts it as it is.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct StartJob {
-    #[schema(value_type = Option<Model>)]
-    model: Option<String>,
-    #[schema(value_type = Option<OutputFormat>)]
-    output_format: Option<String>,
-    bg_type: Option<BgType>,
-    bg_color: Option<Color>,
-    #[schema(format = "uri", pattern = "^https?://")]
-    bg_image_url: Option<String>,
-    background: Option<BackgroundRequest>,
-    composition: Option<Composition>,
-    metadata: Option<BTreeMap<String, Value>>,
-    #[schema(max_length = 1000)]
-    text_prompt: Option<String>,
-    #[schema(format = "uri", pattern = "^https?://")]
-    webhook_url: Option<String>,
-    #[schema(exclusive_minimum = 0)]
-    preview_duration: Option<f64>,
     auto_start: Option<bool>,
     #[schema(value_type = Option<Keyframes>)]
     keyframes: Option<String>,
