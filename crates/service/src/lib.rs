@@ -31,6 +31,8 @@ pub mod ratelimit;
 pub mod storage;
 pub mod store;
 pub mod sweeper;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod webhooks;
 pub mod wire;
 pub mod worker;

@@ -7,51 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::free_port;
 
-/// The PostgreSQL server the tests use: `CLEARBG_TEST_POSTGRES` (an admin URL), by default the
-/// local one with trust authentication.
-pub fn postgres_admin_url() -> String {
-    std::env::var("CLEARBG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn psql(admin: &str, sql: &str) -> Result<String, String> {
-    let out =
-        Command::new("psql").args([admin, "-v", "ON_ERROR_STOP=1", "-tAc", sql]).output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// A database created for one test and dropped (with its connections) when this is dropped.
-pub struct PgDatabase {
-    pub url: String,
-    admin: String,
-    name: String,
-}
-
-impl PgDatabase {
-    pub fn create() -> PgDatabase {
-        let admin = postgres_admin_url();
-        let name = format!("clearbg_it_{}_{}", std::process::id(), free_port());
-        psql(&admin, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
-        let (server, _) = admin.rsplit_once('/').expect("a postgres URL has a path");
-        PgDatabase { url: format!("{server}/{name}"), admin, name }
-    }
-
-    /// Runs one SQL query on this database; returns its rows, `|`-separated.
-    pub fn query(&self, sql: &str) -> Vec<String> {
-        psql(&self.url, sql).unwrap().lines().map(str::to_string).collect()
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        if let Err(e) = psql(&self.admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
-            eprintln!("dropping {}: {e}", self.name);
-        }
-    }
-}
+pub use clearbg_service::testing::PgDatabase;
 
 /// Where `make setup` installs Garage.
 pub fn garage_binary() -> PathBuf {

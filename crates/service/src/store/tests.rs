@@ -5,37 +5,13 @@ use serde_json::Value;
 
 use crate::jobs::{parse_spec, Billing, JobSpec, Mode};
 use crate::storage::{Signer, Storage};
+use crate::testing::PgDatabase;
 use crate::wire::Links;
 
-/// A throwaway database: a temporary SQLite file, or a PostgreSQL database created on the
-/// server at `CLEARBG_TEST_POSTGRES` (default: the local one, trust auth) and dropped after.
+/// A throwaway database: a temporary SQLite file, or a PostgreSQL database of the test's own.
 enum TestDb {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin: String, name: String },
-}
-
-fn admin_url() -> String {
-    std::env::var("CLEARBG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let TestDb::Postgres { admin, name } = self else { return };
-        let (admin, drop) = (admin.clone(), format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        // Dropped from a plain thread: the test's runtime may be shutting down.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&admin).await?;
-                conn.execute(drop.as_str()).await.map(|_| ())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop the test database {name}: {dropped:?}");
-        }
-    }
+    Postgres(#[allow(dead_code)] PgDatabase),
 }
 
 async fn store(backend: Backend) -> (TestDb, Store) {
@@ -47,21 +23,10 @@ async fn store(backend: Backend) -> (TestDb, Store) {
             (TestDb::Sqlite(dir), store)
         }
         Backend::Postgres => {
-            use sqlx::Connection;
-            let admin = admin_url();
-            let name = format!("clearbg_test_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL at {admin} (set CLEARBG_TEST_POSTGRES): {e}"));
-            conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-            let guard = TestDb::Postgres { admin: admin.clone(), name: name.clone() };
-            let url = match admin.rsplit_once('/') {
-                Some((server, _)) => format!("{server}/{name}"),
-                None => unreachable!("a postgres URL has a path"),
-            };
-            let store = Store::open(&url).await.unwrap();
+            let db = PgDatabase::create();
+            let store = Store::open(&db.url).await.unwrap();
             assert_eq!(store.backend(), Backend::Postgres);
-            (guard, store)
+            (TestDb::Postgres(db), store)
         }
     }
 }
