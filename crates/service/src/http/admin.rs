@@ -1,7 +1,6 @@
 //! `/v1/admin/*`: key management with `X-Admin-Token`, in the shapes the official SDKs' admin
 //! clients read (`items[].client_id`, `api_key`, `key_fingerprint`).
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -11,7 +10,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::query::QueryFields;
-use super::{json_body, Admin};
+use super::{Admin, JsonBody};
 use crate::billing::credits_from_f64;
 use crate::error::{request_id, ApiError, ApiResult, FieldError};
 use crate::store::{Adjustment, Credits, KeyRecord, StoreError};
@@ -176,8 +175,7 @@ fn string_field(body: &Value, name: &str, required: bool) -> Result<Option<Strin
     ),
     security(("admin_token" = []))
 )]
-pub async fn create(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<KeyCreated>> {
-    let body = json_body(&body)?;
+pub async fn create(State(app): State<App>, _: Admin, JsonBody(body): JsonBody) -> ApiResult<Json<KeyCreated>> {
     let client_id = string_field(&body, "client_id", true).map_err(|e| ApiError::invalid(vec![e]))?.unwrap_or_default();
     let note = string_field(&body, "note", false).map_err(|e| ApiError::invalid(vec![e]))?;
     let (api_key, record) =
@@ -186,8 +184,7 @@ pub async fn create(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<
     Ok(Json(KeyCreated { key: record.into(), success: true, api_key }))
 }
 
-async fn set_status(app: &App, body: &Bytes, status: &str) -> ApiResult<Json<KeyChanged>> {
-    let body = json_body(body)?;
+async fn set_status(app: &App, body: &Value, status: &str) -> ApiResult<Json<KeyChanged>> {
     let fp = string_field(&body, "key_fingerprint", true).map_err(|e| ApiError::invalid(vec![e]))?.unwrap_or_default();
     let record = app
         .store
@@ -208,7 +205,7 @@ async fn set_status(app: &App, body: &Bytes, status: &str) -> ApiResult<Json<Key
     ),
     security(("admin_token" = []))
 )]
-pub async fn disable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<KeyChanged>> {
+pub async fn disable(State(app): State<App>, _: Admin, JsonBody(body): JsonBody) -> ApiResult<Json<KeyChanged>> {
     set_status(&app, &body, "disabled").await
 }
 
@@ -222,7 +219,7 @@ pub async fn disable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult
     ),
     security(("admin_token" = []))
 )]
-pub async fn enable(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<KeyChanged>> {
+pub async fn enable(State(app): State<App>, _: Admin, JsonBody(body): JsonBody) -> ApiResult<Json<KeyChanged>> {
     set_status(&app, &body, "active").await
 }
 
@@ -244,8 +241,7 @@ fn no_key() -> ApiError {
     ),
     security(("admin_token" = []))
 )]
-pub async fn credits(State(app): State<App>, _: Admin, body: Bytes) -> ApiResult<Json<CreditsChanged>> {
-    let body = json_body(&body)?;
+pub async fn credits(State(app): State<App>, _: Admin, JsonBody(body): JsonBody) -> ApiResult<Json<CreditsChanged>> {
     let mut errors = Vec::new();
     let fp = string_field(&body, "key_fingerprint", true).map_err(|e| errors.push(e)).ok().flatten();
     let note = string_field(&body, "note", false).map_err(|e| errors.push(e)).ok().flatten();

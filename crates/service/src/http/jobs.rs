@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -11,7 +10,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::query::QueryFields;
-use super::{json_body, ApiKey};
+use super::{ApiKey, JsonBody};
 use crate::billing::reservation;
 use crate::error::{request_id, ApiError, ApiResult, FieldError};
 use crate::jobs::{parse_spec, InputRef, JobSpec, Mode, Status};
@@ -214,8 +213,7 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn create(State(app): State<App>, key: ApiKey, body: Bytes) -> ApiResult<Json<JobChanged>> {
-    let body = json_body(&body)?;
+pub async fn create(State(app): State<App>, key: ApiKey, JsonBody(body): JsonBody) -> ApiResult<Json<JobChanged>> {
     if body.get("auto_start") != Some(&Value::Bool(false)) {
         app.limits.start(key.owner()).require("job starts for this key")?;
     }
@@ -247,9 +245,8 @@ pub async fn start(
     State(app): State<App>,
     key: ApiKey,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<JobChanged>> {
-    let body = json_body(&body)?;
     let row = app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
     if row.status != Status::Created {
         return Err(state_conflict(row.status, "start"));

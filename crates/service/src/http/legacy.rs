@@ -3,7 +3,6 @@
 //! Uploads and jobs here are unbilled, so an operator can turn them off, and they are limited
 //! per client address.
 
-use axum::body::Bytes;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::jobs::create_job;
 use super::uploads::{discard, store_upload, Refusals};
-use super::{json_body, ClientAddr};
+use super::{ClientAddr, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::Status;
 use crate::wire::timestamp;
@@ -85,10 +84,9 @@ pub async fn upload(
 pub async fn process(
     State(app): State<App>,
     ClientAddr(client): ClientAddr,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<LegacyProcess>> {
     admit(&app, client)?;
-    let body = json_body(&body)?;
     let row = create_job(&app, None, &body).await?;
     Ok(Json(LegacyProcess {
         success: true,

@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -228,14 +228,23 @@ pub(crate) fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
     header_key.or(bearer).filter(|k| !k.is_empty())
 }
 
-/// Parses a JSON body; an empty body is `{}` (the SDKs' `/start` with no overrides).
-/// The content type is not checked: a JSON body is JSON whatever the client called it.
-pub(crate) fn json_body(body: &Bytes) -> Result<Value, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Default::default()));
+/// A JSON body, read whatever the client called its content type; an empty body is `{}` (the
+/// SDKs' `/start` with no overrides). Its fields are read by the handler, which names every bad
+/// one in a single 422; a body over the limit is axum's 413, which [`json_errors`] rewrites.
+pub(crate) struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<JsonBody, Response> {
+        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(Value::Object(Default::default())));
+        }
+        serde_json::from_slice(&body).map(JsonBody).map_err(|e| {
+            ApiError::invalid(vec![FieldError::new("body", format!("is not valid JSON: {e}"))]).into_response()
+        })
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid(vec![FieldError::new("body", format!("is not valid JSON: {e}"))]))
 }
 
 /// The caller's API key, from `X-Api-Key` (or `Authorization: Bearer`). Missing: 401
