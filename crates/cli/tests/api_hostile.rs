@@ -388,8 +388,10 @@ fn health_notices_a_corrupt_database() {
     if std::env::var("CLEARBG_TEST_DATABASE").as_deref() == Ok("postgres") {
         return; // the SQLite file is what this test corrupts
     }
-    // The database and its write-ahead log (where recent pages live) alike, as a failing disk would.
-    for file in ["clearbg.db", "clearbg.db-wal"] {
+    // The database, its write-ahead log (where recent pages live) and the log's shared index
+    // alike, as a failing disk would. (With the index intact, a connection whose cache holds
+    // every table's first page may rightly answer from its cache: it saw no commit.)
+    for file in ["clearbg.db", "clearbg.db-wal", "clearbg.db-shm"] {
         let path = server.data.join(file);
         let len = std::fs::metadata(&path).map(|m| m.len() as usize).unwrap_or(0);
         if len > 0 {
