@@ -12,12 +12,12 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 /// `COUNT/PERIOD`, for example `1200/min`, `10/s`, `5000/h`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,11 +118,8 @@ impl Decision {
     /// The 429 for a refused action, with its headers.
     pub fn refusal(&self, what: &str) -> ApiError {
         let wait = self.retry_after.as_secs_f64().ceil().max(1.0);
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("Too many {what} ({} allowed); retry after {wait} s", self.limit),
-        );
+        let mut error =
+            ApiError::new(Code::RateLimited, format!("Too many {what} ({} allowed); retry after {wait} s", self.limit));
         self.headers(&mut error.headers);
         error
     }
@@ -203,8 +200,7 @@ impl RateLimits {
         }
         let wait = (until - now).as_secs_f64().ceil().max(1.0) as u64;
         let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            Code::RateLimited,
             format!("Too many failed authentications from this address; retry after {wait} s"),
         );
         error.headers.insert("retry-after", HeaderValue::from(wait));
@@ -262,7 +258,7 @@ mod tests {
         assert!(limits.auth_blocked(attacker).is_none(), "within the budget");
         limits.auth_failed(attacker);
         let refusal = limits.auth_blocked(attacker).expect("blocked once the budget is spent");
-        assert_eq!(refusal.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!((refusal.status.as_u16(), refusal.code), (429, crate::error::Code::RateLimited));
         assert!(refusal.headers.contains_key("retry-after"));
         assert!(limits.auth_blocked(other).is_none());
     }

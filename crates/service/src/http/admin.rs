@@ -2,7 +2,6 @@
 //! clients read (`items[].client_id`, `api_key`, `key_fingerprint`).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use clearbg_engine::{OutputFormat, Tier};
 use serde::Serialize;
@@ -12,7 +11,7 @@ use utoipa::ToSchema;
 use super::query::QueryFields;
 use super::{Admin, JsonBody};
 use crate::billing::credits_from_f64;
-use crate::error::{request_id, ApiError, ApiResult, FieldError};
+use crate::error::{request_id, ApiError, ApiResult, Code, FieldError};
 use crate::store::{Adjustment, Credits, KeyRecord, StoreError};
 use crate::wire::timestamp;
 use crate::App;
@@ -185,12 +184,12 @@ pub async fn create(State(app): State<App>, _: Admin, JsonBody(body): JsonBody) 
 }
 
 async fn set_status(app: &App, body: &Value, status: &str) -> ApiResult<Json<KeyChanged>> {
-    let fp = string_field(&body, "key_fingerprint", true).map_err(|e| ApiError::invalid(vec![e]))?.unwrap_or_default();
+    let fp = string_field(body, "key_fingerprint", true).map_err(|e| ApiError::invalid(vec![e]))?.unwrap_or_default();
     let record = app
         .store
         .set_key_status(&fp, status)
         .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "No key has that fingerprint"))?;
+        .ok_or_else(|| ApiError::new(Code::NotFound, "No key has that fingerprint"))?;
     tracing::info!(fingerprint = %fp, status, "api key status changed");
     Ok(Json(KeyChanged { key: record.into(), success: true }))
 }
@@ -224,7 +223,7 @@ pub async fn enable(State(app): State<App>, _: Admin, JsonBody(body): JsonBody) 
 }
 
 fn no_key() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No key has that fingerprint")
+    ApiError::new(Code::NotFound, "No key has that fingerprint")
 }
 
 /// `POST /v1/admin/keys/credits` `{key_fingerprint, amount, note?}` (extension): adds `amount`

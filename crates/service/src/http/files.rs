@@ -2,13 +2,13 @@
 //! the right Content-Type and a Content-Disposition that names the file.
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::App;
 
 /// The signature part of a file URL.
@@ -16,10 +16,6 @@ use crate::App;
 pub struct Signature {
     expires: Option<String>,
     sig: Option<String>,
-}
-
-fn forbidden(code: &'static str, message: &str) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, code, message)
 }
 
 /// Serves one stored file if its link is intact and unexpired.
@@ -45,28 +41,24 @@ pub async fn serve(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (Some(expires), Some(sig)) = (q.expires.and_then(|e| e.parse::<i64>().ok()), q.sig) else {
-        return Err(forbidden("invalid_signature", "This link is not signed"));
+        return Err(ApiError::new(Code::InvalidSignature, "This link is not signed"));
     };
     if !app.storage.verify_link(&key, expires, &sig) {
-        return Err(forbidden("invalid_signature", "This link was altered; ask the API for a fresh one"));
+        return Err(ApiError::new(Code::InvalidSignature, "This link was altered; ask the API for a fresh one"));
     }
     if expires < chrono::Utc::now().timestamp() {
-        return Err(forbidden("url_expired", "This link has expired; ask the API for a fresh one"));
+        return Err(ApiError::new(Code::UrlExpired, "This link has expired; ask the API for a fresh one"));
     }
     // Keys are made by this service (`uploads/<id>.<ext>`, `outputs/<id>.<ext>`); the signature
     // already rules out anything else, this is a second lock on the door.
     if key.split('/').any(|part| part.is_empty() || part == "..") {
-        return Err(forbidden("invalid_signature", "Bad file key"));
+        return Err(ApiError::new(Code::InvalidSignature, "Bad file key"));
     }
     let Some(path) = app.storage.local_path(&key) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "This storage serves its own links"));
+        return Err(ApiError::new(Code::NotFound, "This storage serves its own links"));
     };
     if !path.is_file() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "The file is gone (deleted after the retention period)",
-        ));
+        return Err(ApiError::new(Code::NotFound, "The file is gone (deleted after the retention period)"));
     }
     let mut response = ServeFile::new(&path)
         .oneshot(req)

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::store::{hash_key, now_ms, IDEMPOTENCY_TTL_MS};
 use crate::App;
 
@@ -40,8 +40,7 @@ pub async fn layer(State(app): State<App>, req: Request, next: Next) -> Response
         Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN => k,
         _ => {
             return ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
+                Code::InvalidRequest,
                 format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
             )
             .into_response()
@@ -72,9 +71,9 @@ async fn fingerprint(req: Request) -> Result<(Request, String), ApiError> {
         return Ok((req, hex::encode(hasher.finalize())));
     }
     let (parts, body) = req.into_parts();
-    let bytes: Bytes = axum::body::to_bytes(body, 1024 * 1024).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The body is larger than 1 MiB")
-    })?;
+    let bytes: Bytes = axum::body::to_bytes(body, 1024 * 1024)
+        .await
+        .map_err(|_| ApiError::new(Code::PayloadTooLarge, "The body is larger than 1 MiB"))?;
     hasher.update(&bytes);
     Ok((Request::from_parts(parts, Body::from(bytes)), hex::encode(hasher.finalize())))
 }
@@ -99,8 +98,7 @@ async fn run(
         let Some(saved) = store.idempotency_get(scope, key).await.map_err(db)? else { continue };
         if saved.fingerprint != fingerprint {
             break Some(Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_conflict",
+                Code::IdempotencyConflict,
                 "This Idempotency-Key was used for a different request; use a new key for a new request",
             )
             .into_response()));
@@ -113,8 +111,7 @@ async fn run(
         }
         if tokio::time::Instant::now() >= deadline {
             break Some(Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_in_progress",
+                Code::IdempotencyInProgress,
                 "A request with this Idempotency-Key is still being processed; retry later",
             )
             .into_response()));

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,7 +11,7 @@ use utoipa::ToSchema;
 use super::query::QueryFields;
 use super::{ApiKey, JsonBody};
 use crate::billing::reservation;
-use crate::error::{request_id, ApiError, ApiResult, FieldError};
+use crate::error::{request_id, ApiError, ApiResult, Code, FieldError};
 use crate::jobs::{parse_spec, InputRef, JobSpec, Mode, Status};
 use crate::storage::StoredRef;
 use crate::store::{JobRow, StoreError};
@@ -272,8 +271,7 @@ pub async fn start(
 
 fn state_conflict(status: Status, action: &str) -> ApiError {
     ApiError::new(
-        StatusCode::CONFLICT,
-        "invalid_job_state",
+        Code::InvalidJobState,
         format!("Cannot {action} a job that is {}; only draft (created) jobs can be started", status.as_str()),
     )
 }
@@ -360,11 +358,7 @@ pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>)
         status = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?.status;
     }
     if status.is_terminal() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_job_state",
-            format!("Cannot cancel a job that is {}", status.as_str()),
-        ));
+        return Err(ApiError::new(Code::InvalidJobState, format!("Cannot cancel a job that is {}", status.as_str())));
     }
     app.store.request_cancel(&id, rid.as_deref()).await?;
     tracing::info!(job_id = %id, "cancel requested");

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::jobs::create_job;
 use super::uploads::{discard, store_upload, Refusals};
 use super::{ClientAddr, JsonBody};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::jobs::Status;
 use crate::wire::timestamp;
 use crate::App;
@@ -104,8 +104,7 @@ pub async fn process(
 fn admit(app: &App, client: std::net::IpAddr) -> ApiResult<()> {
     if !app.config.legacy_api {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            Code::NotFound,
             "The key-less legacy routes are turned off on this server: use /v1/uploads and /v1/jobs with an API key",
         ));
     }
@@ -127,18 +126,13 @@ pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResu
     let row = app.store.job(&id, None).await?.ok_or_else(ApiError::job_not_found)?;
     let spec = &row.spec;
     if row.status != Status::Completed {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "job_not_completed",
-            format!("Job not completed (it is {})", row.status.as_str()),
-        ));
+        return Err(ApiError::new(Code::JobNotCompleted, format!("Job not completed (it is {})", row.status.as_str())));
     }
     let key = match (&row.output_key, row.output_deleted_at) {
         (Some(key), None) => key,
         _ => {
             return Err(ApiError::new(
-                StatusCode::GONE,
-                "output_expired",
+                Code::OutputExpired,
                 "The output was deleted after the retention period; run the job again",
             ))
         }

@@ -33,7 +33,7 @@ use axum::Router;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::error::{ApiError, ErrorCode, FieldError, REQUEST_ID};
+use crate::error::{ApiError, Code, ErrorCode, FieldError, REQUEST_ID};
 use crate::store::KeyRecord;
 use crate::App;
 
@@ -73,13 +73,9 @@ pub fn router(app: App) -> Router {
         .route("/docs/{*file}", get(web::docs_file))
         .route("/", get(web::index))
         .route("/app/{file}", get(web::asset))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route") })
+        .fallback(|| async { ApiError::new(Code::NotFound, "No such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "This route does not accept that method",
-            )
+            ApiError::new(Code::MethodNotAllowed, "This route does not accept that method")
         })
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn_with_state(app.clone(), rate_limit))
@@ -98,9 +94,7 @@ pub fn ops_router(app: App) -> Router {
     Router::new()
         .route("/health", get(meta::health))
         .route("/metrics", get(web::metrics))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "A worker serves /health and /metrics only")
-        })
+        .fallback(|| async { ApiError::new(Code::NotFound, "A worker serves /health and /metrics only") })
         .layer(middleware::from_fn(request_context))
         .with_state(app)
 }
@@ -155,16 +149,17 @@ async fn json_errors(response: Response) -> Response {
     let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_string();
     let code = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::RANGE_NOT_SATISFIABLE => "range_not_satisfiable",
-        s if s.is_server_error() => "internal_error",
-        _ => "invalid_request",
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
+        StatusCode::RANGE_NOT_SATISFIABLE => Code::RangeNotSatisfiable,
+        s if s.is_server_error() => Code::InternalError,
+        StatusCode::UNPROCESSABLE_ENTITY => Code::InvalidRequest,
+        _ => Code::Unreadable,
     };
     let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
-    let mut rewritten = ApiError::new(status, code, message).into_response();
+    let mut rewritten = ApiError::new(code, message).with_status(status).into_response();
     // Keep headers such as Content-Range (416) or Allow (405).
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -194,7 +189,7 @@ async fn rate_limit(State(app): State<App>, ClientAddr(client): ClientAddr, req:
         return decision.refusal("requests for this key").into_response();
     }
     let mut response = next.run(req).await;
-    if let Some(ErrorCode("invalid_api_key" | "forbidden")) = response.extensions().get::<ErrorCode>() {
+    if let Some(ErrorCode(Code::InvalidApiKey | Code::Forbidden)) = response.extensions().get::<ErrorCode>() {
         app.limits.auth_failed(client);
     }
     if !response.headers().contains_key("x-ratelimit-limit") {
@@ -257,11 +252,7 @@ impl FromRequestParts<App> for ApiKey {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<ApiKey, ApiError> {
         let Some(key) = presented_key(&parts.headers) else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_api_key",
-                "Send your API key in the X-Api-Key header",
-            ));
+            return Err(ApiError::new(Code::MissingApiKey, "Send your API key in the X-Api-Key header"));
         };
         match app.store.find_key(key).await? {
             Some(record) if record.status == "active" => {
@@ -273,11 +264,7 @@ impl FromRequestParts<App> for ApiKey {
                 tracing::Span::current().record("key", record.fingerprint.as_str());
                 Ok(ApiKey(record))
             }
-            _ => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_api_key",
-                "Invalid API key (wrong key or key disabled)",
-            )),
+            _ => Err(ApiError::new(Code::InvalidApiKey, "Invalid API key (wrong key or key disabled)")),
         }
     }
 }
@@ -298,17 +285,12 @@ impl FromRequestParts<App> for Admin {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Admin, ApiError> {
         let Some(expected) = app.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "admin_disabled",
+                Code::AdminDisabled,
                 "The admin API is disabled: start the server with CLEARBG_ADMIN_TOKEN set",
             ));
         };
         let Some(given) = parts.headers.get("x-admin-token").and_then(|v| v.to_str().ok()) else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_admin_token",
-                "Send the admin token in X-Admin-Token",
-            ));
+            return Err(ApiError::new(Code::MissingAdminToken, "Send the admin token in X-Admin-Token"));
         };
         // Hashing both sides first makes the comparison independent of the token's length.
         use sha2::Digest;
@@ -317,7 +299,7 @@ impl FromRequestParts<App> for Admin {
         if bool::from(a.as_slice().ct_eq(b.as_slice())) {
             Ok(Admin)
         } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Invalid admin token"))
+            Err(ApiError::new(Code::Forbidden, "Invalid admin token"))
         }
     }
 }

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use clearbg_engine::container::{self, Sniffed};
 
 use super::ApiKey;
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::{ApiError, ApiResult, Code, FieldError};
 use crate::store::{now_ms, UploadRecord};
 use crate::App;
 
@@ -76,8 +76,10 @@ pub(crate) async fn store_upload(
     refusals: Refusals,
 ) -> ApiResult<Upload> {
     let max = app.config.max_upload_bytes;
-    let too_large =
-        || ApiError::new(refusals.too_large, "file_too_large", format!("File too large: the limit is {max} bytes"));
+    let too_large = || {
+        ApiError::new(Code::FileTooLarge, format!("File too large: the limit is {max} bytes"))
+            .with_status(refusals.too_large)
+    };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max + MULTIPART_OVERHEAD) {
@@ -127,7 +129,7 @@ pub(crate) async fn discard(multipart: Result<Multipart, MultipartRejection>) {
 }
 
 fn bad_multipart(detail: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("The multipart body could not be read: {detail}"))
+    ApiError::new(Code::Unreadable, format!("The multipart body could not be read: {detail}"))
 }
 
 async fn stream_file(
@@ -155,10 +157,10 @@ async fn stream_file(
                 _ => "not a video this service reads (playlists and lists of files are refused)",
             };
             return Err(ApiError::new(
-                refusals.wrong_type,
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 format!("Invalid file type: {filename:?} is {what}; send MP4, MOV, WebM, MKV, AVI or MPEG-TS"),
-            ));
+            )
+            .with_status(refusals.wrong_type));
         }
     };
     let (content_type, ext) = (video.media_type(), video.extension());

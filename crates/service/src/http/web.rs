@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::Digest;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::App;
 
 /// One embedded file.
@@ -82,7 +82,7 @@ pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Result<Respo
     let asset = ASSETS
         .iter()
         .find(|a| a.name == file)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such file in the web app"))?;
+        .ok_or_else(|| ApiError::new(Code::NotFound, "No such file in the web app"))?;
     Ok(serve_asset(asset, &headers))
 }
 
@@ -147,9 +147,7 @@ fn swagger(file: &str) -> Response {
             ([(header::CONTENT_TYPE, found.content_type), (header::CACHE_CONTROL, "no-cache".to_string())], bytes)
                 .into_response()
         }
-        Ok(None) => {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such file in the API reference").into_response()
-        }
+        Ok(None) => ApiError::new(Code::NotFound, "No such file in the API reference").into_response(),
         Err(e) => ApiError::internal("serving the API reference", e).into_response(),
     }
 }
