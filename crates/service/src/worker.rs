@@ -207,11 +207,11 @@ impl Worker {
     }
 
     async fn process(&self, job: JobRow, stop: watch::Receiver<bool>) {
-        let spec = job.spec.clone();
+        let spec = &job.spec;
         tracing::info!(model = %spec.model, format = %spec.output_format, "processing");
         let shared = Arc::new(Shared::default());
         let result = {
-            let work = self.attempt(&job, &spec, shared.clone());
+            let work = self.attempt(&job, spec, shared.clone());
             tokio::pin!(work);
             self.supervise(&job, &shared, stop, &mut work).await
         };

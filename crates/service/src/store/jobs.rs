@@ -68,14 +68,14 @@ impl<'r> FromRow<'r, AnyRow> for JobRow {
         {
             value.map_err(|e| sqlx::Error::ColumnDecode { index: column.to_string(), source: Box::new(e) })
         }
-        let json = |column: &str| row.try_get::<String, _>(column);
+        let text = |column: &str| row.try_get::<String, _>(column);
         let billing: Option<String> = row.try_get("billing_status")?;
         Ok(JobRow {
             id: row.try_get("id")?,
             owner: row.try_get("owner")?,
-            status: parsed("status", json("status")?.parse::<Status>())?,
-            spec: parsed("spec", serde_json::from_str(&json("spec")?))?,
-            warnings: parsed("warnings", serde_json::from_str(&json("warnings")?))?,
+            status: parsed("status", text("status")?.parse::<Status>())?,
+            spec: parsed("spec", serde_json::from_str(&text("spec")?))?,
+            warnings: parsed("warnings", serde_json::from_str(&text("warnings")?))?,
             progress: row.try_get("progress")?,
             error: row.try_get("error")?,
             error_code: row.try_get("error_code")?,
@@ -99,7 +99,7 @@ impl<'r> FromRow<'r, AnyRow> for JobRow {
             billing_status: parsed("billing_status", billing.map(|b| b.parse::<Billing>()).transpose())?,
             credits_reserved: row.try_get("credits_reserved")?,
             credits_used: row.try_get("credits_used")?,
-            webhook_events: parsed("webhook_events", serde_json::from_str(&json("webhook_events")?))?,
+            webhook_events: parsed("webhook_events", serde_json::from_str(&text("webhook_events")?))?,
         })
     }
 }
