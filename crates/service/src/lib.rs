@@ -124,76 +124,107 @@ pub enum Role {
     },
 }
 
-/// Runs `role` until SIGINT or SIGTERM, then stops accepting requests, hands running jobs back
-/// to the queue and returns — within `shutdown_timeout` (and a moment), whatever is stuck:
-/// requests still open then are cut off, and ffmpeg children still running are killed.
-///
-/// The listening socket is bound first: given port 0 the system picks a free one, and the links
-/// the service signs must name the port it got (`serving HTTP` in the log says which).
-pub async fn run(mut config: Config, role: Role) -> anyhow::Result<()> {
-    let address = match role {
-        Role::Serve => Some(config.listen),
-        Role::Worker { ops_listen } => ops_listen,
-    };
-    let listener = match address {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?),
-        None => None,
-    };
-    if let (Role::Serve, Some(listener)) = (role, &listener) {
-        config.listen = listener.local_addr()?;
-    }
-    let app = App::open(config).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let workers = worker::spawn_pool(app.clone(), app.config.workers, stop_rx.clone())?;
-    let mut background = vec![
-        tokio::spawn(sweeper::run(app.clone(), stop_rx.clone())),
-        tokio::spawn(webhooks::run(app.clone(), stop_rx.clone())),
-    ];
-    if !workers.is_empty() && app.store.backend() == store::Backend::Postgres {
-        background.push(tokio::spawn(worker::listen_for_jobs(app.clone(), stop_rx.clone())));
-    }
-    let signals = tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: finishing requests, handing running jobs back to the queue");
-        let _ = stop_tx.send(true);
-    });
-    tracing::info!(
-        database = %app.store.display_url(),
-        storage = %app.storage.url(),
-        workers = app.config.workers,
-        role = ?role,
-        "clearbg is running"
-    );
-    let drain = app.config.shutdown_timeout;
-    let mut tasks = Vec::new();
-    // The API, or a worker's /health and /metrics if it was given an address, else nothing.
-    if let Some(listener) = listener {
-        let router = match role {
-            Role::Serve => http::router(app.clone()),
-            Role::Worker { .. } => http::ops_router(app.clone()),
+/// Runs `role` until SIGINT or SIGTERM, then stops as [`Application::run_until`] says.
+pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
+    Application::build(config, role).await?.run_until(wait_for_signal()).await
+}
+
+/// A service ready to run: its socket bound, its database and object storage open. `clearbg
+/// serve` and `clearbg worker` run one until a signal; the API tests run several in one process,
+/// each until its test stops it.
+pub struct Application {
+    app: App,
+    role: Role,
+    listener: Option<tokio::net::TcpListener>,
+}
+
+impl Application {
+    /// Binds the listening socket first (given port 0 the system picks a free one, and the links
+    /// the service signs must name the port it got), then opens the database and storage.
+    pub async fn build(mut config: Config, role: Role) -> anyhow::Result<Application> {
+        let address = match role {
+            Role::Serve => Some(config.listen),
+            Role::Worker { ops_listen } => ops_listen,
         };
-        tracing::info!(listen = %listener.local_addr()?, public_url = %app.config.public_url(), "serving HTTP");
-        let limits = http::server::ConnectionLimits {
-            header_timeout: app.config.header_timeout,
-            idle_timeout: app.config.idle_timeout,
-            drain,
+        let listener = match address {
+            Some(addr) => {
+                Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?)
+            }
+            None => None,
         };
-        tasks.push(tokio::spawn(http::server::serve(listener, router, limits, stop_rx.clone())));
+        if let (Role::Serve, Some(listener)) = (role, &listener) {
+            config.listen = listener.local_addr()?;
+        }
+        Ok(Application { app: App::open(config).await?, role, listener })
     }
-    let _ = stop_rx.clone().wait_for(|stop| *stop).await;
-    // Connections finish their requests and workers hand their jobs back, all at once; the
-    // drain time bounds the wait (the server cuts its connections off at the same moment).
-    tasks.extend(workers);
-    tasks.extend(background);
-    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-    let grace = drain + Duration::from_millis(500);
-    if tokio::time::timeout(grace, futures_util::future::join_all(tasks)).await.is_err() {
-        let killed = clearbg_engine::kill_running_tools();
-        tracing::warn!(killed, "work still running after the drain time: stopped");
-        aborts.iter().for_each(|a| a.abort());
+
+    /// Where it serves HTTP (the API, or a worker's `/health` and `/metrics`), if anywhere.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
-    signals.abort();
-    Ok(())
+
+    /// What its handlers and workers share.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Serves and works until `stop` resolves, then stops accepting requests, hands running jobs
+    /// back to the queue and returns — within `shutdown_timeout` (and a moment), whatever is
+    /// stuck: requests still open then are cut off, and ffmpeg children still running are killed.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { app, role, listener } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let workers = worker::spawn_pool(app.clone(), app.config.workers, stop_rx.clone())?;
+        let mut background = vec![
+            tokio::spawn(sweeper::run(app.clone(), stop_rx.clone())),
+            tokio::spawn(webhooks::run(app.clone(), stop_rx.clone())),
+        ];
+        if !workers.is_empty() && app.store.backend() == store::Backend::Postgres {
+            background.push(tokio::spawn(worker::listen_for_jobs(app.clone(), stop_rx.clone())));
+        }
+        let stopper = tokio::spawn(async move {
+            stop.await;
+            tracing::info!("shutting down: finishing requests, handing running jobs back to the queue");
+            let _ = stop_tx.send(true);
+        });
+        tracing::info!(
+            database = %app.store.display_url(),
+            storage = %app.storage.url(),
+            workers = app.config.workers,
+            role = ?role,
+            "clearbg is running"
+        );
+        let drain = app.config.shutdown_timeout;
+        let mut tasks = Vec::new();
+        // The API, or a worker's /health and /metrics if it was given an address, else nothing.
+        if let Some(listener) = listener {
+            let router = match role {
+                Role::Serve => http::router(app.clone()),
+                Role::Worker { .. } => http::ops_router(app.clone()),
+            };
+            tracing::info!(listen = %listener.local_addr()?, public_url = %app.config.public_url(), "serving HTTP");
+            let limits = http::server::ConnectionLimits {
+                header_timeout: app.config.header_timeout,
+                idle_timeout: app.config.idle_timeout,
+                drain,
+            };
+            tasks.push(tokio::spawn(http::server::serve(listener, router, limits, stop_rx.clone())));
+        }
+        let _ = stop_rx.clone().wait_for(|stop| *stop).await;
+        // Connections finish their requests and workers hand their jobs back, all at once; the
+        // drain time bounds the wait (the server cuts its connections off at the same moment).
+        tasks.extend(workers);
+        tasks.extend(background);
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let grace = drain + Duration::from_millis(500);
+        if tokio::time::timeout(grace, futures_util::future::join_all(tasks)).await.is_err() {
+            let killed = clearbg_engine::kill_running_tools();
+            tracing::warn!(killed, "work still running after the drain time: stopped");
+            aborts.iter().for_each(|a| a.abort());
+        }
+        stopper.abort();
+        Ok(())
+    }
 }
 
 async fn wait_for_signal() {
