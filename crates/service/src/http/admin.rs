@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::Json;
 use clearbg_engine::{OutputFormat, Tier};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::query::QueryFields;
@@ -13,7 +13,7 @@ use super::{Admin, JsonBody};
 use crate::billing::credits_from_f64;
 use crate::error::{request_id, ApiError, ApiResult, Code, FieldError};
 use crate::store::{Adjustment, Credits, KeyRecord, StoreError};
-use crate::wire::timestamp;
+use crate::wire::{self, timestamp};
 use crate::App;
 
 /// An API key (never the key itself but at its creation).
@@ -104,41 +104,75 @@ pub(crate) struct Ledger {
     items: Vec<LedgerEntry>,
 }
 
+/// The settings in force, secrets left out (whether one is set is shown instead).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Settings {
+    version: &'static str,
+    listen: String,
+    public_url: String,
+    /// `configured` or `sqlite (embedded default)`: a database URL may hold a password.
+    database: &'static str,
+    storage_url: String,
+    workers: usize,
+    allow_private_urls: bool,
+    max_upload_bytes: u64,
+    max_duration_seconds: u64,
+    url_ttl_seconds: u64,
+    retention_seconds: u64,
+    lease_seconds: f64,
+    max_attempts: u32,
+    fetch_timeout_seconds: u64,
+    webhooks_signed: bool,
+    webhook_retry_base_seconds: f64,
+    webhook_max_attempts: u32,
+    #[schema(value_type = Vec<wire::Model>)]
+    models: Vec<&'static str>,
+    #[schema(value_type = wire::Model)]
+    human_model: &'static str,
+    #[schema(value_type = wire::Keyframes)]
+    keyframes: &'static str,
+    initial_credits: Credits,
+    /// `model=credits,…`, as `CLEARBG_PRICES` takes it.
+    prices_credits_per_minute: String,
+    #[schema(value_type = Vec<wire::OutputFormat>)]
+    output_formats: Vec<&'static str>,
+}
+
 /// `GET /v1/admin/config`: the settings in force, secrets left out.
 #[utoipa::path(
     get, path = "/v1/admin/config", tag = "admin", operation_id = "admin_config", summary = "The settings in force",
     responses(
-        (status = 200, description = "Every non-secret setting in force", body = Object),
+        (status = 200, description = "Every non-secret setting in force", body = Settings),
     ),
     security(("admin_token" = []))
 )]
-pub async fn config(State(app): State<App>, _: Admin) -> Json<Value> {
+pub async fn config(State(app): State<App>, _: Admin) -> Json<Settings> {
     let c = &app.config;
-    Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "listen": c.listen.to_string(),
-        "public_url": c.public_url(),
-        "database": if c.store.database_url.is_some() { "configured" } else { "sqlite (embedded default)" },
-        "storage_url": app.storage.url(),
-        "workers": c.workers,
-        "allow_private_urls": c.allow_private_urls,
-        "max_upload_bytes": c.max_upload_bytes,
-        "max_duration_seconds": c.max_duration.as_secs(),
-        "url_ttl_seconds": c.url_ttl.as_secs(),
-        "retention_seconds": c.retention.as_secs(),
-        "lease_seconds": c.lease.as_secs_f64(),
-        "max_attempts": c.max_attempts,
-        "fetch_timeout_seconds": c.fetch_timeout.as_secs(),
-        "webhooks_signed": c.webhook_secret.is_some(),
-        "webhook_retry_base_seconds": c.webhook_retry_base.as_secs_f64(),
-        "webhook_max_attempts": c.webhook_max_attempts,
-        "models": crate::jobs::MODELS.map(Tier::name),
-        "human_model": c.human_model.name(),
-        "keyframes": c.keyframes.name(),
-        "initial_credits": Credits(c.initial_credits),
-        "prices_credits_per_minute": c.prices.to_string(),
-        "output_formats": OutputFormat::ALL.map(OutputFormat::name),
-    }))
+    Json(Settings {
+        version: env!("CARGO_PKG_VERSION"),
+        listen: c.listen.to_string(),
+        public_url: c.public_url(),
+        database: if c.store.database_url.is_some() { "configured" } else { "sqlite (embedded default)" },
+        storage_url: app.storage.url().to_string(),
+        workers: c.workers,
+        allow_private_urls: c.allow_private_urls,
+        max_upload_bytes: c.max_upload_bytes,
+        max_duration_seconds: c.max_duration.as_secs(),
+        url_ttl_seconds: c.url_ttl.as_secs(),
+        retention_seconds: c.retention.as_secs(),
+        lease_seconds: c.lease.as_secs_f64(),
+        max_attempts: c.max_attempts,
+        fetch_timeout_seconds: c.fetch_timeout.as_secs(),
+        webhooks_signed: c.webhook_secret.is_some(),
+        webhook_retry_base_seconds: c.webhook_retry_base.as_secs_f64(),
+        webhook_max_attempts: c.webhook_max_attempts,
+        models: crate::jobs::MODELS.map(Tier::name).to_vec(),
+        human_model: c.human_model.name(),
+        keyframes: c.keyframes.name(),
+        initial_credits: Credits(c.initial_credits),
+        prices_credits_per_minute: c.prices.to_string(),
+        output_formats: OutputFormat::ALL.map(OutputFormat::name).to_vec(),
+    })
 }
 
 /// `GET /v1/admin/keys`.
