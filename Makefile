@@ -39,7 +39,7 @@ run: build
 # gets a database of its own at 127.0.0.1:5432, dropped after).
 test: setup-tests
 	cargo test --workspace --no-fail-fast
-	CLEARBG_TEST_DATABASE=postgres cargo test --workspace --no-fail-fast --test 'api_*'
+	CLEARBG_TEST_DATABASE=postgres cargo test -p clearbg --no-fail-fast --test api --test process -- --skip scale_out --skip webapp
 
 bench: build
 	bench/run.sh

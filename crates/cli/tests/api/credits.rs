@@ -3,13 +3,11 @@
 //! overspend, the ledger that rebuilds the balance, the usage routes, and the admin and CLI ways
 //! of changing a balance.
 
-mod common;
-
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -378,10 +376,10 @@ fn admins_change_balances_and_prices_are_configurable() {
 fn url_inputs_are_reserved_after_download() {
     let dir = tempfile::tempdir().unwrap();
     let clip = person_clip(dir.path(), 1.5);
-    let port = serve_file(clip);
+    let base = serve_routes(vec![("/clip.mp4", std::fs::read(clip).unwrap())]);
     let server = Server::start(&[("CLEARBG_ALLOW_PRIVATE_URLS", "1")]);
     let (key, fp) = key_with(&server, "urls", "2");
-    let url = format!("http://127.0.0.1:{port}/clip.mp4");
+    let url = format!("{base}/clip.mp4");
 
     let first = create(&server, &key, json!({"video_url": url, "model": "light"}));
     assert_eq!(first["billing_status"], "pending", "{first}");
@@ -408,34 +406,4 @@ fn url_inputs_are_reserved_after_download() {
         Some(json!({"key_fingerprint": fp, "amount": -0.5})),
     ));
     expect_error(server.post_json(&key, "/v1/jobs", &json!({"video_url": url})), 402, "insufficient_credits");
-}
-
-/// Serves `clip` at `/clip.mp4` on loopback.
-fn serve_file(clip: std::path::PathBuf) -> u16 {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let clip = clip.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
-                let body = std::fs::read(&clip).unwrap();
-                let mut stream = stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(&body);
-            });
-        }
-    });
-    port
 }

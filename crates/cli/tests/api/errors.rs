@@ -1,11 +1,9 @@
 //! The bad paths, as hard as the good: every refusal is JSON with a code and the request's id.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{json, Value};
 

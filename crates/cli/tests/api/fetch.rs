@@ -1,14 +1,12 @@
 //! `video_url` and `bg_image_url` on other hosts: downloaded by the worker, redirects followed,
 //! size capped, and private addresses refused unless the operator allows them.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// A small file server on loopback: `/clip.mp4`, `/bg.png`, `/moved` (302 to the clip),

@@ -1,11 +1,9 @@
 //! The API end to end against a real `clearbg serve`: real HTTP over loopback, real SQLite, the
 //! real engine with the `light` model on short clips.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Upload → create (the SDK's body) → poll → download (signed, with Range) → decode the alpha back.
@@ -222,50 +220,6 @@ fn legacy_routes_process_without_a_key() {
     };
     assert_eq!(download["output_format"], "gif");
     let out = dir.path().join("out.gif");
-    let headers = common::download(download["download_url"].as_str().unwrap(), &out);
+    let headers = crate::common::download(download["download_url"].as_str().unwrap(), &out);
     assert_eq!(headers["content-type"], "image/gif");
-}
-
-/// `--log-format json`: one JSON object per line; each request's lines carry its request id and
-/// each job's lines its job id.
-#[test]
-fn json_logs_carry_request_and_job_ids() {
-    let mut server = Server::start(&[("CLEARBG_LOG_FORMAT", "json")]);
-    let key = server.key("logs");
-    let dir = tempfile::tempdir().unwrap();
-    let upload = server.upload(&key, &person_clip(dir.path(), 0.5));
-    let created =
-        json_ok(server.post_json(&key, "/v1/jobs", &json!({"video_url": upload["video_url"], "model": "light"})));
-    let id = created["id"].as_str().unwrap().to_string();
-    server.wait(&key, &id, Duration::from_secs(60));
-    let failing = server.get(&key, "/v1/jobs/job_missing");
-    let failing_id = failing.headers()["x-request-id"].to_str().unwrap().to_string();
-    server.stop();
-
-    let lines: Vec<Value> = server
-        .log_text()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
-        .collect();
-    let in_span = |line: &Value, span: &str, field: &str| -> Option<String> {
-        line["spans"].as_array()?.iter().find(|s| s["name"] == span).and_then(|s| s[field].as_str().map(str::to_string))
-    };
-    let job_lines: Vec<&Value> =
-        lines.iter().filter(|l| in_span(l, "job", "job_id").as_deref() == Some(id.as_str())).collect();
-    assert!(job_lines.len() >= 2, "the job logs its start and its end");
-    for line in &lines {
-        // Lines about a worker itself, not about a job.
-        let per_worker = ["worker ready", "worker stopped", "listening for queued jobs"];
-        if line["target"] == "clearbg_service::worker" && !per_worker.iter().any(|m| line["fields"]["message"] == *m) {
-            assert!(in_span(line, "job", "job_id").is_some(), "a worker line without job_id: {line}");
-        }
-        if line["target"].as_str().unwrap().starts_with("clearbg_service::http") {
-            assert!(in_span(line, "request", "request_id").is_some(), "an HTTP line without request_id: {line}");
-        }
-    }
-    assert!(
-        lines.iter().any(|l| in_span(l, "request", "request_id").as_deref() == Some(failing_id.as_str())
-            && l["fields"]["status"] == 404),
-        "the failing request's id is in its log line"
-    );
 }

@@ -1,9 +1,7 @@
 //! `Idempotency-Key`: a retried request returns the first answer and does nothing again, also
 //! when the duplicates arrive at the same time; another request under the same key is a 409.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{json, Value};
 

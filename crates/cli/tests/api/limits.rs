@@ -1,11 +1,9 @@
 //! Per-key rate limits: a burst runs into 429 with `Retry-After`, a client that waits that long
 //! gets through, and job starts are counted on their own.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn header(r: &reqwest::blocking::Response, name: &str) -> u64 {

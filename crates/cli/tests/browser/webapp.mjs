@@ -1,6 +1,6 @@
 // Drives the web app at / in Debian's headless Chromium, as a person would: paste the key,
 // drop a real clip, choose light + WebM + transparent, start, wait, and check the result.
-// Run by crates/cli/tests/webapp.rs with CLEARBG_URL, CLEARBG_KEY, CLEARBG_CLIP, CLEARBG_SHOT.
+// Run by crates/cli/tests/process/webapp.rs with CLEARBG_URL, CLEARBG_KEY, CLEARBG_CLIP, CLEARBG_SHOT.
 // Prints one JSON line of facts on success; exits 1 with the reason otherwise.
 import { chromium } from "playwright-core";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";

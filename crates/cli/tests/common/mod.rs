@@ -1,7 +1,11 @@
-//! A real `clearbg serve` process on a loopback port with its own data directory, and the
-//! helpers the API tests share: keys, clips, polling, decoding alpha back.
+//! The helpers the API tests share: a real clearbg server on a loopback port with its own data
+//! directory — run inside the test process ([`Server::start`]: the same `Application` that
+//! `clearbg serve` runs, without a process to spawn) or as a `clearbg serve` child process
+//! ([`Server::spawn`]: for what only a process shows, such as signals, `kill -9`, its log, its
+//! environment or its ffmpeg children) — and keys, clips, polling and decoding alpha back.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,14 +13,18 @@ use std::time::{Duration, Instant};
 
 pub mod scaleout;
 
+use clap::{CommandFactory, Parser};
+use clearbg_service::{Application, Role};
 use reqwest::blocking::{multipart, Client, Response};
 use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// A running server; killed when dropped.
+/// A running server; stopped when dropped.
 pub struct Server {
-    pub child: Child,
+    host: Host,
+    /// A `clearbg serve` process (else an application in this process).
+    spawned: bool,
     pub base: String,
     pub port: u16,
     pub data: PathBuf,
@@ -28,8 +36,71 @@ pub struct Server {
     _pg: Option<scaleout::PgDatabase>,
 }
 
+/// Where a server runs.
+enum Host {
+    Process(Child),
+    InProcess(InProcess),
+    /// Stopped, between `stop` and `restart`.
+    Stopped,
+}
+
+/// An `Application` on a runtime of its own, run until `stop` is sent.
+struct InProcess {
+    runtime: tokio::runtime::Runtime,
+    app: clearbg_service::App,
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    /// Stops it as a signal stops `clearbg serve`: requests finish, jobs are handed back.
+    fn stop(self) {
+        let InProcess { runtime, stop, done, .. } = self;
+        let _ = stop.send(());
+        let ended = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), done).await });
+        // Not dropped: that would wait for an engine thread without limit.
+        runtime.shutdown_timeout(Duration::from_millis(200));
+        match ended {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("the server ended with an error: {e:#}"),
+            Ok(Err(e)) => panic!("the server panicked: {e}"),
+            Err(_) => panic!("the server did not stop within 30 s"),
+        }
+    }
+}
+
+/// `clearbg serve`'s settings, parsed as the command line parses them.
+#[derive(Parser)]
+struct ServeFlags {
+    #[command(flatten)]
+    config: clearbg_service::Config,
+}
+
+/// The flag of the setting whose environment twin is `name` (`CLEARBG_RETENTION` → `retention`).
+fn flag_of(name: &str) -> String {
+    let command = ServeFlags::command();
+    let arg = command.get_arguments().find(|a| a.get_env().is_some_and(|e| e == name));
+    let long = arg.and_then(|a| a.get_long()).unwrap_or_else(|| {
+        panic!("{name} is not a `clearbg serve` setting: a test that needs it must use Server::spawn")
+    });
+    long.to_string()
+}
+
+/// A free port for a program that must be told one (Garage, a worker's `/health`), taken below
+/// the system's ephemeral range (32768 and up on Linux): a port the system handed out for port 0
+/// and then released could be handed out again to any of the servers the tests start on port 0
+/// before the program binds it. Each is handed out once per test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 10_000 + (std::process::id() % 200) * 100;
+    loop {
+        let port = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 20_000) as u16;
+        let port = if port >= 30_000 { port - 20_000 } else { port };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The port a server started on port 0 got, from its `serving HTTP` log line (`listen=…` in
@@ -55,15 +126,31 @@ fn bound_port(child: &mut Child, log: &Path) -> u16 {
 }
 
 impl Server {
-    /// Starts a server with a fresh data directory and extra `CLEARBG_*` settings.
+    /// Starts a server in this process with a fresh data directory and extra settings, named by
+    /// their `CLEARBG_*` variables.
     pub fn start(env: &[(&str, &str)]) -> Server {
         Server::start_with(&[], env)
     }
 
-    /// Starts `clearbg serve ARGS…` with a fresh data directory and extra settings. With
-    /// `CLEARBG_TEST_DATABASE=postgres`, a server not given a database gets a fresh PostgreSQL
-    /// database instead of its SQLite file, so the whole API suite can run on either.
+    /// Like [`Server::start`], with `clearbg serve` flags (`--no-workers`).
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::create(args, env, false)
+    }
+
+    /// Starts `clearbg serve` as a child process, with a fresh data directory and extra
+    /// environment.
+    pub fn spawn(env: &[(&str, &str)]) -> Server {
+        Server::spawn_with(&[], env)
+    }
+
+    /// Like [`Server::spawn`], with `clearbg serve ARGS…`.
+    pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::create(args, env, true)
+    }
+
+    /// With `CLEARBG_TEST_DATABASE=postgres`, a server not given a database gets a fresh
+    /// PostgreSQL database instead of its SQLite file, so the whole API suite can run on either.
+    fn create(args: &[&str], env: &[(&str, &str)], process: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -74,40 +161,50 @@ impl Server {
             env.push(("CLEARBG_DATABASE_URL".into(), pg.url.clone()));
         }
         let args = args.iter().map(|a| a.to_string()).collect();
-        let mut server = Server::launch(data, None, args, env, 0);
+        let mut server = Server::launch(data, None, args, env, 0, process);
         server._dir = Some(dir);
         server._pg = pg;
         server
     }
 
-    /// Starts `clearbg serve` on `port`, or on a port the system picks (port 0, read back from
-    /// the server's log: no port is chosen here and then raced for).
+    /// Starts the server on `port`, or on a port the system picks (port 0, read back from the
+    /// application or the process's log: no port is chosen here and then raced for).
     fn launch(
         data: PathBuf,
         port: Option<u16>,
         args: Vec<String>,
         env: Vec<(String, String)>,
         generation: u32,
+        process: bool,
     ) -> Server {
         std::fs::create_dir_all(&data).unwrap();
         let log = data.with_file_name(format!("server-{generation}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clearbg"));
-        cmd.arg("serve")
-            .args(&args)
-            .env("CLEARBG_DATA_DIR", &data)
-            .env("CLEARBG_LISTEN", format!("127.0.0.1:{}", port.unwrap_or(0)))
-            .env("CLEARBG_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("CLEARBG_THREADS", "1")
-            .env_remove("CLEARBG_PUBLIC_URL")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("clearbg serve starts");
-        let port = port.unwrap_or_else(|| bound_port(&mut child, &log));
+        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let (host, port) = if process {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_clearbg"));
+            cmd.arg("serve")
+                .args(&args)
+                .env("CLEARBG_DATA_DIR", &data)
+                .env("CLEARBG_LISTEN", &listen)
+                .env("CLEARBG_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("CLEARBG_THREADS", "1")
+                .env_remove("CLEARBG_PUBLIC_URL")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().expect("clearbg serve starts");
+            let port = port.unwrap_or_else(|| bound_port(&mut child, &log));
+            (Host::Process(child), port)
+        } else {
+            let in_process = Server::build(&data, &listen, &args, &env);
+            let port = port.unwrap_or_else(|| in_process.app.config.listen.port());
+            (Host::InProcess(in_process), port)
+        };
         let server = Server {
-            child,
+            host,
+            spawned: process,
             base: format!("http://127.0.0.1:{port}"),
             port,
             data,
@@ -119,6 +216,35 @@ impl Server {
         };
         server.wait_healthy();
         server
+    }
+
+    /// The application `clearbg serve` would run with these flags and settings, running.
+    fn build(data: &Path, listen: &str, args: &[String], env: &[(String, String)]) -> InProcess {
+        let mut flags = vec![
+            "serve".to_string(),
+            format!("--data-dir={}", data.display()),
+            format!("--listen={listen}"),
+            format!("--admin-token={ADMIN_TOKEN}"),
+            "--threads=1".to_string(),
+        ];
+        flags.extend(env.iter().map(|(name, value)| format!("--{}={value}", flag_of(name))));
+        let mut config = ServeFlags::try_parse_from(&flags).unwrap_or_else(|e| panic!("{flags:?}: {e}")).config;
+        for arg in args {
+            match arg.as_str() {
+                "--no-workers" => config.workers = 0,
+                other => panic!("{other}: not a flag an in-process server takes; use Server::spawn_with"),
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let application = runtime
+            .block_on(Application::build(config, Role::Serve))
+            .unwrap_or_else(|e| panic!("the server does not start: {e:#}"));
+        let app = application.app().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = runtime.spawn(application.run_until(async move {
+            let _ = stopped.await;
+        }));
+        InProcess { runtime, app, stop, done }
     }
 
     fn wait_healthy(&self) {
@@ -134,35 +260,57 @@ impl Server {
         panic!("server did not become healthy; log:\n{}", self.log_text());
     }
 
+    /// A spawned server's log (an in-process server logs nowhere).
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        match self.host {
+            Host::InProcess(_) => "(the server runs in the test process: no log)".into(),
+            _ => std::fs::read_to_string(&self.log).unwrap_or_default(),
+        }
     }
 
-    /// SIGTERM and wait: the graceful path.
+    fn child(&mut self) -> &mut Child {
+        match &mut self.host {
+            Host::Process(child) => child,
+            _ => panic!("only a server started with Server::spawn is a process"),
+        }
+    }
+
+    /// A spawned server's process id.
+    pub fn pid(&self) -> u32 {
+        match &self.host {
+            Host::Process(child) => child.id(),
+            _ => panic!("only a server started with Server::spawn is a process"),
+        }
+    }
+
+    /// The graceful path: SIGTERM and wait, or the same stop for a server in this process.
     pub fn stop(&mut self) {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
+        match std::mem::replace(&mut self.host, Host::Stopped) {
+            Host::Process(mut child) => {
+                Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while child.try_wait().unwrap().is_none() {
+                    assert!(Instant::now() < deadline, "server ignored SIGTERM");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
-            std::thread::sleep(Duration::from_millis(50));
+            Host::InProcess(server) => server.stop(),
+            Host::Stopped => {}
         }
-        panic!("server ignored SIGTERM");
     }
 
-    /// kill -9: the crash path.
+    /// kill -9: the crash path (a spawned server only).
     pub fn kill9(&mut self) {
-        Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().unwrap();
-        self.child.wait().unwrap();
+        let child = self.child();
+        Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+        child.wait().unwrap();
+        self.host = Host::Stopped;
     }
 
-    /// A new process on the same data directory and port, with `extra` settings; a process still
-    /// running is stopped gracefully first.
+    /// A new server of the same kind on the same data directory and port, with `extra`
+    /// settings; one still running is stopped gracefully first.
     pub fn restart(mut self, extra: &[(&str, &str)]) -> Server {
-        if self.child.try_wait().unwrap().is_none() {
-            self.stop();
-        }
+        self.stop();
         let mut env = self.env.clone();
         for (k, v) in extra {
             env.retain(|(key, _)| key != k);
@@ -170,7 +318,8 @@ impl Server {
         }
         let generation = std::fs::read_dir(self.data.parent().unwrap()).unwrap().count() as u32;
         let (dir, pg) = (self._dir.take(), self._pg.take());
-        let mut next = Server::launch(self.data.clone(), Some(self.port), self.args.clone(), env, generation);
+        let mut next =
+            Server::launch(self.data.clone(), Some(self.port), self.args.clone(), env, generation, self.spawned);
         next._dir = dir;
         next._pg = pg;
         next
@@ -187,15 +336,20 @@ impl Server {
         cmd
     }
 
-    /// Creates an API key with `clearbg keys create` on this server's database.
+    /// Creates an API key as `clearbg keys create` does, with the server's initial credits:
+    /// with that command for a spawned server, in the store for one in this process.
     pub fn key(&self, client_id: &str) -> String {
+        if let Host::InProcess(server) = &self.host {
+            let app = &server.app;
+            let created = server.runtime.block_on(app.store.create_key(client_id, None, app.config.initial_credits, None));
+            return created.expect("a key is created").0;
+        }
         let out = self.clearbg().args(["keys", "create", "--client-id", client_id]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert_eq!(stdout.lines().count(), 1, "the key is the only line on stdout: {stdout:?}");
         stdout.trim().to_string()
     }
-
     pub fn get(&self, key: &str, path: &str) -> Response {
         client().get(self.url(path)).header("X-Api-Key", key).send().unwrap()
     }
@@ -257,16 +411,24 @@ impl Server {
         }
     }
 
-    /// The pids of this server's ffmpeg and ffprobe children.
+    /// The pids of a spawned server's ffmpeg and ffprobe children.
     pub fn ffmpeg_children(&self) -> Vec<u32> {
-        ffmpeg_children_of(self.child.id())
+        ffmpeg_children_of(self.pid())
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match std::mem::replace(&mut self.host, Host::Stopped) {
+            Host::Process(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Host::InProcess(server) if !std::thread::panicking() => server.stop(),
+            // A failing test's server is left to its runtime's end, without a second panic.
+            Host::InProcess(server) => server.runtime.shutdown_timeout(Duration::from_millis(200)),
+            Host::Stopped => {}
+        }
     }
 }
 
@@ -504,4 +666,48 @@ pub fn has_audio(path: &Path) -> bool {
         ],
     );
     !String::from_utf8(out).unwrap().trim().is_empty()
+}
+
+/// A tiny HTTP server on loopback answering `routes` (path → body); anything else is 404.
+pub fn serve_routes(routes: Vec<(&'static str, Vec<u8>)>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let routes = routes.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap_or(0);
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                }
+                let (status, body) = match routes.iter().find(|(p, _)| *p == path) {
+                    Some((_, body)) => ("200 OK", body.clone()),
+                    None => ("404 Not Found", b"no".to_vec()),
+                };
+                let mut stream = stream;
+                let _ =
+                    write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Processes whose command line holds `marker` (they would be this test's children or orphans).
+pub fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(marker))
+        .collect()
 }

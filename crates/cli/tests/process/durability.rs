@@ -1,14 +1,13 @@
 //! Nothing accepted is lost: cancels stop the work, restarts and crashes hand jobs on, faults of
 //! the service (no ffmpeg on a worker host, storage failing) are retried while the job's own
-//! faults fail at once, attempts are capped, and retention deletes files but keeps the story.
-
-mod common;
+//! faults fail at once, attempts are capped, retention deletes files but keeps the story, and a
+//! child that hangs meets its deadline and does not hold up a shutdown.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::scaleout::WorkerProcess;
-use common::*;
+use crate::common::scaleout::WorkerProcess;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn events(server: &Server, key: &str, id: &str) -> Vec<Value> {
@@ -40,7 +39,7 @@ fn start_long_job(server: &Server) -> (String, String) {
 
 #[test]
 fn cancel_stops_a_running_job_and_its_ffmpeg_children() {
-    let server = Server::start(&[]);
+    let server = Server::spawn(&[]);
     let key = server.key("a");
     let dir = tempfile::tempdir().unwrap();
     let upload = server.upload(&key, &long_clip(dir.path()));
@@ -90,7 +89,7 @@ fn cancel_stops_a_running_job_and_its_ffmpeg_children() {
 /// jobs stay queued, and the next process completes them all.
 #[test]
 fn a_restart_loses_no_job() {
-    let server = Server::start(&[]);
+    let server = Server::spawn(&[]);
     let key = server.key("a");
     let dir = tempfile::tempdir().unwrap();
     let long = server.upload(&key, &long_clip(dir.path()));
@@ -139,7 +138,7 @@ fn a_restart_loses_no_job() {
 /// kill -9 mid-job: the lease expires, the next process takes the job up again and completes it.
 #[test]
 fn a_killed_worker_s_job_is_taken_up_again() {
-    let server = Server::start(&[("CLEARBG_LEASE", "2s")]);
+    let server = Server::spawn(&[("CLEARBG_LEASE", "2s")]);
     let (key, id) = start_long_job(&server);
     let mut server = server;
     let orphans = server.ffmpeg_children();
@@ -166,7 +165,7 @@ fn a_killed_worker_s_job_is_taken_up_again() {
 
 #[test]
 fn attempts_are_capped() {
-    let server = Server::start(&[("CLEARBG_LEASE", "2s"), ("CLEARBG_MAX_ATTEMPTS", "1")]);
+    let server = Server::spawn(&[("CLEARBG_LEASE", "2s"), ("CLEARBG_MAX_ATTEMPTS", "1")]);
     let (key, id) = start_long_job(&server);
     let mut server = server;
     server.kill9();
@@ -178,7 +177,7 @@ fn attempts_are_capped() {
 
 #[test]
 fn retention_deletes_files_and_keeps_the_record() {
-    let server = Server::start(&[("CLEARBG_RETENTION", "3s")]);
+    let server = Server::spawn(&[("CLEARBG_RETENTION", "3s")]);
     let key = server.key("a");
     let dir = tempfile::tempdir().unwrap();
     let upload = server.upload(&key, &person_clip(dir.path(), 0.5));
@@ -251,7 +250,7 @@ fn assert_output_decodes(job: &Value, dir: &Path) {
 /// failing it; a worker with ffmpeg completes it on the next attempt.
 #[test]
 fn a_worker_without_ffmpeg_hands_the_job_back_for_another_to_complete() {
-    let api = Server::start_with(&["--no-workers"], &[]);
+    let api = Server::spawn_with(&["--no-workers"], &[]);
     let key = api.key("a");
     let dir = tempfile::tempdir().unwrap();
     let id = queue_short_job(&api, &key, dir.path());
@@ -281,7 +280,7 @@ fn a_worker_without_ffmpeg_hands_the_job_back_for_another_to_complete() {
 /// and then recovers: the job is retried after each failure and completes.
 #[test]
 fn a_storage_outage_is_retried_until_storage_recovers() {
-    let api = Server::start_with(&["--no-workers"], &[]);
+    let api = Server::spawn_with(&["--no-workers"], &[]);
     let key = api.key("a");
     let dir = tempfile::tempdir().unwrap();
     let id = queue_short_job(&api, &key, dir.path());
@@ -317,7 +316,7 @@ fn a_storage_outage_is_retried_until_storage_recovers() {
 /// code and message, and its credits are refunded.
 #[test]
 fn the_job_s_own_fault_fails_at_once_and_a_lasting_server_fault_after_every_attempt() {
-    let api = Server::start_with(&["--no-workers"], &[]);
+    let api = Server::spawn_with(&["--no-workers"], &[]);
     let key = api.key("a");
     let dir = tempfile::tempdir().unwrap();
     let truncated = api.upload(&key, &truncated_clip(dir.path()));
@@ -350,7 +349,7 @@ fn the_job_s_own_fault_fails_at_once_and_a_lasting_server_fault_after_every_atte
 /// fails on its first attempt with `input_missing`, and nothing is retried.
 #[test]
 fn an_input_deleted_by_retention_fails_the_job_at_once() {
-    let api = Server::start_with(&["--no-workers"], &[("CLEARBG_RETENTION", "2s")]);
+    let api = Server::spawn_with(&["--no-workers"], &[("CLEARBG_RETENTION", "2s")]);
     let key = api.key("a");
     let dir = tempfile::tempdir().unwrap();
     let upload = api.upload(&key, &person_clip(dir.path(), 0.5));
@@ -369,4 +368,59 @@ fn an_input_deleted_by_retention_fails_the_job_at_once() {
     assert_eq!((job["status"].as_str(), job["error_code"].as_str()), (Some("failed"), Some("input_missing")), "{job}");
     assert_eq!(job["attempts"], 1, "{job}");
     assert!(retries(&api, &key, &id).is_empty());
+}
+
+/// An ffprobe that hangs: stopped at the probe deadline (the job fails, naming the step), and
+/// on SIGTERM the server exits within its drain time, leaving no child behind.
+#[test]
+fn a_hanging_child_has_a_deadline_and_does_not_hold_up_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    // An ffprobe that answers `-version` (so /health is happy) and hangs on everything else.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let real =
+        String::from_utf8(std::process::Command::new("sh").args(["-c", "command -v ffprobe"]).output().unwrap().stdout)
+            .unwrap();
+    let marker = "2999.125";
+    let wrapper = bin.join("ffprobe");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -version ] && exec {} \"$@\"; done\nexec sleep {marker}\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let base = serve_routes(vec![("/clip.mp4", std::fs::read(person_clip(dir.path(), 0.3)).unwrap())]);
+    let job_body = json!({"video_url": format!("{base}/clip.mp4"), "model": "light"});
+
+    let server =
+        Server::spawn(&[("PATH", path.as_str()), ("CLEARBG_ALLOW_PRIVATE_URLS", "1"), ("CLEARBG_PROBE_TIMEOUT", "2s")]);
+    let key = server.key("a");
+    let job = json_ok(server.post_json(&key, "/v1/jobs", &job_body));
+    let (job, _) = server.wait(&key, job["id"].as_str().unwrap(), Duration::from_secs(30));
+    assert_eq!(job["error_code"], "timed_out", "{job}");
+    assert!(processes_with(marker).is_empty(), "the hung ffprobe was killed");
+
+    // Now a probe that would hang far longer than the drain time, and a SIGTERM.
+    let mut server = server.restart(&[("CLEARBG_PROBE_TIMEOUT", "10m"), ("CLEARBG_SHUTDOWN_TIMEOUT", "2s")]);
+    let job = json_ok(server.post_json(&key, "/v1/jobs", &job_body));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with(marker).is_empty() {
+        assert!(Instant::now() < deadline, "the probe never started: {job}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    server.stop();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "SIGTERM took {took:?}");
+    assert!(processes_with(marker).is_empty(), "no child outlived the server");
+    let events: Value = {
+        let server = server.restart(&[("CLEARBG_WORKERS", "0")]);
+        json_ok(server.get(&key, &format!("/v1/jobs/{}/events", job["id"].as_str().unwrap())))
+    };
+    let last = events["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["to"], "pending", "the job was handed back: {events}");
 }

@@ -1,8 +1,7 @@
 //! Operations on a real `clearbg serve`: `/metrics` after real jobs, webhooks and refusals;
 //! `/health` healthy, and degraded with the reasons (a missing and a corrupt model, no ffmpeg on
-//! PATH, broken storage); `/openapi.json` and the offline `/docs`.
-
-mod common;
+//! PATH, broken storage); `/openapi.json` and the offline `/docs`; JSON logs that carry request
+//! and job ids.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -10,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// The value of the first sample of `name` whose labels include every one of `labels`.
@@ -34,7 +33,7 @@ fn scrape(server: &Server) -> String {
 
 #[test]
 fn metrics_count_requests_jobs_speed_and_credits() {
-    let server = Server::start(&[]);
+    let server = Server::spawn(&[]);
     let key = server.key("metrics");
     let dir = tempfile::tempdir().unwrap();
     let clip = person_clip(dir.path(), 1.0);
@@ -138,7 +137,7 @@ fn receiver() -> String {
 #[test]
 fn metrics_show_the_queue_and_webhook_outcomes() {
     // No worker: started jobs stay queued, and cancelling them sends `job.cancelled`.
-    let server = Server::start(&[
+    let server = Server::spawn(&[
         ("CLEARBG_WORKERS", "0"),
         ("CLEARBG_ALLOW_PRIVATE_URLS", "1"),
         ("CLEARBG_WEBHOOK_RETRY_BASE", "500ms"),
@@ -197,7 +196,7 @@ const CHECKS: [&str; 9] = [
 
 #[test]
 fn health_is_healthy_when_every_check_passes() {
-    let server = Server::start(&[]);
+    let server = Server::spawn(&[]);
     let r = client().get(server.url("/health")).send().unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().unwrap();
@@ -213,7 +212,7 @@ fn health_is_healthy_when_every_check_passes() {
     assert_eq!(body["workers"], 1);
 
     // An API node runs no model: it checks what it uses, and is healthy without the engine's parts.
-    let api_only = Server::start(&[("CLEARBG_WORKERS", "0")]);
+    let api_only = Server::spawn(&[("CLEARBG_WORKERS", "0")]);
     let body: Value = client().get(api_only.url("/health")).send().unwrap().json().unwrap();
     assert_eq!(body["status"], "healthy");
     let checks: Vec<&str> = body["checks"].as_object().unwrap().keys().map(String::as_str).collect();
@@ -324,7 +323,7 @@ fn health_is_degraded_and_says_what_is_wrong() {
 
 #[test]
 fn openapi_and_the_offline_docs_are_served() {
-    let server = Server::start(&[("CLEARBG_WORKERS", "0")]);
+    let server = Server::spawn(&[("CLEARBG_WORKERS", "0")]);
     let r = client().get(server.url("/openapi.json")).send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
@@ -361,4 +360,48 @@ fn openapi_and_the_offline_docs_are_served() {
         assert!(html.contains(file), "{file} is what the page loads");
         assert!(r.bytes().unwrap().len() > 1000, "{file}");
     }
+}
+
+/// `--log-format json`: one JSON object per line; each request's lines carry its request id and
+/// each job's lines its job id.
+#[test]
+fn json_logs_carry_request_and_job_ids() {
+    let mut server = Server::spawn(&[("CLEARBG_LOG_FORMAT", "json")]);
+    let key = server.key("logs");
+    let dir = tempfile::tempdir().unwrap();
+    let upload = server.upload(&key, &person_clip(dir.path(), 0.5));
+    let created =
+        json_ok(server.post_json(&key, "/v1/jobs", &json!({"video_url": upload["video_url"], "model": "light"})));
+    let id = created["id"].as_str().unwrap().to_string();
+    server.wait(&key, &id, Duration::from_secs(60));
+    let failing = server.get(&key, "/v1/jobs/job_missing");
+    let failing_id = failing.headers()["x-request-id"].to_str().unwrap().to_string();
+    server.stop();
+
+    let lines: Vec<Value> = server
+        .log_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    let in_span = |line: &Value, span: &str, field: &str| -> Option<String> {
+        line["spans"].as_array()?.iter().find(|s| s["name"] == span).and_then(|s| s[field].as_str().map(str::to_string))
+    };
+    let job_lines: Vec<&Value> =
+        lines.iter().filter(|l| in_span(l, "job", "job_id").as_deref() == Some(id.as_str())).collect();
+    assert!(job_lines.len() >= 2, "the job logs its start and its end");
+    for line in &lines {
+        // Lines about a worker itself, not about a job.
+        let per_worker = ["worker ready", "worker stopped", "listening for queued jobs"];
+        if line["target"] == "clearbg_service::worker" && !per_worker.iter().any(|m| line["fields"]["message"] == *m) {
+            assert!(in_span(line, "job", "job_id").is_some(), "a worker line without job_id: {line}");
+        }
+        if line["target"].as_str().unwrap().starts_with("clearbg_service::http") {
+            assert!(in_span(line, "request", "request_id").is_some(), "an HTTP line without request_id: {line}");
+        }
+    }
+    assert!(
+        lines.iter().any(|l| in_span(l, "request", "request_id").as_deref() == Some(failing_id.as_str())
+            && l["fields"]["status"] == 404),
+        "the failing request's id is in its log line"
+    );
 }

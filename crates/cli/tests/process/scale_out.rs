@@ -2,13 +2,11 @@
 //! server (Garage), as on separate hosts. Every accepted job completes exactly once while a
 //! worker is killed mid-job and the API process is restarted mid-flight.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::scaleout::{Garage, PgDatabase, WorkerProcess};
-use common::*;
+use crate::common::scaleout::{Garage, PgDatabase, WorkerProcess};
+use crate::common::*;
 use serde_json::{json, Value};
 
 const JOBS: usize = 30;
@@ -57,7 +55,7 @@ fn one_api_and_three_workers_on_postgres_and_s3_complete_every_job_exactly_once(
     // take them up: the per-key request limit is not what it is about.
     env.push(("CLEARBG_RATE_LIMIT".into(), "100000/min".into()));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let api = Server::start_with(&["--no-workers"], &env_refs);
+    let api = Server::spawn_with(&["--no-workers"], &env_refs);
     let key = api.key("scale");
     let dir = tempfile::tempdir().unwrap();
     // Each worker serves its own /health and /metrics, as a worker host would for monitoring.
@@ -216,7 +214,7 @@ fn uploads_stream_to_s3_in_parts_and_only_presigned_links_read_them() {
     let s3 = Garage::start();
     let env = s3.env();
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let server = Server::start(&env_refs);
+    let server = Server::spawn(&env_refs);
     let key = server.key("big");
     let dir = tempfile::tempdir().unwrap();
 

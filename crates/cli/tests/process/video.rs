@@ -2,13 +2,11 @@
 //! (`CLEARBG_HUMAN_MODEL=video`), and what a server without it says. The tests that run the
 //! model skip, saying so, where it is not installed (`make setup-video-matting`; CI installs it).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// A home with ONNX Runtime and the default models, but not the opt-in video model.
@@ -50,7 +48,7 @@ fn the_operator_can_serve_human_with_the_video_tier() {
         eprintln!("SKIPPED the_operator_can_serve_human_with_the_video_tier: the video model is not installed (make setup-video-matting)");
         return;
     }
-    let server = Server::start(&[("CLEARBG_HUMAN_MODEL", "video")]);
+    let server = Server::spawn(&[("CLEARBG_HUMAN_MODEL", "video")]);
     let key = server.key("sdk-user");
     let dir = tempfile::tempdir().unwrap();
     let clip = person_clip(dir.path(), 0.5);
@@ -91,7 +89,7 @@ fn a_server_without_the_video_model_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_without_video(dir.path());
     let home_str = home.to_str().unwrap();
-    let server = Server::start(&[("CLEARBG_HOME", home_str)]);
+    let server = Server::spawn(&[("CLEARBG_HOME", home_str)]);
     let health: serde_json::Value = client().get(server.url("/health")).send().unwrap().json().unwrap();
     assert_eq!(health["status"], "healthy", "an opt-in model is not a fault: {health}");
     assert!(health["checks"].get("model_video").is_none(), "{health}");

@@ -4,13 +4,11 @@
 //! API reference at `/docs` must render every operation offline. The screenshots are kept at
 //! `target/test-artifacts/webapp.png` and `webapp-docs.png`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn browser_dir() -> PathBuf {
@@ -25,7 +23,7 @@ fn a_person_removes_a_background_in_the_browser() {
         "playwright-core is missing: run `make setup` (npm ci in {})",
         browser_dir().display()
     );
-    let server = Server::start(&[]);
+    let server = Server::spawn(&[]);
     let key = server.key("browser");
     let dir = tempfile::tempdir().unwrap();
     let clip = person_clip(dir.path(), 1.0);
@@ -101,7 +99,7 @@ fn a_person_removes_a_background_in_the_browser() {
 /// scripts and styles, and no address outside the server in any of them.
 #[test]
 fn the_page_is_embedded_and_self_contained() {
-    let server = Server::start(&[("CLEARBG_WORKERS", "0")]);
+    let server = Server::spawn(&[("CLEARBG_WORKERS", "0")]);
     let page = client().get(server.url("/")).send().unwrap();
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");

@@ -2,15 +2,13 @@
 //! demand, and records what arrived; the server retries with the same delivery id, shows each
 //! event's state in `webhook_events`, and keeps pending deliveries across a restart.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -137,7 +135,7 @@ fn webhook_server(extra: &[(&str, &str)]) -> Server {
         ("CLEARBG_WEBHOOK_RETRY_BASE", "200ms"),
     ];
     env.extend_from_slice(extra);
-    Server::start(&env)
+    Server::spawn(&env)
 }
 
 /// Polls the job until its `webhook_events` equal `expected`.
@@ -297,7 +295,7 @@ fn pending_deliveries_survive_a_restart() {
 
 #[test]
 fn a_private_webhook_url_is_refused_at_creation() {
-    let server = Server::start(&[]);
+    let server = Server::spawn(&[]);
     let key = server.key("a");
     for hook in ["http://127.0.0.1:9/hook", "http://localhost/hook", "http://[::1]/hook", "http://169.254.169.254/"] {
         let body = expect_error(
@@ -332,7 +330,7 @@ fn a_name_resolving_to_a_private_address_is_refused_at_delivery() {
         eprintln!("skipped: host name {host:?} does not resolve to private addresses only ({addrs:?})");
         return;
     }
-    let server = Server::start(&[
+    let server = Server::spawn(&[
         ("CLEARBG_WEBHOOK_SECRET", SECRET),
         ("CLEARBG_WEBHOOK_RETRY_BASE", "200ms"),
         ("CLEARBG_WEBHOOK_MAX_ATTEMPTS", "2"),

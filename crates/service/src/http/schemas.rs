@@ -1,6 +1,6 @@
 //! The shapes of request bodies, as the OpenAPI document describes them. The handlers read
 //! bodies field by field (so that one 422 names every bad field), so these are never built
-//! (hence `dead_code`); the schemathesis run in `crates/cli/tests/api_schema.rs` sends what they
+//! (hence `dead_code`); the schemathesis run in `crates/cli/tests/process/schema.rs` sends what they
 //! describe. Every answer is a typed struct beside its handler (a job is [`crate::wire::Job`]),
 //! serialised as it is described.
 #![allow(dead_code)]
