@@ -57,8 +57,12 @@ fn playlists_and_lists_of_files_are_refused() {
         assert!(body["error"]["message"].as_str().unwrap().contains("playlists"), "{body}");
     }
 
-    let base =
-        serve_routes(vec![("/local.mp4", local), ("/cross.mp4", cross_tenant), ("/list.mp4", concat), ("/live.m3u8", live)]);
+    let base = serve_routes(vec![
+        ("/local.mp4", local),
+        ("/cross.mp4", cross_tenant),
+        ("/list.mp4", concat),
+        ("/live.m3u8", live),
+    ]);
     for path in ["/local.mp4", "/cross.mp4", "/list.mp4", "/live.m3u8"] {
         let url = format!("{base}{path}");
         let created = Instant::now();

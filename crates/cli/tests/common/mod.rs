@@ -341,7 +341,8 @@ impl Server {
     pub fn key(&self, client_id: &str) -> String {
         if let Host::InProcess(server) = &self.host {
             let app = &server.app;
-            let created = server.runtime.block_on(app.store.create_key(client_id, None, app.config.initial_credits, None));
+            let created =
+                server.runtime.block_on(app.store.create_key(client_id, None, app.config.initial_credits, None));
             return created.expect("a key is created").0;
         }
         let out = self.clearbg().args(["keys", "create", "--client-id", client_id]).output().unwrap();
