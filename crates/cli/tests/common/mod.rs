@@ -229,6 +229,10 @@ impl Server {
         ];
         flags.extend(env.iter().map(|(name, value)| format!("--{}={value}", flag_of(name))));
         let mut config = ServeFlags::try_parse_from(&flags).unwrap_or_else(|e| panic!("{flags:?}: {e}")).config;
+        // As for a spawned server: links name the port it got, whatever the shell says.
+        if !env.iter().any(|(name, _)| name == "CLEARBG_PUBLIC_URL") {
+            config.public_url = None;
+        }
         for arg in args {
             match arg.as_str() {
                 "--no-workers" => config.workers = 0,
