@@ -93,12 +93,12 @@ fn flag_of(name: &str) -> String {
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = 10_000 + (std::process::id() % 200) * 100;
+    // 10000..30000, from an offset of this process's own.
+    let offset = std::process::id() % 200 * 100;
     loop {
-        let port = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 20_000) as u16;
-        let port = if port >= 30_000 { port - 20_000 } else { port };
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        let port = 10_000 + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % 20_000;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
         }
     }
 }
