@@ -39,7 +39,7 @@ pub struct Server {
 /// Where a server runs.
 enum Host {
     Process(Child),
-    InProcess(InProcess),
+    InProcess(Box<InProcess>),
     /// Stopped, between `stop` and `restart`.
     Stopped,
 }
@@ -200,7 +200,7 @@ impl Server {
         } else {
             let in_process = Server::build(&data, &listen, &args, &env);
             let port = port.unwrap_or_else(|| in_process.app.config.listen.port());
-            (Host::InProcess(in_process), port)
+            (Host::InProcess(Box::new(in_process)), port)
         };
         let server = Server {
             host,
