@@ -479,7 +479,8 @@ pub fn expect_error(r: Response, status: u16, code: &str) -> Value {
     body
 }
 
-fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
+/// Runs a tool (ffmpeg, ffprobe…) to success and returns its stdout.
+pub fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new(cmd).args(args).output().unwrap();
     assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout

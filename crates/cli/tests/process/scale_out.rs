@@ -220,22 +220,10 @@ fn uploads_stream_to_s3_in_parts_and_only_presigned_links_read_them() {
 
     // A lossless clip of noise: about 20 MB, so several 5 MB parts.
     let clip = dir.path().join("noise.mp4");
-    let ffmpeg = std::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "nullsrc=s=640x480:r=10,geq=random(1)*255:128:128",
-        ])
-        .args(["-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p"])
-        .arg(&clip)
-        .status()
-        .unwrap();
-    assert!(ffmpeg.success());
+    let noise = "nullsrc=s=640x480:r=10,geq=random(1)*255:128:128";
+    let lossless = ["-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p"];
+    let input = ["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", noise];
+    run("ffmpeg", &[&input[..], &lossless[..], &[clip.to_str().unwrap()]].concat());
     let size = std::fs::metadata(&clip).unwrap().len();
     assert!(size > 12_000_000, "{size} bytes");
 
