@@ -398,10 +398,10 @@ fn block_motion(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) ->
                         }
                         let (cur_row, prev_row) =
                             (&cur[y * w..(y + 1) * w], &prev[py as usize * w..(py as usize + 1) * w]);
-                        for x in x0..x0 + BLOCK {
+                        for (x, c) in cur_row.iter().enumerate().skip(x0).take(BLOCK) {
                             let px = x as isize - dx;
                             if px >= 0 && px < w as isize {
-                                sad += (cur_row[x] - prev_row[px as usize]).abs();
+                                sad += (c - prev_row[px as usize]).abs();
                                 n += 1;
                             }
                         }

@@ -225,7 +225,7 @@ mod tests {
         let err = run_to_string("sleep", &["30".to_string()], "probe", &watch).unwrap_err();
         assert!(matches!(err, EngineError::TimedOut { stage: "probe", .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-        assert!(!running().as_ref().is_some_and(|set| !set.is_empty()), "a child is still listed as running");
+        assert!(running().as_ref().is_none_or(|set| set.is_empty()), "a child is still listed as running");
     }
 
     #[test]
