@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use clearbg_service::billing::parse_credits;
 use clearbg_service::config::parse_grant;
+use clearbg_service::ids::KeyFingerprint;
 use clearbg_service::store::{Adjustment, Credits, Store, StoreError};
 use clearbg_service::{Config, Role, StoreConfig};
 
@@ -84,7 +85,7 @@ pub enum KeysCommand {
     Credits {
         /// The key's fingerprint (`kfp_…`, from `keys list`).
         #[arg(long)]
-        key_fingerprint: String,
+        key_fingerprint: KeyFingerprint,
         /// Credits to add; negative takes them away (never below zero).
         #[arg(long, allow_hyphen_values = true, conflicts_with = "set", required_unless_present = "set", value_parser = parse_amount)]
         add: Option<i64>,

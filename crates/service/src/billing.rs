@@ -28,7 +28,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use clearbg_engine::Tier;
+
 use crate::error::{redact_paths, ApiError, ApiResult, FieldError};
+use crate::ids::KeyFingerprint;
 use crate::jobs::{InputRef, JobSpec, MODELS};
 use crate::store::{Credits, Reservation, MILLIS};
 use crate::App;
@@ -41,21 +44,22 @@ pub const DEFAULT_PRICES: &str = "original=60,light=45,human=45,pro=180,video=45
 
 /// Credits per minute of each model, in millicredits per minute.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prices(Vec<(String, i64)>);
+pub struct Prices(Vec<(Tier, i64)>);
 
 impl Prices {
-    /// Millicredits per minute of `model` (0 for an unknown model, which validation excludes).
-    pub fn per_minute(&self, model: &str) -> i64 {
-        self.0.iter().find(|(m, _)| m == model).map(|(_, p)| *p).unwrap_or(0)
+    /// Millicredits per minute of `model` (every tier has a price: [`Prices`] is made from
+    /// [`MODELS`]).
+    pub fn per_minute(&self, model: Tier) -> i64 {
+        self.0.iter().find(|(m, _)| *m == model).map(|(_, p)| *p).unwrap_or(0)
     }
 
     /// Every model and its price, in the order of [`MODELS`].
-    pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
-        self.0.iter().map(|(m, p)| (m.as_str(), *p))
+    pub fn iter(&self) -> impl Iterator<Item = (Tier, i64)> + '_ {
+        self.0.iter().copied()
     }
 
     /// Millicredits for `seconds` of `model`: `ceil(seconds) × per_minute / 60`, rounded up.
-    pub fn cost(&self, model: &str, seconds: f64) -> i64 {
+    pub fn cost(&self, model: Tier, seconds: f64) -> i64 {
         // A hair of tolerance: 30 frames at 30 fps is one second, not two.
         let whole = if seconds.is_finite() && seconds > 0.0 { (seconds - 1e-6).ceil().max(1.0) as i64 } else { 0 };
         let total = whole.saturating_mul(self.per_minute(model));
@@ -74,15 +78,14 @@ impl FromStr for Prices {
 
     /// `model=credits_per_minute,…`; models left out keep their default price.
     fn from_str(s: &str) -> Result<Prices, String> {
-        let mut prices: Vec<(String, i64)> =
-            MODELS.iter().map(|m| (m.name().to_string(), default_per_minute(m.name()) * MILLIS)).collect();
+        let mut prices: Vec<(Tier, i64)> = MODELS.iter().map(|&m| (m, default_per_minute(m) * MILLIS)).collect();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (model, value) =
                 part.split_once('=').ok_or_else(|| format!("{part:?} is not model=credits_per_minute"))?;
             let (model, value) = (model.trim(), value.trim());
             let slot = prices
                 .iter_mut()
-                .find(|(m, _)| m == model)
+                .find(|(m, _)| m.name() == model)
                 .ok_or_else(|| format!("{model:?} is not a model ({})", MODELS.map(|m| m.name()).join(", ")))?;
             slot.1 = parse_credits(value).filter(|p| *p >= 0).ok_or_else(|| {
                 format!("{value:?} is not a price for {model}: a number of credits per minute, 0 or more, at most 3 decimals")
@@ -99,12 +102,11 @@ impl fmt::Display for Prices {
     }
 }
 
-fn default_per_minute(model: &str) -> i64 {
+fn default_per_minute(model: Tier) -> i64 {
     match model {
-        "pro" => 180,
-        "original" => 60,
-        // light, human, video
-        _ => 45,
+        Tier::Pro => 180,
+        Tier::Original => 60,
+        Tier::Light | Tier::Human | Tier::Video => 45,
     }
 }
 
@@ -138,16 +140,14 @@ pub fn billable_seconds(spec: &JobSpec, input_secs: f64) -> f64 {
 /// [`Reservation::Later`] (a URL: the worker reserves once it has downloaded and probed it);
 /// nothing for anonymous jobs. A stored input that breaks a limit, or whose duration cannot be
 /// established, is refused here, before anything runs: 422 naming `video_url`.
-pub async fn reservation(app: &App, spec: &JobSpec, owner: Option<&str>) -> ApiResult<Reservation> {
+pub async fn reservation(app: &App, spec: &JobSpec, owner: Option<&KeyFingerprint>) -> ApiResult<Reservation> {
     let secs = match spec.input.object_key() {
         None => None,
         Some(key) => Some(stored_seconds(app, &spec.input, key).await?),
     };
     Ok(match (owner, secs) {
         (None, _) => Reservation::None,
-        (Some(_), Some(secs)) => {
-            Reservation::Now(app.config.prices.cost(spec.model.name(), billable_seconds(spec, secs)))
-        }
+        (Some(_), Some(secs)) => Reservation::Now(app.config.prices.cost(spec.model, billable_seconds(spec, secs))),
         (Some(_), None) => Reservation::Later,
     })
 }
@@ -176,7 +176,7 @@ async fn stored_seconds(app: &App, input: &InputRef, key: &str) -> ApiResult<f64
     })?;
     if let InputRef::Upload { upload_id, .. } = input {
         if let Err(e) = app.store.set_upload_duration(upload_id, secs).await {
-            tracing::warn!(error = %e, upload_id, "recording an upload's duration");
+            tracing::warn!(error = %e, %upload_id, "recording an upload's duration");
         }
     }
     Ok(secs)
@@ -206,22 +206,25 @@ mod tests {
     #[test]
     fn a_second_of_light_is_three_quarters_of_a_credit() {
         let p = Prices::default();
-        assert_eq!(p.cost("light", 1.0), 750);
-        assert_eq!(p.cost("light", 0.5), 750, "a started second is billed whole");
-        assert_eq!(p.cost("light", 1.000_000_1), 750, "frame arithmetic noise is not a second");
-        assert_eq!(p.cost("light", 1.2), 1500);
-        assert_eq!(p.cost("original", 60.0), 60_000);
-        assert_eq!(p.cost("pro", 10.0), 30_000);
-        assert_eq!(p.cost("light", 0.0), 0);
+        assert_eq!(p.cost(Tier::Light, 1.0), 750);
+        assert_eq!(p.cost(Tier::Light, 0.5), 750, "a started second is billed whole");
+        assert_eq!(p.cost(Tier::Light, 1.000_000_1), 750, "frame arithmetic noise is not a second");
+        assert_eq!(p.cost(Tier::Light, 1.2), 1500);
+        assert_eq!(p.cost(Tier::Original, 60.0), 60_000);
+        assert_eq!(p.cost(Tier::Pro, 10.0), 30_000);
+        assert_eq!(p.cost(Tier::Light, 0.0), 0);
     }
 
     #[test]
     fn prices_parse_partially_and_refuse_nonsense() {
         let p: Prices = "light=30, pro=100.5".parse().unwrap();
-        assert_eq!((p.per_minute("light"), p.per_minute("pro"), p.per_minute("original")), (30_000, 100_500, 60_000));
-        assert_eq!(p.cost("light", 1.0), 500);
+        assert_eq!(
+            (p.per_minute(Tier::Light), p.per_minute(Tier::Pro), p.per_minute(Tier::Original)),
+            (30_000, 100_500, 60_000)
+        );
+        assert_eq!(p.cost(Tier::Light, 1.0), 500);
         // 7 credits a minute: 116.67 millicredits a second, rounded up.
-        assert_eq!("light=7".parse::<Prices>().unwrap().cost("light", 1.0), 117);
+        assert_eq!("light=7".parse::<Prices>().unwrap().cost(Tier::Light, 1.0), 117);
         assert!("huge=1".parse::<Prices>().is_err());
         assert!("light=-1".parse::<Prices>().is_err());
         assert!("light".parse::<Prices>().is_err());

@@ -8,6 +8,7 @@
 //! - [`config`]: every setting, with its `CLEARBG_*` twin and an embedded default.
 //! - [`store`]: durable state in SQL — keys, uploads, jobs and their audit trail.
 //! - [`storage`]: uploads and outputs in object storage, and the signed URLs that serve them.
+//! - [`ids`]: the ids of jobs, uploads and keys, each its own type.
 //! - [`jobs`]: what a job asks for, parsed and validated from the API's JSON forms.
 //! - [`wire`]: a job as the routes and the webhooks show it, typed once (and described by it).
 //! - [`http`]: the routes, one error shape, request ids.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod fetch;
 pub mod health;
 pub mod http;
+pub mod ids;
 pub mod jobs;
 pub mod metrics;
 pub mod ratelimit;

@@ -29,6 +29,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::ids::JobId;
 use crate::jobs::{Billing, Status};
 use crate::App;
 
@@ -147,14 +148,14 @@ pub fn engine_run(model: &str, frames: u64, wall: Duration) {
 
 /// A job was completed: counts what was charged, as the database recorded it in the completing
 /// transaction (the charge is capped by the reservation there, so it is read, not recomputed).
-pub async fn job_charged(app: App, job_id: String) {
+pub async fn job_charged(app: App, job_id: JobId) {
     match app.store.job(&job_id, None).await {
         Ok(Some(row)) if row.billing_status == Some(Billing::Charged) && row.credits_used > 0 => {
             metrics::counter!("clearbg_credits_charged_millicredits_total", "model" => row.spec.model.name())
                 .increment(row.credits_used as u64);
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(job_id, error = %e, "reading the charge for /metrics"),
+        Err(e) => tracing::warn!(%job_id, error = %e, "reading the charge for /metrics"),
     }
 }
 

@@ -25,6 +25,8 @@ use object_store::{ObjectStore, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::ids::{JobId, UploadId};
+
 /// S3 refuses presigned links that live longer than this (SigV4's limit).
 const MAX_PRESIGNED: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -278,9 +280,9 @@ impl Signer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredRef {
     /// `…/uploads/vid_<hex>.<ext>`: the upload's id.
-    Upload(String),
+    Upload(UploadId),
     /// `…/outputs/job_<hex>.<ext>`: the job's id.
-    Output(String),
+    Output(JobId),
 }
 
 impl StoredRef {
@@ -296,8 +298,8 @@ impl StoredRef {
         let folder = segments.next()?;
         let id = name.split('.').next()?;
         let (prefix, make): (&str, fn(String) -> StoredRef) = match folder {
-            "uploads" => ("vid_", StoredRef::Upload),
-            "outputs" => ("job_", StoredRef::Output),
+            "uploads" => ("vid_", |id| StoredRef::Upload(id.into())),
+            "outputs" => ("job_", |id| StoredRef::Output(id.into())),
             _ => return None,
         };
         let hex = id.strip_prefix(prefix)?;

@@ -16,6 +16,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
+use crate::ids::JobId;
 use crate::jobs::{Billing, InputRef, Status};
 use crate::storage::Storage;
 use crate::store::{Credits, JobRow};
@@ -130,9 +131,11 @@ pub struct Background {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Job {
     /// `job_…`.
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: JobId,
     /// The same as `id`.
-    pub job_id: String,
+    #[schema(value_type = String)]
+    pub job_id: JobId,
     /// `created` (draft) → `pending` (queued) → `processing` → `completed` | `failed` (a
     /// cancelled job is `failed` with `error_code: "cancelled"`).
     pub status: Status,

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::error::redact_paths;
+use crate::ids::JobId;
 use crate::jobs::{Billing, JobSpec};
 use crate::store::{Advance, HandBack, JobRow, Output, StoreError};
 use crate::App;
@@ -192,15 +193,15 @@ impl Worker {
 
     /// Deletes what a lost attempt left in the work directory (its scratch directory holds the
     /// downloaded input and the partial output).
-    fn remove_scratch(&self, job_id: &str) {
+    fn remove_scratch(&self, job_id: &JobId) {
         let Ok(entries) = std::fs::read_dir(self.app.config.work_dir()) else { return };
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(&format!("{job_id}-")) {
                 match std::fs::remove_dir_all(entry.path()) {
                     Ok(()) => {
-                        tracing::info!(job_id, path = %entry.path().display(), "removed a lost attempt's scratch files")
+                        tracing::info!(%job_id, path = %entry.path().display(), "removed a lost attempt's scratch files")
                     }
-                    Err(e) => tracing::warn!(job_id, error = %e, "removing a lost attempt's scratch files"),
+                    Err(e) => tracing::warn!(%job_id, error = %e, "removing a lost attempt's scratch files"),
                 }
             }
         }
@@ -218,7 +219,7 @@ impl Worker {
         let store = &self.app.store;
         let outcome = match result {
             Ok(output) => {
-                let cost = self.app.config.prices.cost(spec.model.name(), output.duration_seconds);
+                let cost = self.app.config.prices.cost(spec.model, output.duration_seconds);
                 store.complete(&job.id, &self.id, &output, cost, self.app.links()).await.map(|done| {
                     if done {
                         tokio::spawn(crate::metrics::job_charged(self.app.clone(), job.id.clone()));
@@ -453,7 +454,7 @@ impl Worker {
     /// Reserves the cost of a job whose input's duration was unknown at start (a URL), now that
     /// the input is here and probed (`secs`), billed as [`crate::billing`] says.
     async fn reserve(&self, job: &JobRow, spec: &JobSpec, secs: f64) -> Result<(), Stop> {
-        let cost = self.app.config.prices.cost(spec.model.name(), crate::billing::billable_seconds(spec, secs));
+        let cost = self.app.config.prices.cost(spec.model, crate::billing::billable_seconds(spec, secs));
         match self.app.store.reserve_for_job(&job.id, &self.id, cost).await {
             Ok(_) => Ok(()),
             Err(e @ StoreError::InsufficientCredits { .. }) => {

@@ -12,6 +12,7 @@ use super::query::QueryFields;
 use super::{Admin, JsonBody};
 use crate::billing::credits_from_f64;
 use crate::error::{request_id, ApiError, ApiResult, Code, FieldError};
+use crate::ids::{JobId, KeyFingerprint};
 use crate::store::{Adjustment, Credits, KeyRecord, StoreError};
 use crate::wire::{self, timestamp};
 use crate::App;
@@ -22,7 +23,8 @@ pub(crate) struct Key {
     client_id: String,
     note: Option<String>,
     /// `kfp_…`.
-    key_fingerprint: String,
+    #[schema(value_type = String)]
+    key_fingerprint: KeyFingerprint,
     /// `active` or `disabled`.
     status: String,
     credits: Credits,
@@ -88,7 +90,8 @@ pub(crate) struct LedgerEntry {
     kind: String,
     amount: Credits,
     balance_after: Credits,
-    job_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    job_id: Option<JobId>,
     request_id: Option<String>,
     note: Option<String>,
     created_at: String,
@@ -97,7 +100,8 @@ pub(crate) struct LedgerEntry {
 /// A key's ledger, newest first, and its balance two ways (always equal).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Ledger {
-    key_fingerprint: String,
+    #[schema(value_type = String)]
+    key_fingerprint: KeyFingerprint,
     credits: Credits,
     /// The balance rebuilt from the whole ledger.
     ledger_credits: Credits,
@@ -219,6 +223,7 @@ pub async fn create(State(app): State<App>, _: Admin, JsonBody(body): JsonBody) 
 
 async fn set_status(app: &App, body: &Value, status: &str) -> ApiResult<Json<KeyChanged>> {
     let fp = string_field(body, "key_fingerprint", true).map_err(|e| ApiError::invalid(vec![e]))?.unwrap_or_default();
+    let fp = KeyFingerprint::from(fp);
     let record = app
         .store
         .set_key_status(&fp, status)
@@ -276,7 +281,11 @@ fn no_key() -> ApiError {
 )]
 pub async fn credits(State(app): State<App>, _: Admin, JsonBody(body): JsonBody) -> ApiResult<Json<CreditsChanged>> {
     let mut errors = Vec::new();
-    let fp = string_field(&body, "key_fingerprint", true).map_err(|e| errors.push(e)).ok().flatten();
+    let fp = string_field(&body, "key_fingerprint", true)
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten()
+        .map(KeyFingerprint::from);
     let note = string_field(&body, "note", false).map_err(|e| errors.push(e)).ok().flatten();
     let amount = match body.get("amount") {
         None | Some(Value::Null) => {
@@ -338,7 +347,7 @@ pub async fn ledger(
     axum::extract::Query(q): axum::extract::Query<LedgerQuery>,
 ) -> ApiResult<Json<Ledger>> {
     let mut fields = QueryFields::default();
-    let fp = fields.required("key_fingerprint", q.key_fingerprint.as_deref()).map(str::to_string);
+    let fp = fields.required("key_fingerprint", q.key_fingerprint.as_deref()).map(KeyFingerprint::from);
     let limit = fields.integer("limit", q.limit.as_deref(), 100, 1..=1000);
     fields.finish()?;
     let Some(fp) = fp else { return Err(no_key()) };

@@ -12,6 +12,7 @@ use super::query::QueryFields;
 use super::{ApiKey, JsonBody};
 use crate::billing::reservation;
 use crate::error::{request_id, ApiError, ApiResult, Code, FieldError};
+use crate::ids::{JobId, KeyFingerprint};
 use crate::jobs::{parse_spec, InputRef, JobSpec, Mode, Status};
 use crate::storage::StoredRef;
 use crate::store::{JobRow, StoreError};
@@ -71,7 +72,8 @@ pub(crate) struct JobEvent {
 /// A job's audit trail, oldest first.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct JobEvents {
-    job_id: String,
+    #[schema(value_type = String)]
+    job_id: JobId,
     items: Vec<JobEvent>,
 }
 
@@ -79,7 +81,7 @@ pub(crate) struct JobEvents {
 /// (an upload or a completed job's output, read from storage — if `owner` owns it), or a URL the
 /// worker will download (refused now if its host is a literal private address, as is such a
 /// `webhook_url`). Also refuses a canvas larger than the frame-area limit.
-pub(crate) async fn resolve_input(app: &App, spec: &mut JobSpec, owner: Option<&str>) -> ApiResult<()> {
+pub(crate) async fn resolve_input(app: &App, spec: &mut JobSpec, owner: Option<&KeyFingerprint>) -> ApiResult<()> {
     let mut errors = Vec::new();
     let allow_private = app.config.allow_private_urls;
     spec.input = match StoredRef::from_url(&spec.video_url) {
@@ -133,12 +135,12 @@ pub(crate) async fn resolve_input(app: &App, spec: &mut JobSpec, owner: Option<&
 async fn stored_object(
     app: &App,
     stored: &StoredRef,
-    owner: Option<&str>,
+    owner: Option<&KeyFingerprint>,
 ) -> ApiResult<Result<InputRef, &'static str>> {
     const NOT_YOURS: &str = "refers to a file of this service that does not exist (or belongs to another key)";
     Ok(match stored {
         StoredRef::Upload(id) => match app.store.upload(id).await? {
-            Some(u) if u.owner.as_deref() == owner || u.owner.is_none() => {
+            Some(u) if u.owner.as_ref() == owner || u.owner.is_none() => {
                 if u.deleted_at.is_some() {
                     Err("this upload was deleted after the retention period; upload it again")
                 } else {
@@ -148,7 +150,7 @@ async fn stored_object(
             _ => Err(NOT_YOURS),
         },
         StoredRef::Output(id) => match app.store.job(id, None).await? {
-            Some(job) if job.owner.as_deref() == owner => match (&job.output_key, job.output_deleted_at) {
+            Some(job) if job.owner.as_ref() == owner => match (&job.output_key, job.output_deleted_at) {
                 (Some(key), None) => Ok(InputRef::Output { job_id: job.id.clone(), object_key: key.clone() }),
                 (Some(_), Some(_)) => Err("this output was deleted after the retention period"),
                 (None, _) => Err(NOT_YOURS),
@@ -173,14 +175,14 @@ fn missing_model(app: &App, spec: &JobSpec) -> Option<ApiError> {
 }
 
 /// Creates a job for `owner` from a parsed body; shared with the legacy `/api/process`.
-pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> ApiResult<JobRow> {
+pub(crate) async fn create_job(app: &App, owner: Option<&KeyFingerprint>, body: &Value) -> ApiResult<JobRow> {
     let mut spec = parse_spec(body, None, Mode::Create)?;
     if let Some(refused) = missing_model(app, &spec) {
         return Err(refused);
     }
     resolve_input(app, &mut spec, owner).await?;
     let status = if spec.auto_start { Status::Pending } else { Status::Created };
-    let id = format!("job_{}", uuid::Uuid::new_v4().simple());
+    let id = JobId::generate();
     // Drafts too: probing the upload now makes their start cheap.
     let hold = reservation(app, &spec, owner).await?;
     let row = app.store.insert_job(&id, owner, &spec, status, request_id().as_deref(), hold).await?;
@@ -214,7 +216,7 @@ pub(crate) async fn create_job(app: &App, owner: Option<&str>, body: &Value) -> 
 )]
 pub async fn create(State(app): State<App>, key: ApiKey, JsonBody(body): JsonBody) -> ApiResult<Json<JobChanged>> {
     if body.get("auto_start") != Some(&Value::Bool(false)) {
-        app.limits.start(key.owner()).require("job starts for this key")?;
+        app.limits.start(key.owner().as_str()).require("job starts for this key")?;
     }
     let row = create_job(&app, Some(key.owner()), &body).await?;
     let message = if row.status == Status::Pending {
@@ -243,14 +245,14 @@ pub async fn create(State(app): State<App>, key: ApiKey, JsonBody(body): JsonBod
 pub async fn start(
     State(app): State<App>,
     key: ApiKey,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<JobChanged>> {
     let row = app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
     if row.status != Status::Created {
         return Err(state_conflict(row.status, "start"));
     }
-    app.limits.start(key.owner()).require("job starts for this key")?;
+    app.limits.start(key.owner().as_str()).require("job starts for this key")?;
     let mut spec = parse_spec(&body, Some(&row.spec), Mode::Start)?;
     if let Some(refused) = missing_model(&app, &spec) {
         return Err(refused);
@@ -286,7 +288,7 @@ fn state_conflict(status: Status, action: &str) -> ApiError {
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn get(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<Job>> {
+pub async fn get(State(app): State<App>, key: ApiKey, Path(id): Path<JobId>) -> ApiResult<Json<Job>> {
     let row = app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
     Ok(Json(app.job_view(&row)))
 }
@@ -342,7 +344,7 @@ pub async fn list(State(app): State<App>, key: ApiKey, Query(q): Query<ListQuery
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<JobChanged>> {
+pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<JobId>) -> ApiResult<Json<JobChanged>> {
     let owner = Some(key.owner());
     let row = app.store.job(&id, owner).await?.ok_or_else(ApiError::job_not_found)?;
     let rid = request_id();
@@ -383,7 +385,7 @@ pub async fn cancel(State(app): State<App>, key: ApiKey, Path(id): Path<String>)
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-pub async fn events(State(app): State<App>, key: ApiKey, Path(id): Path<String>) -> ApiResult<Json<JobEvents>> {
+pub async fn events(State(app): State<App>, key: ApiKey, Path(id): Path<JobId>) -> ApiResult<Json<JobEvents>> {
     app.store.job(&id, Some(key.owner())).await?.ok_or_else(ApiError::job_not_found)?;
     let items = app
         .store

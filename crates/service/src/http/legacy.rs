@@ -14,6 +14,7 @@ use super::jobs::create_job;
 use super::uploads::{discard, store_upload, Refusals};
 use super::{ClientAddr, JsonBody};
 use crate::error::{ApiError, ApiResult, Code};
+use crate::ids::JobId;
 use crate::jobs::Status;
 use crate::wire::timestamp;
 use crate::App;
@@ -22,8 +23,10 @@ use crate::App;
 #[derive(Serialize, ToSchema)]
 pub(crate) struct LegacyProcess {
     success: bool,
-    id: String,
-    job_id: String,
+    #[schema(value_type = String)]
+    id: JobId,
+    #[schema(value_type = String)]
+    job_id: JobId,
     status: Status,
     progress: i64,
     output_url: Option<String>,
@@ -122,7 +125,7 @@ fn admit(app: &App, client: std::net::IpAddr) -> ApiResult<()> {
         (status = 410, description = "`output_expired`: deleted after the retention period", body = crate::error::ErrorBody)
     )
 )]
-pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Download>> {
+pub async fn download(State(app): State<App>, Path(id): Path<JobId>) -> ApiResult<Json<Download>> {
     let row = app.store.job(&id, None).await?.ok_or_else(ApiError::job_not_found)?;
     let spec = &row.spec;
     if row.status != Status::Completed {

@@ -22,7 +22,7 @@ use crate::App;
 pub async fn pricing(State(app): State<App>) -> Json<Pricing> {
     Json(Pricing {
         success: true,
-        model_pricing_credits_per_minute: app.config.prices.iter().map(|(m, p)| (m.to_string(), Credits(p))).collect(),
+        model_pricing_credits_per_minute: app.config.prices.iter().map(|(m, p)| (m.name().to_string(), Credits(p))).collect(),
         billing: "ceil(seconds processed) x credits_per_minute / 60, reserved at start, charged at completion, refunded on failure or cancel",
         price_per_second_cents: None,
         packages: Vec::new(),

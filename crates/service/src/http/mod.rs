@@ -34,6 +34,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::error::{ApiError, Code, ErrorCode, FieldError, REQUEST_ID};
+use crate::ids::KeyFingerprint;
 use crate::store::KeyRecord;
 use crate::App;
 
@@ -271,7 +272,7 @@ impl FromRequestParts<App> for ApiKey {
 
 impl ApiKey {
     /// The owner id stored on this key's uploads and jobs.
-    pub fn owner(&self) -> &str {
+    pub fn owner(&self) -> &KeyFingerprint {
         &self.0.fingerprint
     }
 }

@@ -14,6 +14,7 @@ use clearbg_engine::container::{self, Sniffed};
 
 use super::ApiKey;
 use crate::error::{ApiError, ApiResult, Code, FieldError};
+use crate::ids::{KeyFingerprint, UploadId};
 use crate::store::{now_ms, UploadRecord};
 use crate::App;
 
@@ -22,7 +23,8 @@ use crate::App;
 pub(crate) struct Upload {
     success: bool,
     /// `vid_…`.
-    video_id: String,
+    #[schema(value_type = String)]
+    video_id: UploadId,
     /// Give this to `POST /v1/jobs` as `video_url` (a signed link; valid as long as the upload).
     video_url: String,
     filename: String,
@@ -70,7 +72,7 @@ pub async fn create(
 /// Streams the `file` part to storage and records it; shared with the legacy `/api/upload`.
 pub(crate) async fn store_upload(
     app: &App,
-    owner: Option<&str>,
+    owner: Option<&KeyFingerprint>,
     headers: &HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
     refusals: Refusals,
@@ -134,7 +136,7 @@ fn bad_multipart(detail: &str) -> ApiError {
 
 async fn stream_file(
     app: &App,
-    owner: Option<&str>,
+    owner: Option<&KeyFingerprint>,
     mut field: Field<'_>,
     refusals: Refusals,
     too_large: impl Fn() -> ApiError,
@@ -164,7 +166,7 @@ async fn stream_file(
         }
     };
     let (content_type, ext) = (video.media_type(), video.extension());
-    let id = format!("vid_{}", uuid::Uuid::new_v4().simple());
+    let id = UploadId::generate();
     let object_key = format!("uploads/{id}.{ext}");
     let mut writer = app.storage.writer(&object_key).await.map_err(|e| ApiError::internal("storing the upload", e))?;
     let mut chunk = bytes::Bytes::from(first);
@@ -196,7 +198,7 @@ async fn stream_file(
     let (size, sha256) = writer.finish().await.map_err(|e| ApiError::internal("storing the upload", e))?;
     let record = UploadRecord {
         id: id.clone(),
-        owner: owner.map(str::to_string),
+        owner: owner.cloned(),
         object_key: object_key.clone(),
         filename: filename.clone(),
         content_type: content_type.to_string(),

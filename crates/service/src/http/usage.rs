@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::query::QueryFields;
 use super::ApiKey;
 use crate::error::ApiResult;
+use crate::ids::JobId;
 use crate::store::Credits;
 use crate::wire::timestamp;
 use crate::App;
@@ -58,7 +59,8 @@ pub(crate) struct UsageEvent {
     /// `created` `started` `reserved` `completed` `failed` `cancelled` `charged` `refunded`.
     #[serde(rename = "type")]
     kind: String,
-    job_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    job_id: Option<JobId>,
     request_id: Option<String>,
     credits: Option<Credits>,
     created_at: String,

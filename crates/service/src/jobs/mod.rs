@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::ids::{JobId, UploadId};
+
 pub use parse::{check_url, parse_composition, parse_spec, Mode, MAX_METADATA_BYTES, MODELS};
 
 /// A job's lifecycle: `created` (draft) → `pending` (queued) → `processing` → `completed` | `failed`.
@@ -157,14 +159,14 @@ pub enum InputRef {
     /// A file uploaded to this service: read straight from storage.
     Upload {
         /// The upload's id.
-        upload_id: String,
+        upload_id: UploadId,
         /// Its object key in storage.
         object_key: String,
     },
     /// The output of one of the same key's completed jobs: read straight from storage.
     Output {
         /// The job that made it.
-        job_id: String,
+        job_id: JobId,
         /// Its object key in storage.
         object_key: String,
     },

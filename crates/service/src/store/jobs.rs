@@ -12,6 +12,7 @@ use super::ledger::{reserve, settle, Reservation};
 use super::outbox::enqueue_webhook;
 use super::usage::usage;
 use super::{now_ms, Store, StoreError};
+use crate::ids::{JobId, KeyFingerprint};
 use crate::jobs::{Billing, JobSpec, Status};
 use crate::webhooks::Event;
 use crate::wire::Links;
@@ -22,8 +23,8 @@ use crate::wire::Links;
 #[derive(Debug, Clone)]
 #[allow(missing_docs)]
 pub struct JobRow {
-    pub id: String,
-    pub owner: Option<String>,
+    pub id: JobId,
+    pub owner: Option<KeyFingerprint>,
     pub status: Status,
     pub spec: JobSpec,
     /// Options accepted but not applied.
@@ -130,8 +131,8 @@ impl Store {
     /// `reservation` on the owner's balance in the same transaction, or is not stored at all.
     pub async fn insert_job(
         &self,
-        id: &str,
-        owner: Option<&str>,
+        id: &JobId,
+        owner: Option<&KeyFingerprint>,
         spec: &JobSpec,
         status: Status,
         request_id: Option<&str>,
@@ -172,19 +173,19 @@ impl Store {
     }
 
     /// A job by id, if `owner` may see it (`None` owner: any job, for internal use).
-    pub async fn job(&self, id: &str, owner: Option<&str>) -> sqlx::Result<Option<JobRow>> {
+    pub async fn job(&self, id: &JobId, owner: Option<&KeyFingerprint>) -> sqlx::Result<Option<JobRow>> {
         let cols = self.job_columns();
         let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {cols} FROM jobs WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.filter(|r| owner.is_none() || r.owner.as_deref() == owner))
+        Ok(row.filter(|r| owner.is_none() || r.owner.as_ref() == owner))
     }
 
     /// A page of `owner`'s jobs, newest first, and how many there are in all.
     pub async fn list_jobs(
         &self,
-        owner: &str,
+        owner: &KeyFingerprint,
         status: Option<Status>,
         limit: i64,
         offset: i64,
@@ -214,8 +215,8 @@ impl Store {
     /// the owner's balance in the same transaction (or changing nothing, if the balance is short).
     pub async fn start_job(
         &self,
-        id: &str,
-        owner: Option<&str>,
+        id: &JobId,
+        owner: Option<&KeyFingerprint>,
         spec: &JobSpec,
         request_id: Option<&str>,
         reservation: Reservation,
@@ -245,14 +246,14 @@ impl Store {
             return Err(self.conflict(id, owner).await);
         };
         event(&mut tx, id, Some(Status::Created), Status::Pending, "started", request_id, None, 0).await?;
-        usage(&mut tx, row.owner.as_deref(), "started", id, request_id, None).await?;
-        reserve(&mut tx, row.owner.as_deref(), id, request_id, reservation).await?;
+        usage(&mut tx, row.owner.as_ref(), "started", id, request_id, None).await?;
+        reserve(&mut tx, row.owner.as_ref(), id, request_id, reservation).await?;
         self.announce_queued(&mut tx).await?;
         tx.commit().await?;
         Ok(row)
     }
 
-    async fn conflict(&self, id: &str, owner: Option<&str>) -> StoreError {
+    async fn conflict(&self, id: &JobId, owner: Option<&KeyFingerprint>) -> StoreError {
         match self.job(id, owner).await {
             Ok(Some(row)) => StoreError::WrongState(row.status),
             Ok(None) => StoreError::NotFound,
@@ -265,7 +266,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub async fn fail(
         &self,
-        id: &str,
+        id: &JobId,
         worker: Option<&str>,
         from: Status,
         code: &str,
@@ -296,7 +297,7 @@ impl Store {
         let reason = format!("{code}: {message}");
         event(&mut tx, id, Some(from), Status::Failed, &reason, request_id, worker, row.attempts).await?;
         let kind = if code == "cancelled" { "cancelled" } else { "failed" };
-        usage(&mut tx, row.owner.as_deref(), kind, id, request_id, None).await?;
+        usage(&mut tx, row.owner.as_ref(), kind, id, request_id, None).await?;
         settle(&mut tx, &row, request_id).await?;
         if let Some(ended) = Event::ended(&row) {
             enqueue_webhook(&mut tx, &row, ended, links).await?;
@@ -306,7 +307,7 @@ impl Store {
     }
 
     /// Asks the worker running a job to stop; recorded in the audit trail.
-    pub async fn request_cancel(&self, id: &str, request_id: Option<&str>) -> sqlx::Result<bool> {
+    pub async fn request_cancel(&self, id: &JobId, request_id: Option<&str>) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
         let attempt: Option<i64> = sqlx::query_scalar(
             "UPDATE jobs SET cancel_requested = 1, updated_at = $1 WHERE id = $2 AND status = 'processing' RETURNING attempts",
@@ -323,7 +324,7 @@ impl Store {
     }
 
     /// A job's audit trail, oldest first.
-    pub async fn events(&self, id: &str) -> sqlx::Result<Vec<EventRow>> {
+    pub async fn events(&self, id: &JobId) -> sqlx::Result<Vec<EventRow>> {
         sqlx::query_as("SELECT * FROM job_events WHERE job_id = $1 ORDER BY id").bind(id).fetch_all(&self.pool).await
     }
 
@@ -337,7 +338,7 @@ impl Store {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn event(
     tx: &mut sqlx::AnyConnection,
-    job_id: &str,
+    job_id: &JobId,
     from: Option<Status>,
     to: Status,
     reason: &str,

@@ -6,13 +6,14 @@ use sqlx::FromRow;
 
 use super::ledger::{ledger, Entry};
 use super::{hash_key, now_ms, Store};
+use crate::ids::KeyFingerprint;
 
 /// An API key as stored (never the key itself).
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct KeyRecord {
     /// Public id of the key.
     #[serde(rename = "key_fingerprint")]
-    pub fingerprint: String,
+    pub fingerprint: KeyFingerprint,
     /// sha256 of the key.
     #[serde(skip)]
     pub key_hash: String,
@@ -45,7 +46,7 @@ impl Store {
         let key = format!("cbg_{}", hex::encode(secret));
         let hash = hash_key(&key);
         let record = KeyRecord {
-            fingerprint: format!("kfp_{}", &hash[..16]),
+            fingerprint: KeyFingerprint::of_hash(&hash),
             key_hash: hash,
             client_id: client_id.to_string(),
             note: note.map(str::to_string),
@@ -84,7 +85,7 @@ impl Store {
     }
 
     /// Records that a key was used, at most once a minute per key.
-    pub async fn touch_key(&self, fingerprint: &str) -> sqlx::Result<()> {
+    pub async fn touch_key(&self, fingerprint: &KeyFingerprint) -> sqlx::Result<()> {
         let now = now_ms();
         sqlx::query(
             "UPDATE api_keys SET last_used_at = $1 WHERE fingerprint = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
@@ -103,7 +104,7 @@ impl Store {
     }
 
     /// Sets a key `active` or `disabled`; `None` if there is no such key.
-    pub async fn set_key_status(&self, fingerprint: &str, status: &str) -> sqlx::Result<Option<KeyRecord>> {
+    pub async fn set_key_status(&self, fingerprint: &KeyFingerprint, status: &str) -> sqlx::Result<Option<KeyRecord>> {
         sqlx::query_as("UPDATE api_keys SET status = $1 WHERE fingerprint = $2 RETURNING *")
             .bind(status)
             .bind(fingerprint)
@@ -112,7 +113,7 @@ impl Store {
     }
 
     /// A key by fingerprint.
-    pub async fn key_by_fingerprint(&self, fingerprint: &str) -> sqlx::Result<Option<KeyRecord>> {
+    pub async fn key_by_fingerprint(&self, fingerprint: &KeyFingerprint) -> sqlx::Result<Option<KeyRecord>> {
         sqlx::query_as("SELECT * FROM api_keys WHERE fingerprint = $1")
             .bind(fingerprint)
             .fetch_optional(&self.pool)

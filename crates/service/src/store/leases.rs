@@ -8,6 +8,7 @@ use super::ledger::settle;
 use super::outbox::enqueue_webhook;
 use super::usage::usage;
 use super::{now_ms, Store};
+use crate::ids::JobId;
 use crate::jobs::Status;
 use crate::webhooks::Event;
 use crate::wire::Links;
@@ -56,10 +57,10 @@ impl Store {
     /// Puts jobs whose worker stopped renewing its lease back in the queue, or fails them once
     /// they have used every attempt (queueing `job.failed` with `links` for its body). Returns the jobs it
     /// touched.
-    pub async fn recover_expired(&self, max_attempts: u32, links: Links<'_>) -> sqlx::Result<Vec<String>> {
+    pub async fn recover_expired(&self, max_attempts: u32, links: Links<'_>) -> sqlx::Result<Vec<JobId>> {
         let cols = self.job_columns();
         let now = now_ms();
-        let expired: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        let expired: Vec<(JobId, Option<String>, i64)> = sqlx::query_as(
             "SELECT id, lease_owner, attempts FROM jobs WHERE status = 'processing' AND lease_expires_at < $1",
         )
         .bind(now)
@@ -108,7 +109,7 @@ impl Store {
             if let Some(row) = done {
                 event(&mut tx, &id, Some(Status::Processing), to, &reason, None, None, attempts).await?;
                 if to == Status::Failed {
-                    usage(&mut tx, row.owner.as_deref(), "failed", &id, None, None).await?;
+                    usage(&mut tx, row.owner.as_ref(), "failed", &id, None, None).await?;
                     settle(&mut tx, &row, None).await?;
                 }
                 if to == Status::Pending {
@@ -168,7 +169,7 @@ impl Store {
     /// job was taken from this worker), else whether a cancel was requested.
     pub async fn heartbeat(
         &self,
-        id: &str,
+        id: &JobId,
         worker: &str,
         lease: Duration,
         advance: Advance,
@@ -196,7 +197,7 @@ impl Store {
     /// in the same transaction.
     pub async fn complete(
         &self,
-        id: &str,
+        id: &JobId,
         worker: &str,
         out: &Output,
         cost: i64,
@@ -233,7 +234,7 @@ impl Store {
         );
         event(&mut tx, id, Some(Status::Processing), Status::Completed, &reason, None, Some(worker), row.attempts)
             .await?;
-        usage(&mut tx, row.owner.as_deref(), "completed", id, None, None).await?;
+        usage(&mut tx, row.owner.as_ref(), "completed", id, None, None).await?;
         settle(&mut tx, &row, None).await?;
         enqueue_webhook(&mut tx, &row, Event::Completed, links).await?;
         tx.commit().await?;
@@ -242,7 +243,7 @@ impl Store {
 
     /// Gives a job that `worker` still holds back to the queue, as `how` says, with `reason` in
     /// its audit trail.
-    pub async fn release(&self, id: &str, worker: &str, how: HandBack, reason: &str) -> sqlx::Result<bool> {
+    pub async fn release(&self, id: &JobId, worker: &str, how: HandBack, reason: &str) -> sqlx::Result<bool> {
         let now = now_ms();
         let (refunded_attempts, queued_at) = match how {
             HandBack::Shutdown => (1, now),

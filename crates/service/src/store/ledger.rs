@@ -10,6 +10,7 @@ use super::jobs::JobRow;
 use super::keys::KeyRecord;
 use super::usage::usage;
 use super::{now_ms, Store, StoreError};
+use crate::ids::{JobId, KeyFingerprint};
 use crate::jobs::Billing;
 
 /// An amount of credits, kept in millicredits (the ledger's unit) and shown in credits: an
@@ -78,7 +79,7 @@ pub struct LedgerRow {
     /// Order of the row.
     pub id: i64,
     /// The key.
-    pub key_fingerprint: String,
+    pub key_fingerprint: KeyFingerprint,
     /// `grant`, `reserve`, `release`, `charge`, `refund` or `adjust`.
     pub kind: String,
     /// Signed change of the balance, millicredits.
@@ -86,7 +87,7 @@ pub struct LedgerRow {
     /// The balance after it, millicredits.
     pub balance_after: i64,
     /// The job it is for.
-    pub job_id: Option<String>,
+    pub job_id: Option<JobId>,
     /// The request that caused it.
     pub request_id: Option<String>,
     /// Free text.
@@ -100,9 +101,9 @@ impl Store {
     /// learnt (billing `pending` → `reserved`), if `worker` still holds it. `Ok(false)`: nothing
     /// to do (already reserved, or the job was taken from this worker). A short balance changes
     /// nothing and is [`StoreError::InsufficientCredits`].
-    pub async fn reserve_for_job(&self, id: &str, worker: &str, amount: i64) -> Result<bool, StoreError> {
+    pub async fn reserve_for_job(&self, id: &JobId, worker: &str, amount: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let owner: Option<Option<String>> = sqlx::query_scalar(
+        let owner: Option<Option<KeyFingerprint>> = sqlx::query_scalar(
             "UPDATE jobs SET billing_status = 'reserved', credits_reserved = $1, updated_at = $2 \
              WHERE id = $3 AND status = 'processing' AND lease_owner = $4 AND billing_status = 'pending' RETURNING owner",
         )
@@ -113,7 +114,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(owner) = owner else { return Ok(false) };
-        reserve(&mut tx, owner.as_deref(), id, None, Reservation::Now(amount)).await?;
+        reserve(&mut tx, owner.as_ref(), id, None, Reservation::Now(amount)).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -123,7 +124,7 @@ impl Store {
     /// [`StoreError::InsufficientCredits`]. Returns the key as it is after, and the change.
     pub async fn adjust_credits(
         &self,
-        fingerprint: &str,
+        fingerprint: &KeyFingerprint,
         adjustment: Adjustment,
         note: Option<&str>,
         request_id: Option<&str>,
@@ -160,7 +161,7 @@ impl Store {
     }
 
     /// A key's ledger, newest first, at most `limit` rows.
-    pub async fn ledger(&self, fingerprint: &str, limit: i64) -> sqlx::Result<Vec<LedgerRow>> {
+    pub async fn ledger(&self, fingerprint: &KeyFingerprint, limit: i64) -> sqlx::Result<Vec<LedgerRow>> {
         sqlx::query_as("SELECT * FROM credit_ledger WHERE key_fingerprint = $1 ORDER BY id DESC LIMIT $2")
             .bind(fingerprint)
             .bind(limit)
@@ -169,7 +170,7 @@ impl Store {
     }
 
     /// A key's balance rebuilt from its ledger alone (the sum of every row).
-    pub async fn ledger_balance(&self, fingerprint: &str) -> sqlx::Result<i64> {
+    pub async fn ledger_balance(&self, fingerprint: &KeyFingerprint) -> sqlx::Result<i64> {
         sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM credit_ledger WHERE key_fingerprint = $1",
         )
@@ -180,10 +181,10 @@ impl Store {
 
     /// Rebuilds every key's cached balance from the ledger; returns the keys whose cache was
     /// wrong, with the cached and the rebuilt balance (empty when all agree, as they should).
-    pub async fn rebuild_balances(&self) -> sqlx::Result<Vec<(String, i64, i64)>> {
+    pub async fn rebuild_balances(&self) -> sqlx::Result<Vec<(KeyFingerprint, i64, i64)>> {
         const LEDGER: &str =
             "(SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM credit_ledger l WHERE l.key_fingerprint = api_keys.fingerprint)";
-        let wrong: Vec<(String, i64, i64)> =
+        let wrong: Vec<(KeyFingerprint, i64, i64)> =
             sqlx::query_as(&format!("SELECT fingerprint, credits, {LEDGER} FROM api_keys WHERE credits != {LEDGER}"))
                 .fetch_all(&self.pool)
                 .await?;
@@ -200,14 +201,14 @@ impl Store {
 /// What a ledger row records besides its amount.
 pub(super) struct Entry<'a> {
     pub(super) kind: &'a str,
-    pub(super) job_id: Option<&'a str>,
+    pub(super) job_id: Option<&'a JobId>,
     pub(super) request_id: Option<&'a str>,
     pub(super) note: Option<&'a str>,
 }
 
 pub(super) async fn ledger(
     tx: &mut sqlx::AnyConnection,
-    fingerprint: &str,
+    fingerprint: &KeyFingerprint,
     amount: i64,
     balance_after: i64,
     entry: &Entry<'_>,
@@ -229,7 +230,12 @@ pub(super) async fn ledger(
 }
 
 /// Adds `amount` (≥ 0) to a balance, with its ledger row.
-async fn credit(tx: &mut sqlx::AnyConnection, fingerprint: &str, amount: i64, entry: &Entry<'_>) -> sqlx::Result<()> {
+async fn credit(
+    tx: &mut sqlx::AnyConnection,
+    fingerprint: &KeyFingerprint,
+    amount: i64,
+    entry: &Entry<'_>,
+) -> sqlx::Result<()> {
     let after: Option<i64> =
         sqlx::query_scalar("UPDATE api_keys SET credits = credits + $1 WHERE fingerprint = $2 RETURNING credits")
             .bind(amount)
@@ -246,7 +252,7 @@ async fn credit(tx: &mut sqlx::AnyConnection, fingerprint: &str, amount: i64, en
 /// concurrent debits can never overdraw — with its ledger row.
 async fn debit(
     tx: &mut sqlx::AnyConnection,
-    fingerprint: &str,
+    fingerprint: &KeyFingerprint,
     amount: i64,
     entry: &Entry<'_>,
 ) -> Result<(), StoreError> {
@@ -272,8 +278,8 @@ async fn debit(
 /// Makes a started job's reservation in the caller's transaction.
 pub(super) async fn reserve(
     tx: &mut sqlx::AnyConnection,
-    owner: Option<&str>,
-    job_id: &str,
+    owner: Option<&KeyFingerprint>,
+    job_id: &JobId,
     request_id: Option<&str>,
     reservation: Reservation,
 ) -> Result<(), StoreError> {
@@ -307,8 +313,8 @@ pub(super) async fn reserve(
 /// `charged` releases the reservation and charges `credits_used`; `refunded` gives the
 /// reservation back.
 pub(super) async fn settle(tx: &mut sqlx::AnyConnection, row: &JobRow, request_id: Option<&str>) -> sqlx::Result<()> {
-    let Some(owner) = row.owner.as_deref() else { return Ok(()) };
-    let job_id = Some(row.id.as_str());
+    let Some(owner) = row.owner.as_ref() else { return Ok(()) };
+    let job_id = Some(&row.id);
     match row.billing_status {
         Some(Billing::Charged) => {
             if row.credits_reserved > 0 {

@@ -7,6 +7,7 @@ use sqlx::FromRow;
 
 use super::jobs::JobRow;
 use super::{now_ms, Store};
+use crate::ids::JobId;
 use crate::webhooks::Event;
 use crate::wire::{timestamp, Job, Links, WebhookBody};
 
@@ -15,7 +16,7 @@ use crate::wire::{timestamp, Job, Links, WebhookBody};
 #[allow(missing_docs)]
 pub struct DeliveryRow {
     pub id: String,
-    pub job_id: String,
+    pub job_id: JobId,
     pub event: String,
     pub url: String,
     pub body: Vec<u8>,

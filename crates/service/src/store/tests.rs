@@ -3,6 +3,7 @@
 use super::*;
 use serde_json::Value;
 
+use crate::ids::JobId;
 use crate::jobs::{parse_spec, Billing, JobSpec, Mode};
 use crate::storage::{Signer, Storage};
 use crate::testing::PgDatabase;
@@ -12,6 +13,11 @@ use crate::wire::Links;
 enum TestDb {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres(#[allow(dead_code)] PgDatabase),
+}
+
+/// A job id in a test.
+fn job_id(id: &str) -> JobId {
+    JobId::from(id)
 }
 
 async fn store(backend: Backend) -> (TestDb, Store) {
@@ -62,18 +68,18 @@ async fn postgres_announces_queued_jobs_on_commit_only() {
     let mut listener = sqlx::postgres::PgListener::connect(store.url()).await.unwrap();
     listener.listen(QUEUE_CHANNEL).await.unwrap();
     // A draft queues nothing; a start announces the job once its transaction commits.
-    store.insert_job("job_d", None, &draft(), Status::Created, None, Reservation::None).await.unwrap();
+    store.insert_job(&job_id("job_d"), None, &draft(), Status::Created, None, Reservation::None).await.unwrap();
     assert!(next(&mut listener).await.is_none(), "a draft is not announced");
-    store.start_job("job_d", None, &draft(), None, Reservation::None).await.unwrap();
+    store.start_job(&job_id("job_d"), None, &draft(), None, Reservation::None).await.unwrap();
     let n = next(&mut listener).await.expect("the start is announced");
     assert_eq!(n.channel(), QUEUE_CHANNEL);
     // A start refused for credits rolls back, and announces nothing.
     let (_, key) = store.create_key("c", None, 0, None).await.unwrap();
     store
-        .insert_job("job_e", Some(&key.fingerprint), &draft(), Status::Created, None, Reservation::None)
+        .insert_job(&job_id("job_e"), Some(&key.fingerprint), &draft(), Status::Created, None, Reservation::None)
         .await
         .unwrap();
-    let refused = store.start_job("job_e", Some(&key.fingerprint), &draft(), None, Reservation::Now(1)).await;
+    let refused = store.start_job(&job_id("job_e"), Some(&key.fingerprint), &draft(), None, Reservation::Now(1)).await;
     assert!(matches!(refused, Err(StoreError::InsufficientCredits { .. })));
     assert!(next(&mut listener).await.is_none(), "a rolled-back start is not announced");
 }
@@ -101,7 +107,7 @@ async fn concurrent_reservations_never_overdraw_and_the_ledger_rebuilds_the_bala
     let fp = key.fingerprint.clone();
     for n in 0..40 {
         store
-            .insert_job(&format!("job_{n}"), Some(&fp), &draft(), Status::Created, None, Reservation::None)
+            .insert_job(&job_id(&format!("job_{n}")), Some(&fp), &draft(), Status::Created, None, Reservation::None)
             .await
             .unwrap();
     }
@@ -109,7 +115,7 @@ async fn concurrent_reservations_never_overdraw_and_the_ledger_rebuilds_the_bala
         .map(|n| {
             let (store, fp) = (store.clone(), fp.clone());
             tokio::spawn(async move {
-                store.start_job(&format!("job_{n}"), Some(&fp), &draft(), None, Reservation::Now(1_000)).await
+                store.start_job(&job_id(&format!("job_{n}")), Some(&fp), &draft(), None, Reservation::Now(1_000)).await
             })
         })
         .collect();
@@ -127,7 +133,7 @@ async fn concurrent_reservations_never_overdraw_and_the_ledger_rebuilds_the_bala
     assert!(store.rebuild_balances().await.unwrap().is_empty(), "the cache agrees with the ledger");
 
     // A cancel refunds; a corrupted cache is found and rebuilt from the ledger.
-    let started: String = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'pending' LIMIT 1")
+    let started: JobId = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'pending' LIMIT 1")
         .fetch_one(&store.pool)
         .await
         .unwrap();
@@ -151,7 +157,7 @@ async fn concurrent_claims_take_each_job_exactly_once(backend: Backend) {
     let queued = spec(serde_json::json!({"video_url": "http://h/a.mp4"}));
     for n in 0..30 {
         store
-            .insert_job(&format!("job_{n:02}"), None, &queued, Status::Pending, None, Reservation::None)
+            .insert_job(&job_id(&format!("job_{n:02}")), None, &queued, Status::Pending, None, Reservation::None)
             .await
             .unwrap();
     }
@@ -173,7 +179,7 @@ async fn concurrent_claims_take_each_job_exactly_once(backend: Backend) {
         claimed.extend(w.await.unwrap());
     }
     claimed.sort();
-    let expected: Vec<String> = (0..30).map(|n| format!("job_{n:02}")).collect();
+    let expected: Vec<JobId> = (0..30).map(|n| job_id(&format!("job_{n:02}"))).collect();
     assert_eq!(claimed, expected, "every job claimed, none twice");
     for id in &expected {
         let claims = store.events(id).await.unwrap().into_iter().filter(|e| e.to_status == "processing").count();
@@ -186,18 +192,18 @@ async fn an_expired_lease_gives_the_job_to_another_worker_and_fences_the_first(b
     let (_, key) = store.create_key("c", None, 10_000, None).await.unwrap();
     let queued = spec(serde_json::json!({"video_url": "http://h/a.mp4"}));
     store
-        .insert_job("job_a", Some(&key.fingerprint), &queued, Status::Pending, None, Reservation::Now(3_000))
+        .insert_job(&job_id("job_a"), Some(&key.fingerprint), &queued, Status::Pending, None, Reservation::Now(3_000))
         .await
         .unwrap();
     let lease = Duration::from_millis(200);
     assert_eq!(store.claim("dead", lease, links()).await.unwrap().unwrap().id, "job_a");
     assert!(store.recover_expired(2, links()).await.unwrap().is_empty(), "the lease is still live");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store.recover_expired(2, links()).await.unwrap(), vec!["job_a".to_string()]);
+    assert_eq!(store.recover_expired(2, links()).await.unwrap(), vec![job_id("job_a")]);
     let second = store.claim("alive", lease, links()).await.unwrap().unwrap();
     assert_eq!((second.attempts, second.lease_owner.as_deref()), (2, Some("alive")));
     // The first worker is fenced off: no heartbeat, no completion, no failure.
-    assert_eq!(store.heartbeat("job_a", "dead", lease, advance(50.0)).await.unwrap(), None);
+    assert_eq!(store.heartbeat(&job_id("job_a"), "dead", lease, advance(50.0)).await.unwrap(), None);
     let out = Output {
         key: "outputs/job_a.webm".into(),
         sha256: "00".into(),
@@ -207,17 +213,17 @@ async fn an_expired_lease_gives_the_job_to_another_worker_and_fences_the_first(b
         fps: 10.0,
         keyframes: 1,
     };
-    assert!(!store.complete("job_a", "dead", &out, 750, links()).await.unwrap());
-    assert!(!store.fail("job_a", Some("dead"), Status::Processing, "x", "x", None, links()).await.unwrap());
+    assert!(!store.complete(&job_id("job_a"), "dead", &out, 750, links()).await.unwrap());
+    assert!(!store.fail(&job_id("job_a"), Some("dead"), Status::Processing, "x", "x", None, links()).await.unwrap());
     // Its second worker dies too: with max_attempts 2 the job fails and is refunded.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store.recover_expired(2, links()).await.unwrap(), vec!["job_a".to_string()]);
-    let row = store.job("job_a", None).await.unwrap().unwrap();
+    assert_eq!(store.recover_expired(2, links()).await.unwrap(), vec![job_id("job_a")]);
+    let row = store.job(&job_id("job_a"), None).await.unwrap().unwrap();
     assert_eq!((row.status, row.error_code.as_deref()), (Status::Failed, Some("attempts_exhausted")));
     assert_eq!(row.billing_status, Some(Billing::Refunded));
     assert_eq!(store.key_by_fingerprint(&key.fingerprint).await.unwrap().unwrap().credits, 10_000);
     let trail: Vec<(i64, String)> =
-        store.events("job_a").await.unwrap().into_iter().map(|e| (e.attempt, e.to_status)).collect();
+        store.events(&job_id("job_a")).await.unwrap().into_iter().map(|e| (e.attempt, e.to_status)).collect();
     let expected = [(0, "pending"), (1, "processing"), (1, "pending"), (2, "processing"), (2, "failed")];
     assert_eq!(trail, expected.map(|(a, s)| (a, s.to_string())));
 }
@@ -225,16 +231,16 @@ async fn an_expired_lease_gives_the_job_to_another_worker_and_fences_the_first(b
 async fn heartbeats_keep_the_highest_progress_and_carry_cancels(backend: Backend) {
     let (_db, store) = store(backend).await;
     let queued = spec(serde_json::json!({"video_url": "http://h/a.mp4"}));
-    store.insert_job("job_h", None, &queued, Status::Pending, None, Reservation::None).await.unwrap();
+    store.insert_job(&job_id("job_h"), None, &queued, Status::Pending, None, Reservation::None).await.unwrap();
     let lease = Duration::from_secs(60);
     store.claim("w", lease, links()).await.unwrap().unwrap();
-    assert_eq!(store.heartbeat("job_h", "w", lease, advance(40.0)).await.unwrap(), Some(false));
-    assert_eq!(store.heartbeat("job_h", "w", lease, advance(30.0)).await.unwrap(), Some(false));
-    assert_eq!(store.job("job_h", None).await.unwrap().unwrap().progress, 40.0);
-    assert!(store.request_cancel("job_h", Some("req_1")).await.unwrap());
-    assert_eq!(store.heartbeat("job_h", "w", lease, advance(45.0)).await.unwrap(), Some(true));
-    assert!(store.release("job_h", "w", HandBack::Shutdown, "shutdown").await.unwrap());
-    let row = store.job("job_h", None).await.unwrap().unwrap();
+    assert_eq!(store.heartbeat(&job_id("job_h"), "w", lease, advance(40.0)).await.unwrap(), Some(false));
+    assert_eq!(store.heartbeat(&job_id("job_h"), "w", lease, advance(30.0)).await.unwrap(), Some(false));
+    assert_eq!(store.job(&job_id("job_h"), None).await.unwrap().unwrap().progress, 40.0);
+    assert!(store.request_cancel(&job_id("job_h"), Some("req_1")).await.unwrap());
+    assert_eq!(store.heartbeat(&job_id("job_h"), "w", lease, advance(45.0)).await.unwrap(), Some(true));
+    assert!(store.release(&job_id("job_h"), "w", HandBack::Shutdown, "shutdown").await.unwrap());
+    let row = store.job(&job_id("job_h"), None).await.unwrap().unwrap();
     assert_eq!((row.status, row.attempts, row.progress), (Status::Pending, 0, 0.0));
     // Settings are written once, whoever asks first.
     assert_eq!(store.setting_or_insert("s", || "one".into()).await.unwrap(), "one");
@@ -244,23 +250,23 @@ async fn heartbeats_keep_the_highest_progress_and_carry_cancels(backend: Backend
 async fn a_job_handed_back_to_retry_waits_out_its_backoff(backend: Backend) {
     let (_db, store) = store(backend).await;
     let queued = spec(serde_json::json!({"video_url": "http://h/a.mp4"}));
-    store.insert_job("job_r", None, &queued, Status::Pending, None, Reservation::None).await.unwrap();
+    store.insert_job(&job_id("job_r"), None, &queued, Status::Pending, None, Reservation::None).await.unwrap();
     let lease = Duration::from_secs(60);
     store.claim("w1", lease, links()).await.unwrap().unwrap();
     let retry_at = now_ms() + 1_500;
-    assert!(!store.release("job_r", "w2", HandBack::RetryAt(retry_at), "not its job").await.unwrap());
-    assert!(store.release("job_r", "w1", HandBack::RetryAt(retry_at), "ffmpeg_missing: …").await.unwrap());
-    let row = store.job("job_r", None).await.unwrap().unwrap();
+    assert!(!store.release(&job_id("job_r"), "w2", HandBack::RetryAt(retry_at), "not its job").await.unwrap());
+    assert!(store.release(&job_id("job_r"), "w1", HandBack::RetryAt(retry_at), "ffmpeg_missing: …").await.unwrap());
+    let row = store.job(&job_id("job_r"), None).await.unwrap().unwrap();
     assert_eq!((row.status, row.attempts, row.queued_at), (Status::Pending, 1, Some(retry_at)), "the attempt counts");
     // A job queued later but due now goes first; the handed-back one waits for its time.
-    store.insert_job("job_s", None, &queued, Status::Pending, None, Reservation::None).await.unwrap();
+    store.insert_job(&job_id("job_s"), None, &queued, Status::Pending, None, Reservation::None).await.unwrap();
     assert_eq!(store.claim("w2", lease, links()).await.unwrap().unwrap().id, "job_s");
     assert!(store.claim("w2", lease, links()).await.unwrap().is_none(), "claimed before its backoff ended");
     tokio::time::sleep(Duration::from_millis((retry_at - now_ms()).max(0) as u64 + 50)).await;
     let again = store.claim("w2", lease, links()).await.unwrap().expect("claimable once the backoff ends");
     assert_eq!((again.id.as_str(), again.attempts), ("job_r", 2));
     let trail: Vec<(i64, String)> =
-        store.events("job_r").await.unwrap().into_iter().map(|e| (e.attempt, e.to_status)).collect();
+        store.events(&job_id("job_r")).await.unwrap().into_iter().map(|e| (e.attempt, e.to_status)).collect();
     let expected = [(0, "pending"), (1, "processing"), (1, "pending"), (2, "processing")];
     assert_eq!(trail, expected.map(|(a, s)| (a, s.to_string())));
 }
@@ -271,12 +277,12 @@ async fn webhook_outbox_and_usage_summary(backend: Backend) {
     let fp = key.fingerprint.clone();
     let hooked = spec(serde_json::json!({"video_url": "http://h/a.mp4", "webhook_url": "http://h/hook"}));
     store
-        .insert_job("job_w", Some(&fp), &hooked, Status::Pending, Some("req_1"), Reservation::Now(1_500))
+        .insert_job(&job_id("job_w"), Some(&fp), &hooked, Status::Pending, Some("req_1"), Reservation::Now(1_500))
         .await
         .unwrap();
     let lease = Duration::from_secs(60);
     store.claim("w", lease, links()).await.unwrap().unwrap();
-    let row = store.job("job_w", None).await.unwrap().unwrap();
+    let row = store.job(&job_id("job_w"), None).await.unwrap().unwrap();
     assert_eq!(serde_json::json!(row.webhook_events), serde_json::json!({"job.started": "pending"}));
     let delivery = store.claim_delivery(Duration::from_secs(30)).await.unwrap().unwrap();
     assert_eq!((delivery.event.as_str(), delivery.attempts), ("job.started", 1));
@@ -296,8 +302,8 @@ async fn webhook_outbox_and_usage_summary(backend: Backend) {
         fps: 10.0,
         keyframes: 1,
     };
-    assert!(store.complete("job_w", "w", &out, 1_000, links()).await.unwrap());
-    let row = store.job("job_w", None).await.unwrap().unwrap();
+    assert!(store.complete(&job_id("job_w"), "w", &out, 1_000, links()).await.unwrap());
+    let row = store.job(&job_id("job_w"), None).await.unwrap().unwrap();
     assert_eq!(
         serde_json::json!(row.webhook_events),
         serde_json::json!({"job.started": "sent", "job.completed": "pending"})

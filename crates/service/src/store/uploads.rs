@@ -3,14 +3,15 @@
 use sqlx::FromRow;
 
 use super::Store;
+use crate::ids::{KeyFingerprint, UploadId};
 
 /// An uploaded file.
 #[derive(Debug, Clone, FromRow)]
 pub struct UploadRecord {
     /// `vid_…`.
-    pub id: String,
+    pub id: UploadId,
     /// Owning key's fingerprint.
-    pub owner: Option<String>,
+    pub owner: Option<KeyFingerprint>,
     /// Where it is in storage.
     pub object_key: String,
     /// The client's file name.
@@ -47,7 +48,7 @@ impl Store {
     }
 
     /// An upload by id.
-    pub async fn upload(&self, id: &str) -> sqlx::Result<Option<UploadRecord>> {
+    pub async fn upload(&self, id: &UploadId) -> sqlx::Result<Option<UploadRecord>> {
         sqlx::query_as("SELECT * FROM uploads WHERE id = $1").bind(id).fetch_optional(&self.pool).await
     }
 
@@ -67,7 +68,7 @@ impl Store {
     }
 
     /// The probed duration of an upload, if known.
-    pub async fn upload_duration(&self, id: &str) -> sqlx::Result<Option<f64>> {
+    pub async fn upload_duration(&self, id: &UploadId) -> sqlx::Result<Option<f64>> {
         sqlx::query_scalar("SELECT duration_seconds FROM uploads WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -76,7 +77,7 @@ impl Store {
     }
 
     /// Records the probed duration of an upload.
-    pub async fn set_upload_duration(&self, id: &str, seconds: f64) -> sqlx::Result<()> {
+    pub async fn set_upload_duration(&self, id: &UploadId, seconds: f64) -> sqlx::Result<()> {
         sqlx::query("UPDATE uploads SET duration_seconds = $1 WHERE id = $2")
             .bind(seconds)
             .bind(id)

@@ -4,6 +4,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{now_ms, Store};
+use crate::ids::{JobId, KeyFingerprint};
 
 /// One usage event of a key.
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -14,7 +15,7 @@ pub struct UsageRow {
     #[sqlx(rename = "type")]
     pub kind: String,
     /// The job.
-    pub job_id: Option<String>,
+    pub job_id: Option<JobId>,
     /// The request that caused it (`None` for a worker's doing).
     pub request_id: Option<String>,
     /// Millicredits, for `reserved`, `charged` and `refunded`.
@@ -44,7 +45,7 @@ pub struct UsageDay {
 
 impl Store {
     /// A key's usage events, newest first, at most `limit`.
-    pub async fn usage_events(&self, fingerprint: &str, limit: i64) -> sqlx::Result<Vec<UsageRow>> {
+    pub async fn usage_events(&self, fingerprint: &KeyFingerprint, limit: i64) -> sqlx::Result<Vec<UsageRow>> {
         sqlx::query_as(
             "SELECT id, type, job_id, request_id, credits, at FROM usage_events WHERE key_fingerprint = $1 ORDER BY id DESC LIMIT $2",
         )
@@ -56,7 +57,7 @@ impl Store {
 
     /// A key's usage per UTC day for the `days` days ending today, oldest first; every day has
     /// a row, idle ones zero.
-    pub async fn usage_summary(&self, fingerprint: &str, days: i64) -> sqlx::Result<Vec<UsageDay>> {
+    pub async fn usage_summary(&self, fingerprint: &KeyFingerprint, days: i64) -> sqlx::Result<Vec<UsageDay>> {
         let today = chrono::Utc::now().date_naive();
         let first = today - chrono::Duration::days(days - 1);
         let since = first.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
@@ -95,9 +96,9 @@ impl Store {
 /// Records a usage event of the job's owner (anonymous jobs have none).
 pub(super) async fn usage(
     tx: &mut sqlx::AnyConnection,
-    owner: Option<&str>,
+    owner: Option<&KeyFingerprint>,
     kind: &str,
-    job_id: &str,
+    job_id: &JobId,
     request_id: Option<&str>,
     credits: Option<i64>,
 ) -> sqlx::Result<()> {
