@@ -3,65 +3,28 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{run, sha256_of, video_model_installed, video_size};
+
 fn clearbg(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clearbg")).args(args).output().expect("clearbg runs")
-}
-
-/// Whether the opt-in `video` model is installed (`make setup-video-matting`; CI installs it).
-fn video_model_installed() -> bool {
-    let home = std::env::var("CLEARBG_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/clearbg"));
-    home.join("models/rvm_mnv3.onnx").is_file()
 }
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg").args(["-nostdin", "-v", "error", "-y"]).args(args).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-/// A short test clip with a tone.
+/// Half a second of ffmpeg's test pattern with a tone: fast to make and to process.
 fn clip(dir: &Path) -> PathBuf {
     let path = dir.join("in.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=96x64:rate=10:duration=0.5",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=0.5",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-shortest",
-        path.to_str().unwrap(),
-    ]);
+    let pattern = "testsrc2=size=96x64:rate=10:duration=0.5";
+    let codecs = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"];
+    let inputs =
+        ["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", pattern, "-f", "lavfi", "-i", "sine=duration=0.5"];
+    run("ffmpeg", &[&inputs[..], &codecs, &[path.to_str().unwrap()]].concat());
     path
-}
-
-fn sha256_of(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    text(&out.stdout).split_whitespace().next().unwrap().to_string()
-}
-
-fn size_of(path: &Path) -> String {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0:s=x"])
-        .arg(path)
-        .output()
-        .unwrap();
-    text(&out.stdout).trim().to_string()
 }
 
 #[test]
@@ -69,9 +32,9 @@ fn remove_writes_the_format_its_extension_names_and_summarises() {
     let dir = tempfile::tempdir().unwrap();
     let input = clip(dir.path());
     let out = dir.path().join("cut.gif");
-    let run = clearbg(&["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "light"]);
-    assert!(run.status.success(), "{}", text(&run.stderr));
-    let stdout = text(&run.stdout);
+    let ran = clearbg(&["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "light"]);
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let stdout = text(&ran.stdout);
     let summary = stdout.lines().last().unwrap();
     assert!(summary.starts_with("5 frames, "), "{summary}");
     assert!(summary.contains(&format!("sha256 {}", sha256_of(&out))), "{summary}");
@@ -90,7 +53,7 @@ fn composition_flags_place_the_subject_on_a_coloured_canvas() {
     let dir = tempfile::tempdir().unwrap();
     let input = clip(dir.path());
     let out = dir.path().join("placed.mp4");
-    let run = clearbg(&[
+    let ran = clearbg(&[
         "remove",
         input.to_str().unwrap(),
         "-o",
@@ -108,8 +71,8 @@ fn composition_flags_place_the_subject_on_a_coloured_canvas() {
         "--offset",
         "-10,20",
     ]);
-    assert!(run.status.success(), "{}", text(&run.stderr));
-    assert_eq!(size_of(&out), "320x240");
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    assert_eq!(video_size(&out), (320, 240));
 }
 
 #[test]
@@ -118,9 +81,9 @@ fn bad_input_fails_with_one_line_and_no_output() {
     let input = dir.path().join("notes.mp4");
     std::fs::write(&input, "not a video").unwrap();
     let out = dir.path().join("out.webm");
-    let run = clearbg(&["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "light"]);
-    assert_eq!(run.status.code(), Some(1));
-    let stderr = text(&run.stderr);
+    let ran = clearbg(&["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "light"]);
+    assert_eq!(ran.status.code(), Some(1));
+    let stderr = text(&ran.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("clearbg: invalid input: not a readable video file"), "{stderr}");
     assert!(!out.exists());
@@ -142,17 +105,17 @@ fn contradictory_or_unknown_options_are_refused_with_reasons() {
     for (flags, reason) in cases {
         let mut args = vec!["remove", input];
         args.extend_from_slice(flags);
-        let run = clearbg(&args);
-        assert_eq!(run.status.code(), Some(1), "{flags:?}");
-        assert!(text(&run.stderr).contains(reason), "{flags:?}: {}", text(&run.stderr));
+        let ran = clearbg(&args);
+        assert_eq!(ran.status.code(), Some(1), "{flags:?}");
+        assert!(text(&ran.stderr).contains(reason), "{flags:?}: {}", text(&ran.stderr));
     }
 }
 
 #[test]
 fn models_lists_every_tier_and_that_it_loads() {
-    let run = clearbg(&["models"]);
-    assert!(run.status.success(), "{}{}", text(&run.stdout), text(&run.stderr));
-    let stdout = text(&run.stdout);
+    let ran = clearbg(&["models"]);
+    assert!(ran.status.success(), "{}{}", text(&ran.stdout), text(&ran.stderr));
+    let stdout = text(&ran.stdout);
     for (tier, file) in [
         ("light", "mp_selfie_256.onnx"),
         ("human", "modnet_photographic.onnx"),
@@ -186,13 +149,13 @@ fn a_missing_runtime_is_an_error_that_names_the_setup_command() {
     let input = clip(dir.path());
     let out = dir.path().join("out.webm");
     let empty_home = dir.path().join("no-home");
-    let run = Command::new(env!("CARGO_BIN_EXE_clearbg"))
+    let ran = Command::new(env!("CARGO_BIN_EXE_clearbg"))
         .env("CLEARBG_HOME", &empty_home)
         .args(["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_eq!(run.status.code(), Some(1), "an error, not a panic");
-    let stderr = text(&run.stderr);
+    assert_eq!(ran.status.code(), Some(1), "an error, not a panic");
+    let stderr = text(&ran.stderr);
     assert!(stderr.contains("ONNX Runtime could not be loaded") && stderr.contains("make setup"), "{stderr}");
     let models =
         Command::new(env!("CARGO_BIN_EXE_clearbg")).env("CLEARBG_HOME", &empty_home).arg("models").output().unwrap();
