@@ -18,6 +18,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::error::{ApiError, Code};
+use crate::ids::KeyFingerprint;
 
 /// `COUNT/PERIOD`, for example `1200/min`, `10/s`, `5000/h`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -213,8 +214,8 @@ impl RateLimits {
     }
 
     /// Counts one job start by the key with this fingerprint.
-    pub fn start(&self, fingerprint: &str) -> Decision {
-        self.starts.check(fingerprint)
+    pub fn start(&self, fingerprint: &KeyFingerprint) -> Decision {
+        self.starts.check(fingerprint.as_str())
     }
 
     /// Forgets keys whose buckets are full again, so memory does not grow with every key seen.
@@ -281,6 +282,7 @@ mod tests {
         assert!(!refused.allowed);
         assert!(refused.retry_after > Duration::from_secs(15) && refused.retry_after <= Duration::from_secs(20));
         assert!(limits.request("k2").allowed, "keys are counted apart");
-        assert!(limits.start("fp").allowed && !limits.start("fp").allowed, "starts are counted apart");
+        let fp = KeyFingerprint::from("kfp_1");
+        assert!(limits.start(&fp).allowed && !limits.start(&fp).allowed, "starts are counted apart");
     }
 }

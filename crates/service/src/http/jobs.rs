@@ -216,7 +216,7 @@ pub(crate) async fn create_job(app: &App, owner: Option<&KeyFingerprint>, body: 
 )]
 pub async fn create(State(app): State<App>, key: ApiKey, JsonBody(body): JsonBody) -> ApiResult<Json<JobChanged>> {
     if body.get("auto_start") != Some(&Value::Bool(false)) {
-        app.limits.start(key.owner().as_str()).require("job starts for this key")?;
+        app.limits.start(key.owner()).require("job starts for this key")?;
     }
     let row = create_job(&app, Some(key.owner()), &body).await?;
     let message = if row.status == Status::Pending {
@@ -252,7 +252,7 @@ pub async fn start(
     if row.status != Status::Created {
         return Err(state_conflict(row.status, "start"));
     }
-    app.limits.start(key.owner().as_str()).require("job starts for this key")?;
+    app.limits.start(key.owner()).require("job starts for this key")?;
     let mut spec = parse_spec(&body, Some(&row.spec), Mode::Start)?;
     if let Some(refused) = missing_model(&app, &spec) {
         return Err(refused);
