@@ -230,6 +230,9 @@ mod tests {
         assert!("light".parse::<Prices>().is_err());
         assert!("light=0.0001".parse::<Prices>().is_err());
         assert_eq!(Prices::default().to_string(), "original=60,light=45,pro=180,human=45,video=45");
+        // The defaults are written twice (the flag's default text, and what a partial list
+        // starts from): they must agree.
+        assert_eq!("".parse::<Prices>().unwrap(), Prices::default());
     }
 
     #[test]
