@@ -156,10 +156,6 @@ pub struct Segmented {
     pub motion: Option<Motion>,
     /// Why the model ran; `None`: the mask was carried.
     pub keyframe: Option<Reason>,
-    /// The model ran after carried frames: its mask corrects a guess, so the matting step takes
-    /// large changes at once instead of easing into them (a subject that appeared while the
-    /// mask was carried must not fade in over several frames).
-    pub refresh: bool,
 }
 
 /// How many frames ran the model, and why.
@@ -234,7 +230,7 @@ impl Keyframer {
         let Some(rules) = self.rules else {
             let (mask, luma) = segmenter.segment_yuv(frame)?;
             self.stats.keyframes += 1;
-            return Ok(Segmented { mask, luma, motion: None, keyframe: Some(Reason::Always), refresh: false });
+            return Ok(Segmented { mask, luma, motion: None, keyframe: Some(Reason::Always) });
         };
         let luma = segmenter.guide_luma(frame);
         let luma_f: Vec<f32> = luma.iter().map(|&v| v as f32 * (1.0 / 255.0)).collect();
@@ -251,7 +247,6 @@ impl Keyframer {
             (Some(carried), Some(motion)) => self.reason(&rules, carried, motion),
             _ => Some(Reason::First),
         };
-        let refresh = reason.is_some() && self.since_keyframe > 0;
         let mask = match (reason, carried) {
             (None, Some(carried)) => {
                 self.since_keyframe += 1;
@@ -270,7 +265,7 @@ impl Keyframer {
             }
         };
         self.previous = Some(Previous { luma: luma_f, mask: mask.clone() });
-        Ok(Segmented { mask, luma, motion, keyframe: reason, refresh })
+        Ok(Segmented { mask, luma, motion, keyframe: reason })
     }
 
     /// Why this frame must run the model, or `None` when the carried mask will do.
