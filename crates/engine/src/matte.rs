@@ -195,7 +195,7 @@ impl TemporalStabiliser {
     ///
     /// A keyframe after carried frames is blended like any other frame. Taking its large rises
     /// at once (a subject the carried guess missed) was tried and measured worse on `make
-    /// eval-keyframes`: dtSSD up 4-13% over every-frame on the ground-truth clips instead of
+    /// eval-keyframes`: dtSSD 5-10% above every-frame's on the ground-truth clips instead of
     /// 2-7%, and `human` on street footage without a person at IoU 0.80 instead of 0.91
     /// against every-frame; where a subject really appears its pixels change, so the blend
     /// takes them at once anyway.
