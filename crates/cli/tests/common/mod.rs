@@ -479,6 +479,20 @@ pub fn expect_error(r: Response, status: u16, code: &str) -> Value {
     body
 }
 
+/// Waits for `child` (its stdout and stderr piped) and returns what it printed; kills it once
+/// `limit` has passed, so a hung tool fails its test instead of hanging the suite.
+pub fn output_within(mut child: Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// Runs a tool (ffmpeg, ffprobe…) to success and returns its stdout.
 pub fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new(cmd).args(args).output().unwrap();

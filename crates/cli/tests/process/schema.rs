@@ -15,17 +15,13 @@
 //! (`allowEmptyValue` is deprecated, and utoipa does not emit it). It found one real bug first:
 //! `composition.foreground.offset` given as an array was read as `{x: 0, y: 0}`; now a 422.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ADMIN_TOKEN: &str = "schemathesis-admin-token";
+use crate::common::{clearbg_home, output_within};
 
-fn clearbg_home() -> PathBuf {
-    std::env::var("CLEARBG_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(&std::env::var("HOME").unwrap()).join(".cache/clearbg"))
-}
+const ADMIN_TOKEN: &str = "schemathesis-admin-token";
 
 /// Starts the server, creates a key, waits for the description and runs schemathesis: all inside
 /// the namespace, so this is one shell script.
@@ -53,7 +49,7 @@ fn schemathesis_finds_no_server_error_and_no_drift_from_the_description() {
     let report = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts/schemathesis-junit.xml");
     std::fs::create_dir_all(report.parent().unwrap()).unwrap();
     let started = Instant::now();
-    let mut child = Command::new("unshare")
+    let child = Command::new("unshare")
         .args(["--net", "--", "bash", "-c", SCRIPT])
         // schemathesis keeps a cache (.schemathesis/) in its working directory: not in the tree.
         .current_dir(dir.path())
@@ -80,14 +76,7 @@ fn schemathesis_finds_no_server_error_and_no_drift_from_the_description() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("unshare runs (util-linux)");
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(900) {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(child, Duration::from_secs(900));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let server_log = std::fs::read_to_string(&log).unwrap_or_default();

@@ -33,7 +33,7 @@ fn a_person_removes_a_background_in_the_browser() {
     let _ = std::fs::remove_file(&shot);
 
     let started = Instant::now();
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .arg(browser_dir().join("webapp.mjs"))
         .current_dir(browser_dir())
         .env("CLEARBG_URL", &server.base)
@@ -44,14 +44,7 @@ fn a_person_removes_a_background_in_the_browser() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("node runs (installed with npm)");
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(300) {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(child, Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
