@@ -16,7 +16,8 @@
 //! - the carried mask's area drifted from the keyframe's by more than a fraction;
 //! - every few frames while there is no subject (nothing is carried that could notice one);
 //! - right after a keyframe whose mask disagreed with the carried one on the area: the model
-//!   runs again to confirm it, so a per-frame model's glitch is not carried for a whole gap.
+//!   runs again to confirm it, so a per-frame model's glitch is not carried for a whole gap;
+//!   and again, up to [`MAX_CONFIRMS`] times, while each run disagrees with the one before.
 //!
 //! The motion measured here is handed to the matting step, whose stabiliser would otherwise
 //! search the same motion again, so a carried frame costs one motion search and no model run.
@@ -31,6 +32,12 @@ use crate::model::{Segmenter, Tier};
 /// Longest side of the grid the planner measures motion on: a carried frame's whole cost, so
 /// well below ISNet's 1024 (see [`Motion::measure_within`]).
 const MOTION_SIDE: usize = 512;
+
+/// Most model runs in a row that confirm a keyframe. A confirming run that itself disagrees
+/// with the keyframe may be the glitch (MODNet drops a third of the man in carphone on one
+/// frame in ten), so it is confirmed in turn; the bound keeps footage on which the model's
+/// area never settles from running it on every frame.
+const MAX_CONFIRMS: u32 = 2;
 
 /// Coverage (alpha ≥ 0.5) below which a keyframe found no subject.
 const NO_SUBJECT: f64 = 0.002;
@@ -195,6 +202,8 @@ pub struct Keyframer {
     keyframe_coverage: f64,
     /// The last keyframe disagreed with the carried mask: run the model on the next frame too.
     confirm: bool,
+    /// Confirming runs since the keyframe they confirm.
+    confirms_in_a_row: u32,
     stats: Stats,
 }
 
@@ -215,6 +224,7 @@ impl Keyframer {
             shift: 0.0,
             keyframe_coverage: 0.0,
             confirm: false,
+            confirms_in_a_row: 0,
             stats: Stats::default(),
         }
     }
@@ -254,13 +264,7 @@ impl Keyframer {
             }
             (reason, carried) => {
                 let (mask, _) = segmenter.segment_yuv(frame)?;
-                self.count(reason);
-                self.confirm = reason != Some(Reason::Confirm)
-                    && carried.is_some_and(|c| area_differs(c.coverage(), mask.coverage(), rules.area_drift));
-                self.since_keyframe = 0;
-                self.drift = 0.0;
-                self.shift = 0.0;
-                self.keyframe_coverage = mask.coverage();
+                self.keyframe_taken(&rules, reason, carried.as_ref(), &mask);
                 mask
             }
         };
@@ -297,6 +301,19 @@ impl Keyframer {
             return Some(Reason::Area);
         }
         None
+    }
+
+    /// Starts a new gap at a keyframe whose model ran for `reason` and found `mask`; `carried`
+    /// is what the previous frame's mask would have become.
+    fn keyframe_taken(&mut self, rules: &Rules, reason: Option<Reason>, carried: Option<&Mask>, mask: &Mask) {
+        self.count(reason);
+        self.confirms_in_a_row = if reason == Some(Reason::Confirm) { self.confirms_in_a_row + 1 } else { 0 };
+        self.confirm = self.confirms_in_a_row < MAX_CONFIRMS
+            && carried.is_some_and(|c| area_differs(c.coverage(), mask.coverage(), rules.area_drift));
+        self.since_keyframe = 0;
+        self.drift = 0.0;
+        self.shift = 0.0;
+        self.keyframe_coverage = mask.coverage();
     }
 
     fn count(&mut self, reason: Option<Reason>) {
@@ -464,6 +481,29 @@ mod tests {
         assert_eq!(k.reason(&rules, &mask, &shifted(true, 0.25)), None);
         assert_eq!(k.reason(&rules, &mask, &shifted(true, 0.25)), None);
         assert_eq!(k.reason(&rules, &mask, &shifted(true, 0.25)), Some(Reason::Moved));
+    }
+
+    /// The model glitches on the keyframe's confirming run (a third of the subject gone): that
+    /// run is confirmed in turn, and the chain stops after [`MAX_CONFIRMS`] runs.
+    #[test]
+    fn a_confirming_run_that_disagrees_is_confirmed_in_turn() {
+        let rules = Rules::default();
+        let (whole, part) = (square(32, 32, 8, 24), square(32, 32, 8, 19));
+        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        let still = motion(0.0, 32, 32);
+        k.keyframe_taken(&rules, Some(Reason::First), None, &whole);
+        assert_eq!(k.reason(&rules, &whole, &still), None, "agreeing frames are carried");
+        k.keyframe_taken(&rules, Some(Reason::Gap), Some(&whole), &part);
+        assert_eq!(k.reason(&rules, &part, &still), Some(Reason::Confirm));
+        k.keyframe_taken(&rules, Some(Reason::Confirm), Some(&part), &whole);
+        assert_eq!(k.reason(&rules, &whole, &still), Some(Reason::Confirm), "the confirming run disagreed");
+        k.keyframe_taken(&rules, Some(Reason::Confirm), Some(&whole), &part);
+        assert_eq!(k.reason(&rules, &part, &still), None, "at most {MAX_CONFIRMS} confirming runs");
+        assert_eq!(k.stats().confirms, 2);
+        // A confirming run that agrees ends the chain at once.
+        k.keyframe_taken(&rules, Some(Reason::Gap), Some(&part), &whole);
+        k.keyframe_taken(&rules, Some(Reason::Confirm), Some(&whole), &whole);
+        assert_eq!(k.reason(&rules, &whole, &still), None);
     }
 
     #[test]
