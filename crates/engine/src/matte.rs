@@ -599,6 +599,12 @@ pub fn fuse_detail(isnet: &Mask, modnet: &Mask) -> Mask {
 mod tests {
     use super::*;
 
+    /// A `w`x`h` luma plane of a smooth texture (spatial frequencies `fx`, `fy`) moved `shift`
+    /// pixels to the right.
+    fn panned_texture(w: usize, h: usize, (fx, fy): (f32, f32), shift: f32) -> Vec<f32> {
+        (0..w * h).map(|k| 0.5 + 0.3 * (((k % w) as f32 - shift) * fx).sin() * ((k / w) as f32 * fy).cos()).collect()
+    }
+
     #[test]
     fn box_mean_matches_a_direct_sum() {
         let (w, h, r) = (7usize, 5usize, 2usize);
@@ -669,9 +675,7 @@ mod tests {
     #[test]
     fn a_panning_picture_carries_its_matte_along() {
         let (w, h) = (64usize, 64usize);
-        let texture = |x: f32, y: f32| 0.5 + 0.3 * (x * 0.4).sin() * (y * 0.3).cos();
-        let guide =
-            |shift: f32| -> Vec<f32> { (0..w * h).map(|k| texture((k % w) as f32 - shift, (k / w) as f32)).collect() };
+        let guide = |shift: f32| panned_texture(w, h, (0.4, 0.3), shift);
         let mut stab = TemporalStabiliser::default();
         let mut first =
             Mask { width: w as u32, height: h as u32, data: (0..w * h).map(|k| (k % w < 32) as u8 as f32).collect() };
@@ -691,9 +695,7 @@ mod tests {
     #[test]
     fn motion_measured_on_a_smaller_copy_matches_the_full_grid() {
         let (w, h) = (192usize, 128usize);
-        let texture = |x: f32, y: f32| 0.5 + 0.3 * (x * 0.21).sin() * (y * 0.17).cos();
-        let frame =
-            |shift: f32| -> Vec<f32> { (0..w * h).map(|k| texture((k % w) as f32 - shift, (k / w) as f32)).collect() };
+        let frame = |shift: f32| panned_texture(w, h, (0.21, 0.17), shift);
         let (prev, cur) = (frame(0.0), frame(4.0));
         let full = Motion::measure(&prev, &cur, w, h, 6);
         let fast = Motion::measure_within(&prev, &cur, w, h, 6, 96);
@@ -718,9 +720,7 @@ mod tests {
     #[test]
     fn sub_pixel_motion_is_measured_without_bias_towards_whole_pixels() {
         let (w, h) = (128usize, 96usize);
-        let texture = |x: f32, y: f32| 0.5 + 0.3 * (x * 0.21).sin() * (y * 0.17).cos();
-        let frame =
-            |shift: f32| -> Vec<f32> { (0..w * h).map(|k| texture((k % w) as f32 - shift, (k / w) as f32)).collect() };
+        let frame = |shift: f32| panned_texture(w, h, (0.21, 0.17), shift);
         for shift in [0.3f32, 1.3, -0.4] {
             let (vectors, bw, bh) = block_motion(&frame(0.0), &frame(shift), w, h, 6);
             let inner: Vec<f32> = (0..bw * bh)
