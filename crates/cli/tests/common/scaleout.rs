@@ -156,8 +156,14 @@ impl WorkerProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, `KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -{signal}");
+    }
+
     pub fn kill9(&mut self) {
-        Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().unwrap();
+        self.signal("KILL");
         self.child.wait().unwrap();
     }
 }
