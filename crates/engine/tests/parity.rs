@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use clearbg_engine::frame::RgbFrame;
-use clearbg_engine::Tier;
+use clearbg_engine::{Home, Runtime, Segmenter, Tier};
 use common::*;
 
 /// Frame 60 of the carphone clip, as raw RGB.
@@ -94,4 +94,37 @@ fn the_yuv_path_agrees_with_the_rgb_path() {
             / from_rgb.data.len() as f32;
         assert!(mean < 0.02, "{tier}: mean difference {mean}");
     }
+}
+
+/// ONNX Runtime's optimised graph is saved on a model's first load and loaded from then on: the
+/// mask is bit for bit the one the online optimisation gives, and a saved file that is damaged
+/// is made again rather than failing the model.
+#[test]
+fn the_saved_optimised_graph_gives_the_same_mask() {
+    let real = home();
+    let scratch = tempfile::tempdir().unwrap();
+    for dir in ["lib", "models"] {
+        std::os::unix::fs::symlink(real.root().join(dir), scratch.path().join(dir)).unwrap();
+    }
+    let home = Home::at(scratch.path());
+    let runtime = Runtime::load(&home, 0).unwrap();
+    let saved_graphs = || files_in(&scratch.path().join("optimized"));
+    let frame = person_frame();
+
+    let first = Segmenter::new(&runtime, &home, Tier::Human).unwrap().segment(&frame).unwrap();
+    let saved = saved_graphs();
+    assert_eq!(saved.len(), 1, "one graph saved, no temporary file left: {saved:?}");
+    assert!(saved[0].starts_with("modnet_photographic-"), "{saved:?}");
+    let path = scratch.path().join("optimized").join(&saved[0]);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 1_000_000, "a whole graph with its weights: {size} bytes");
+
+    let again = Segmenter::new(&runtime, &home, Tier::Human).unwrap().segment(&frame).unwrap();
+    assert_eq!(saved_graphs(), saved, "loaded, not written again");
+    assert!(first.data == again.data, "the saved graph computes the same mask");
+
+    std::fs::write(&path, b"not a graph").unwrap();
+    let mended = Segmenter::new(&runtime, &home, Tier::Human).unwrap().segment(&frame).unwrap();
+    assert!(first.data == mended.data);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "the damaged file was made again");
 }

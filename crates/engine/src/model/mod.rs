@@ -10,6 +10,7 @@
 //! | `video` (opt-in, GPL-3.0) | Robust Video Matting, recurrent, long side <= 512 | people in video, steady | see bench/RESULTS.md |
 
 mod catalogue;
+mod optimized;
 mod recurrent;
 mod runtime;
 mod segmenter;
@@ -38,9 +39,9 @@ pub fn inspect(home: &Home, runtime: Option<&Runtime>) -> Vec<ModelStatus> {
                     Some(reason)
                 }
                 Err(other) => Some(other.to_string()),
-                Ok(_) => match runtime {
+                Ok(sha256) => match runtime {
                     None => Some("ONNX Runtime is not available".into()),
-                    Some(rt) => rt.session(&path, false).err().map(|e| format!("does not load: {e}")),
+                    Some(rt) => rt.session(&path, &sha256, false).err().map(|e| format!("does not load: {e}")),
                 },
             };
             ModelStatus { model: *model, sha256, problem, installed }

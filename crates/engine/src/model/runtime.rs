@@ -14,9 +14,10 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
+use super::optimized::OptimizedGraphs;
 use crate::error::{EngineError, Result};
 use crate::home::Home;
 
@@ -62,6 +63,7 @@ pub struct Runtime {
     env: Environment,
     threads: usize,
     device: Device,
+    optimized: OptimizedGraphs,
 }
 
 impl Runtime {
@@ -86,7 +88,12 @@ impl Runtime {
             if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
         let mut slot = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(env) = slot.as_ref() {
-            return Ok(Runtime { env: env.clone(), threads, device });
+            return Ok(Runtime {
+                env: env.clone(),
+                threads,
+                device,
+                optimized: OptimizedGraphs::new(home, ort::info()),
+            });
         }
         let library = home.ort_library_for(device);
         let install = if device == Device::Cpu { "make setup" } else { "make setup-cuda" };
@@ -105,7 +112,7 @@ impl Runtime {
             .build()
             .map_err(|e| EngineError::RuntimeMissing { path: library, reason: e.to_string() })?;
         *slot = Some(env.clone());
-        Ok(Runtime { env, threads, device })
+        Ok(Runtime { env, threads, device, optimized: OptimizedGraphs::new(home, ort::info()) })
     }
 
     /// Where its models run.
@@ -122,9 +129,47 @@ impl Runtime {
             .to_string()
     }
 
-    /// Opens a model file as a session tuned for frame-by-frame CPU inference; `tiny` models run
-    /// on one thread.
-    pub(crate) fn session(&self, path: &Path, tiny: bool) -> Result<Session> {
+    /// Opens a model file (whose bytes hash to `sha256`) as a session tuned for frame-by-frame
+    /// inference; `tiny` models run on one thread. On the CPU the optimised graph is saved on
+    /// the first open and loaded from then on (see [`super::optimized`]).
+    pub(crate) fn session(&self, path: &Path, sha256: &str, tiny: bool) -> Result<Session> {
+        if self.device != Device::Cpu {
+            return Ok(self
+                .builder(tiny)?
+                .with_optimization_level(GraphOptimizationLevel::Level3)?
+                .commit_from_file(path)?);
+        }
+        let saved = self.optimized.path_for(path, sha256);
+        if saved.is_file() {
+            match self.builder(tiny)?.with_optimization_level(GraphOptimizationLevel::Disable)?.commit_from_file(&saved)
+            {
+                Ok(session) => return Ok(session),
+                Err(e) => self.optimized.discard(&saved, &e),
+            }
+        }
+        let online = || -> Result<SessionBuilder> {
+            Ok(self.builder(tiny)?.with_optimization_level(GraphOptimizationLevel::Level3)?)
+        };
+        let Some(scratch) = self.optimized.scratch_for(&saved) else { return Ok(online()?.commit_from_file(path)?) };
+        // ONNX Runtime warns that a graph saved at this level fits only this machine: the file
+        // name carries the machine's key for exactly that reason.
+        let mut saving =
+            online()?.with_log_level(ort::logging::LogLevel::Error)?.with_optimized_model_path(&scratch)?;
+        match saving.commit_from_file(path) {
+            Ok(session) => {
+                self.optimized.keep(scratch, &saved);
+                Ok(session)
+            }
+            // Not a reason to fail the model: it may be the saving (a full disk) that failed.
+            Err(e) => {
+                tracing::warn!(error = %e, "optimising with the graph saved failed; optimising without");
+                Ok(online()?.commit_from_file(path)?)
+            }
+        }
+    }
+
+    /// A session builder on this runtime's device, with the threading the pipeline wants.
+    fn builder(&self, tiny: bool) -> Result<SessionBuilder> {
         let builder = Session::builder(&self.env)?;
         #[cfg(feature = "cuda")]
         let builder = match self.device {
@@ -133,13 +178,10 @@ impl Runtime {
             Device::Cuda(id) => builder
                 .with_execution_providers([ort::ep::CUDA::default().with_device_id(id).build().error_on_failure()])?,
         };
-        let session = builder
-            .with_optimization_level(GraphOptimizationLevel::Level3)?
+        Ok(builder
             .with_intra_threads(if tiny { 1 } else { self.threads })?
             .with_inter_threads(1)?
             // Spinning workers steal the core that decode, matting and encode need.
-            .with_intra_op_spinning(false)?
-            .commit_from_file(path)?;
-        Ok(session)
+            .with_intra_op_spinning(false)?)
     }
 }

@@ -132,9 +132,9 @@ impl Segmenter {
             .files()
             .iter()
             .map(|file| {
-                verify(&dir, file)?;
+                let sha256 = verify(&dir, file)?;
                 let net = Net::from_file(file);
-                let session = runtime.session(&dir.join(file), net.is_tiny()).map_err(|e| {
+                let session = runtime.session(&dir.join(file), &sha256, net.is_tiny()).map_err(|e| {
                     // The file was verified above: on a GPU, a failure is the device's.
                     if runtime.device() == crate::model::Device::Cpu {
                         EngineError::ModelMissing {
