@@ -66,13 +66,13 @@ impl OptimizedGraphs {
             tracing::warn!(path = %saved.display(), error = %e.error, "saving an optimised graph");
             return;
         }
-        let model = saved.file_name().unwrap_or_default().to_string_lossy();
+        let kept = saved.file_name().unwrap_or_default().to_string_lossy();
         // `{stem}-{model key}-{machine key}.onnx`: the stem may hold dashes of its own.
-        let Some(stem) = model.rsplitn(3, '-').nth(2) else { return };
+        let Some(stem) = kept.rsplitn(3, '-').nth(2) else { return };
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name != model && name.starts_with(&format!("{stem}-")) && name.ends_with(".onnx") {
+            if name != kept && name.starts_with(&format!("{stem}-")) && name.ends_with(".onnx") {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

@@ -86,32 +86,7 @@ impl Runtime {
         }
         let threads =
             if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
-        let mut slot = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(env) = slot.as_ref() {
-            return Ok(Runtime {
-                env: env.clone(),
-                threads,
-                device,
-                optimized: OptimizedGraphs::new(home, ort::info()),
-            });
-        }
-        let library = home.ort_library_for(device);
-        let install = if device == Device::Cpu { "make setup" } else { "make setup-cuda" };
-        if !library.is_file() {
-            return Err(EngineError::RuntimeMissing {
-                path: library,
-                reason: format!("file not found; run `{install}` to install it"),
-            });
-        }
-        let env = ort::init_from(&library)
-            .map_err(|e| EngineError::RuntimeMissing {
-                path: library.clone(),
-                reason: format!("{e}; run `{install}`"),
-            })?
-            .with_name("clearbg")
-            .build()
-            .map_err(|e| EngineError::RuntimeMissing { path: library, reason: e.to_string() })?;
-        *slot = Some(env.clone());
+        let env = environment(home, device)?;
         Ok(Runtime { env, threads, device, optimized: OptimizedGraphs::new(home, ort::info()) })
     }
 
@@ -184,4 +159,27 @@ impl Runtime {
             // Spinning workers steal the core that decode, matting and encode need.
             .with_intra_op_spinning(false)?)
     }
+}
+
+/// The process's ONNX Runtime environment, created from `home`'s library for `device` on first use.
+fn environment(home: &Home, device: Device) -> Result<Environment> {
+    let mut slot = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(env) = slot.as_ref() {
+        return Ok(env.clone());
+    }
+    let library = home.ort_library_for(device);
+    let install = if device == Device::Cpu { "make setup" } else { "make setup-cuda" };
+    if !library.is_file() {
+        return Err(EngineError::RuntimeMissing {
+            path: library,
+            reason: format!("file not found; run `{install}` to install it"),
+        });
+    }
+    let env = ort::init_from(&library)
+        .map_err(|e| EngineError::RuntimeMissing { path: library.clone(), reason: format!("{e}; run `{install}`") })?
+        .with_name("clearbg")
+        .build()
+        .map_err(|e| EngineError::RuntimeMissing { path: library, reason: e.to_string() })?;
+    *slot = Some(env.clone());
+    Ok(env)
 }
