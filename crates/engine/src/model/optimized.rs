@@ -1,10 +1,10 @@
 //! ONNX Runtime's optimised graph of each model, saved once and reused.
 //!
 //! Opening a model runs ONNX Runtime's graph optimisations (constant folding, fusions, the NCHWc
-//! layout for the CPU's vector width) every time: over a second for the 167 MB ISNet on 2 cores,
-//! paid by every `clearbg remove` and by every worker process at its first job of a tier (numbers
-//! in bench/RESULTS.md). The first session of a model saves the optimised graph here; later ones
-//! load that file with optimisation off.
+//! layout for the CPU's vector width) every time: about half a second of a one-frame `original`
+//! run on 2 cores (bench/startup.sh, numbers in bench/RESULTS.md), paid by every `clearbg remove`
+//! and by every worker process at its first job of a tier. The first session of a model saves
+//! the optimised graph here; later ones load that file with optimisation off.
 //!
 //! The layout step makes the saved graph specific to the CPU and to the ONNX Runtime build
 //! (ONNX Runtime warns so when it writes one), so a file's name carries a hash of both beside the
