@@ -20,7 +20,7 @@ use crate::error::{EngineError, Result};
 use crate::frame::YuvFrame;
 use crate::keyframes::{Keyframer, Keyframes, Segmented, Stats};
 use crate::matte::{self, Matter};
-use crate::model::{Segmenter, Tier};
+use crate::model::{Device, Segmenter, Tier};
 use crate::output::{Background, Composition, OutputFormat};
 use crate::probe::{self, Limits, VideoInfo};
 use crate::process::Child;
@@ -253,6 +253,8 @@ fn run_stages(
     let interrupt = segmenter.interrupt();
     interrupt.reset();
 
+    let (segment_pool, matte_pool) =
+        (pixel_pool(segmenter.device(), "segment")?, pixel_pool(segmenter.device(), "matte")?);
     let (frame_tx, frame_rx) = sync_channel::<YuvFrame>(QUEUE_DEPTH);
     let (mask_tx, mask_rx) = sync_channel::<(YuvFrame, Segmented)>(QUEUE_DEPTH);
     let (matted_tx, matted_rx) = sync_channel::<(YuvFrame, Vec<u8>)>(QUEUE_DEPTH);
@@ -275,8 +277,8 @@ fn run_stages(
             }
         });
         let decode = s.spawn(|| decode_stage(decoded, info, frame_tx, &stop, &frames_decoded, &activity));
-        let segment = s.spawn(|| segment_stage(segmenter, &mut keyframer, frame_rx, mask_tx, &activity));
-        let matte = s.spawn(|| matte_stage(tier, mask_rx, matted_tx, &activity));
+        let segment = s.spawn(|| segment_stage(segmenter, &mut keyframer, &segment_pool, frame_rx, mask_tx, &activity));
+        let matte = s.spawn(|| matte_stage(tier, &matte_pool, mask_rx, matted_tx, &activity));
         let write = write_stage(&mut encoder_stdin, matted_rx, progress, &stop, &activity);
         drop(encoder_stdin);
         if write.is_err() || stop.load(Ordering::SeqCst) {
@@ -337,6 +339,32 @@ fn into_inner(child: Mutex<Child>) -> Child {
     child.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The threads a stage splits its per-pixel passes over (the motion search, the stabiliser and
+/// the guided upsampling on the mask's grid, in [`crate::matte`]).
+///
+/// On a GPU the model leaves the cores idle and those passes set the pace: given every core,
+/// `original` went from 5.5 to 11.2 fps at 1080p on an H200 (bench/RESULTS.md). On the CPU the
+/// model and the encoder already keep every core busy and splitting the passes only contends
+/// with them (10% slower on 2 cores, `bench/ab.sh`), so there they stay on one thread. The
+/// result is the same to the bit either way.
+fn pixel_pool(device: Device, stage: &str) -> Result<rayon::ThreadPool> {
+    let threads = match device {
+        Device::Cpu => 1,
+        Device::Cuda(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name({
+            let stage = stage.to_string();
+            move |i| format!("{stage}-{i}")
+        })
+        .build()
+        .map_err(|e| EngineError::Io {
+            context: format!("starting the {stage} threads"),
+            source: std::io::Error::other(e),
+        })
+}
+
 fn decode_stage(
     source: impl Read,
     info: &VideoInfo,
@@ -359,13 +387,14 @@ fn decode_stage(
 fn segment_stage(
     segmenter: &mut Segmenter,
     keyframer: &mut Keyframer,
+    pool: &rayon::ThreadPool,
     rx: Receiver<YuvFrame>,
     tx: SyncSender<(YuvFrame, Segmented)>,
     activity: &Activity,
 ) -> Result<()> {
     segmenter.reset_history(); // a new video: a recurrent model starts from a blank memory
     for frame in rx {
-        let segmented = keyframer.next(segmenter, &frame)?;
+        let segmented = pool.install(|| keyframer.next(segmenter, &frame))?;
         activity.touch();
         if tx.send((frame, segmented)).is_err() {
             break;
@@ -376,13 +405,14 @@ fn segment_stage(
 
 fn matte_stage(
     tier: Tier,
+    pool: &rayon::ThreadPool,
     rx: Receiver<(YuvFrame, Segmented)>,
     tx: SyncSender<(YuvFrame, Vec<u8>)>,
     activity: &Activity,
 ) -> Result<()> {
     let mut matter = Matter::new(tier, matte::shipped_mode(tier));
     for (frame, segmented) in rx {
-        let alpha = matter.alpha_of(&frame, segmented);
+        let alpha = pool.install(|| matter.alpha_of(&frame, segmented));
         activity.touch();
         if tx.send((frame, alpha)).is_err() {
             break;

@@ -96,6 +96,7 @@ struct LoadedNet {
 /// Runs a tier's model(s) on frames. Not thread-safe; one per pipeline.
 pub struct Segmenter {
     tier: Tier,
+    device: crate::model::Device,
     nets: Vec<LoadedNet>,
     resizer: Resizer,
     run_options: Arc<RunOptions>,
@@ -148,7 +149,14 @@ impl Segmenter {
                 Ok(LoadedNet { net, session, recurrent: (net == Net::Rvm).then(Recurrent::default) })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Segmenter { tier, nets, resizer: Resizer::new(), run_options: Arc::new(RunOptions::new()?), side: None })
+        Ok(Segmenter {
+            tier,
+            device: runtime.device(),
+            nets,
+            resizer: Resizer::new(),
+            run_options: Arc::new(RunOptions::new()?),
+            side: None,
+        })
     }
 
     /// The same with the first model run at another reference side: ISNet's square side or
@@ -167,6 +175,11 @@ impl Segmenter {
     /// The tier this segmenter runs.
     pub fn tier(&self) -> Tier {
         self.tier
+    }
+
+    /// Where its models run.
+    pub fn device(&self) -> crate::model::Device {
+        self.device
     }
 
     /// Forgets the frames seen so far: call before each video's first frame. Only a recurrent
