@@ -24,12 +24,9 @@ KEYFRAMES="${KEYFRAMES:-adaptive}"
 OUT=bench/out/ab
 mkdir -p "$OUT"
 
-# The clip of bench/run.sh: carphone looped and stretched to 1280x720, 30 fps, with a tone.
+source bench/clip.sh
 CLIP="$OUT/clip_720p30_${SECONDS_CLIP}s.mp4"
-[[ -s "$CLIP" ]] || ffmpeg -nostdin -v error -y -stream_loop -1 -i "$CLEARBG_HOME/fixtures/carphone.mp4" \
-    -f lavfi -i "sine=frequency=440:sample_rate=48000" \
-    -filter_complex "[0:v]fps=30,scale=1280:720:flags=bicubic,setsar=1,format=yuv420p[v]" \
-    -map "[v]" -map 1:a -t "$SECONDS_CLIP" -c:v libx264 -preset veryfast -crf 20 -c:a aac "$CLIP"
+make_clip 1280 720 "$SECONDS_CLIP" "$CLIP"
 
 # run BINARY TIER OUT: prints "FPS MD5": the fps from clearbg's summary line ("N frames, F fps,
 # …"), then the MD5 of the output's decoded frames (libvpx decodes the alpha plane too).

@@ -36,11 +36,9 @@ if [[ "${SETUP:-yes}" != no ]]; then
 fi
 LIBS=$(cat "$CLEARBG_HOME/lib/cuda/library-path")
 
+source bench/clip.sh
 CLIP="$OUT/clip_1080p30_${SECONDS_CLIP}s.mp4"
-[[ -s "$CLIP" ]] || ffmpeg -nostdin -v error -y -stream_loop -1 -i "$CLEARBG_HOME/fixtures/carphone.mp4" \
-    -f lavfi -i "sine=frequency=440:sample_rate=48000" \
-    -filter_complex "[0:v]fps=30,scale=1920:1080:flags=bicubic,setsar=1,format=yuv420p[v]" \
-    -map "[v]" -map 1:a -t "$SECONDS_CLIP" -c:v libx264 -preset veryfast -crf 20 -c:a aac "$CLIP"
+make_clip 1920 1080 "$SECONDS_CLIP" "$CLIP"
 
 # Whether every model file of tier $1 is installed and loads (`clearbg models`: TIER FILE SHA256 LOADS …
 # rows, then a TIER DESCRIPTION list that the .onnx test skips).

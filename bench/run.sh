@@ -29,7 +29,7 @@ else
     SECONDS_SHORT="${SECONDS_SHORT:-10}"
     SECONDS_LONG="${SECONDS_LONG:-60}"
 fi
-FPS=30
+FPS=30 # the rate bench/clip.sh makes
 OUT=bench/out
 LOGS="$OUT/logs"
 RESULTS="$OUT/results.tsv"
@@ -62,22 +62,7 @@ cargo build --profile "$PROFILE" --quiet --bin clearbg --example infer_only
 mkdir -p "$OUT" "$LOGS"
 : >"$RESULTS"
 
-# A 1280x720 30 fps H.264 clip of a real person, with an AAC audio track, made once.
-# carphone (176x144, a man talking in a car, no audio) is looped and stretched to 16:9. Neither
-# cropping nor added noise: MODNet returns an all but empty matte on this upscale as soon as the
-# shoulders are cropped off or any grain (even noise=alls=2) is added, and then `human` and `pro`
-# would not do their real work. A sine tone stands in for speech.
-make_clip() {
-    local secs=$1 path=$2
-    [[ -s "$path" ]] && return
-    echo "making $path" >&2
-    ffmpeg -nostdin -v error -y -stream_loop -1 -i "$SOURCE" \
-        -f lavfi -i "sine=frequency=440:sample_rate=48000" \
-        -filter_complex "[0:v]fps=$FPS,scale=1280:720:flags=bicubic,setsar=1,format=yuv420p[v]" \
-        -map "[v]" -map 1:a -t "$secs" \
-        -c:v libx264 -preset veryfast -crf 20 -c:a aac -b:a 128k -movflags +faststart "$path.tmp.mp4"
-    mv "$path.tmp.mp4" "$path"
-}
+source bench/clip.sh
 
 # Frames in a video, by decoding it (libvpx for VP9 so alpha is decoded too, as a player would).
 count_frames() {
@@ -191,14 +176,14 @@ check_output() {
 
 SHORT="$OUT/clip_720p${FPS}_${SECONDS_SHORT}s.mp4"
 LONG="$OUT/clip_720p${FPS}_${SECONDS_LONG}s.mp4"
-make_clip "$SECONDS_SHORT" "$SHORT"
+make_clip 1280 720 "$SECONDS_SHORT" "$SHORT"
 # The long clip checks that memory stays flat: for light (the fastest) and video (the only tier
 # with state carried across frames).
 # LONG_TIERS names the tiers that run it (light and video by default: the heavy tiers take minutes
 # per second of 720p).
 LONG_TIERS="${LONG_TIERS:-light video}"
 for tier in $TIERS; do
-    if [[ " $LONG_TIERS " == *" $tier "* ]]; then make_clip "$SECONDS_LONG" "$LONG"; break; fi
+    if [[ " $LONG_TIERS " == *" $tier "* ]]; then make_clip 1280 720 "$SECONDS_LONG" "$LONG"; break; fi
 done
 SHORT_FRAMES=$(count_frames "$SHORT")
 : >"$LOGS/warnings.txt"
