@@ -43,6 +43,6 @@ pub use home::Home;
 pub use keyframes::Keyframes;
 pub use model::{Device, Runtime, Segmenter, Tier};
 pub use output::{Anchor, Background, Composition, OutputFormat};
-pub use pipeline::{remove_background, Progress, RemoveRequest, Summary};
+pub use pipeline::{remove_background, Progress, RemoveRequest, StageTimes, Summary};
 pub use probe::{probe, Limits, VideoInfo};
 pub use process::kill_all as kill_running_tools;

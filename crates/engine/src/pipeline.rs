@@ -115,6 +115,24 @@ pub struct Summary {
     pub format: OutputFormat,
     /// How many frames ran the model, and why.
     pub keyframes: Stats,
+    /// How long each stage worked.
+    pub stages: StageTimes,
+}
+
+/// How long each stage of a job worked, its waits for the stages beside it left out. The stages
+/// run at once, so the one with the most time sets the pace: the model on a CPU, the per-pixel
+/// work around it on a GPU (bench/RESULTS.md, "On a GPU"). Logged at debug level after each video
+/// (`CLEARBG_LOG=clearbg_engine=debug`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Reading raw frames from the ffmpeg decoder (its decoding included, where we wait for it).
+    pub decode: Duration,
+    /// Keyframe planning, resizing for the model and the model itself.
+    pub segment: Duration,
+    /// Stabilising and upsampling the mask into the alpha plane.
+    pub matte: Duration,
+    /// Handing frames to the ffmpeg encoder (its encoding included, where we wait for it).
+    pub encode: Duration,
 }
 
 /// Removes the background of `request.input` with `segmenter` and writes `request.output`.
@@ -173,8 +191,16 @@ pub fn remove_background(
         target,
     );
     let keyframer = Keyframer::new(segmenter.tier(), request.keyframes, info.fps.as_f64());
-    let (frames, keyframes) =
+    let (frames, keyframes, stages) =
         run_stages(segmenter, keyframer, &request.input, &info, &encoder_args, request.limits.stall_timeout, progress)?;
+    tracing::debug!(
+        frames,
+        decode_ms = stages.decode.as_millis() as u64,
+        segment_ms = stages.segment.as_millis() as u64,
+        matte_ms = stages.matte.as_millis() as u64,
+        encode_ms = stages.encode.as_millis() as u64,
+        "stage working times"
+    );
     if let Some(dir) = &png_dir {
         zip_frames(dir.path(), part.as_file())?;
     }
@@ -195,6 +221,7 @@ pub fn remove_background(
         tier: segmenter.tier(),
         format: request.format,
         keyframes,
+        stages,
     })
 }
 
@@ -226,8 +253,8 @@ impl Activity {
     }
 }
 
-/// Runs decode → segment → matte → encode; returns the number of frames written and what the
-/// keyframe planner did.
+/// Runs decode → segment → matte → encode; returns the number of frames written, what the
+/// keyframe planner did and how long each stage worked.
 fn run_stages(
     segmenter: &mut Segmenter,
     mut keyframer: Keyframer,
@@ -236,7 +263,7 @@ fn run_stages(
     encoder_args: &[String],
     stall_timeout: Duration,
     progress: &dyn Progress,
-) -> Result<(u64, Stats)> {
+) -> Result<(u64, Stats, StageTimes)> {
     let decoder = Mutex::new(Child::spawn("ffmpeg", &video::decoder_args(input, info), "decode", false)?);
     let encoder = Mutex::new(Child::spawn("ffmpeg", encoder_args, "encode", true)?);
     let kill_children = || {
@@ -286,9 +313,9 @@ fn run_stages(
             stop.store(true, Ordering::SeqCst);
             lock(&decoder).kill();
         }
-        let join = |r: std::thread::Result<Result<()>>| {
+        fn join<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
             r.unwrap_or_else(|_| Err(EngineError::Inference("a pipeline stage panicked".into())))
-        };
+        }
         let results = (join(decode.join()), join(segment.join()), join(matte.join()), write);
         drop(done_tx);
         results
@@ -304,12 +331,12 @@ fn run_stages(
     let decoder_status = decoder.finish();
     let encoder_status = encoder.finish();
     // The first real cause wins; "the next stage hung up" is only an echo of it.
-    segment_result?;
-    matte_result?;
+    let segment = segment_result?;
+    let matte = matte_result?;
     encoder_status?;
-    let written = write_result?;
+    let (written, encode) = write_result?;
     let decoder_errors = if stopped_early { String::new() } else { decoder_status? };
-    decode_result?;
+    let decode = decode_result?;
     let decoded = frames_decoded.load(Ordering::SeqCst);
     if decoded == 0 {
         return Err(EngineError::InvalidInput("no frame could be decoded from the video".into()));
@@ -327,7 +354,7 @@ fn run_stages(
     if written != decoded {
         return Err(EngineError::Ffmpeg { stage: "encode", message: format!("wrote {written} of {decoded} frames") });
     }
-    Ok((written, keyframer.stats()))
+    Ok((written, keyframer.stats(), StageTimes { decode, segment, matte, encode }))
 }
 
 /// Locks a child; a panic elsewhere must not stop us from killing it.
@@ -372,16 +399,20 @@ fn decode_stage(
     stop: &AtomicBool,
     count: &AtomicU64,
     activity: &Activity,
-) -> Result<()> {
+) -> Result<Duration> {
     let mut reader = FrameReader::new(source, info);
-    while let Some(frame) = reader.next_frame()? {
+    let mut working = Duration::ZERO;
+    loop {
+        let started = Instant::now();
+        let Some(frame) = reader.next_frame()? else { break };
+        working += started.elapsed();
         activity.touch();
         if stop.load(Ordering::SeqCst) || tx.send(frame).is_err() {
             break;
         }
         count.fetch_add(1, Ordering::SeqCst);
     }
-    Ok(())
+    Ok(working)
 }
 
 fn segment_stage(
@@ -391,16 +422,19 @@ fn segment_stage(
     rx: Receiver<YuvFrame>,
     tx: SyncSender<(YuvFrame, Segmented)>,
     activity: &Activity,
-) -> Result<()> {
+) -> Result<Duration> {
     segmenter.reset_history(); // a new video: a recurrent model starts from a blank memory
+    let mut working = Duration::ZERO;
     for frame in rx {
+        let started = Instant::now();
         let segmented = pool.install(|| keyframer.next(segmenter, &frame))?;
+        working += started.elapsed();
         activity.touch();
         if tx.send((frame, segmented)).is_err() {
             break;
         }
     }
-    Ok(())
+    Ok(working)
 }
 
 fn matte_stage(
@@ -409,16 +443,19 @@ fn matte_stage(
     rx: Receiver<(YuvFrame, Segmented)>,
     tx: SyncSender<(YuvFrame, Vec<u8>)>,
     activity: &Activity,
-) -> Result<()> {
+) -> Result<Duration> {
     let mut matter = Matter::new(tier, matte::shipped_mode(tier));
+    let mut working = Duration::ZERO;
     for (frame, segmented) in rx {
+        let started = Instant::now();
         let alpha = pool.install(|| matter.alpha_of(&frame, segmented));
+        working += started.elapsed();
         activity.touch();
         if tx.send((frame, alpha)).is_err() {
             break;
         }
     }
-    Ok(())
+    Ok(working)
 }
 
 /// Hands the encoder each frame as YUVA 4:2:0: the decoder's own planes, then the alpha plane.
@@ -428,22 +465,25 @@ fn write_stage(
     progress: &dyn Progress,
     stop: &AtomicBool,
     activity: &Activity,
-) -> Result<u64> {
+) -> Result<(u64, Duration)> {
     let mut written = 0u64;
+    let mut working = Duration::ZERO;
     for (frame, alpha) in rx {
         if progress.cancelled() {
             stop.store(true, Ordering::SeqCst);
             return Err(EngineError::Cancelled);
         }
         // A failed write means the encoder died; its exit status says why.
+        let started = Instant::now();
         sink.write_all(&frame.data)
             .and_then(|_| sink.write_all(&alpha))
             .map_err(EngineError::io("writing frames to the encoder"))?;
+        working += started.elapsed();
         written += 1;
         activity.touch();
         progress.advance(written);
     }
-    Ok(written)
+    Ok((written, working))
 }
 
 /// Packs the PNG frames into a zip, stored uncompressed (PNG is already compressed).

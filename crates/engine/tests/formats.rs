@@ -50,6 +50,13 @@ fn every_format_round_trips_the_models_alpha() {
     let zip = dir.path().join("ref.zip");
     let summary = run(&mut seg, &request(&input, &zip, OutputFormat::PngSequence, Background::Transparent)).unwrap();
     assert_eq!(summary.frames, 12);
+    // Every stage's working time is counted, and none is longer than the whole job.
+    let stages = summary.stages;
+    for (stage, time) in
+        [("decode", stages.decode), ("segment", stages.segment), ("matte", stages.matte), ("encode", stages.encode)]
+    {
+        assert!(time > std::time::Duration::ZERO && time <= summary.wall, "{stage}: {time:?} of {:?}", summary.wall);
+    }
     let reference = decode_png_zip(&zip, dir.path());
     assert_eq!((reference.width, reference.height, reference.frames.len()), (176, 144, 12));
     let ref_alpha: Vec<u8> = (0..12).flat_map(|i| reference.alpha(i)).collect();
