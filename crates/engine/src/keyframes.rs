@@ -205,6 +205,8 @@ pub struct Keyframer {
     /// Confirming runs since the keyframe they confirm.
     confirms_in_a_row: u32,
     stats: Stats,
+    /// Where the motion search and the carrying run ([`Keyframer::with_pool`]).
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Keyframer {
@@ -226,7 +228,15 @@ impl Keyframer {
             confirm: false,
             confirms_in_a_row: 0,
             stats: Stats::default(),
+            pool: None,
         }
+    }
+
+    /// The same with the per-pixel motion work (measuring, carrying) split over `pool`'s threads
+    /// rather than rayon's global pool; the model still runs on the caller's thread.
+    pub fn with_pool(mut self, pool: rayon::ThreadPool) -> Keyframer {
+        self.pool = Some(pool);
+        self
     }
 
     /// What it has done so far.
@@ -245,14 +255,18 @@ impl Keyframer {
         let luma = segmenter.guide_luma(frame);
         let luma_f: Vec<f32> = luma.iter().map(|&v| v as f32 * (1.0 / 255.0)).collect();
         let previous = self.previous.take().filter(|p| p.luma.len() == luma_f.len());
-        let motion = previous.as_ref().map(|p| {
+        let motion_work = || {
+            let p = previous.as_ref()?;
             let (w, h) = (p.mask.width as usize, p.mask.height as usize);
-            Motion::measure_within(&p.luma, &luma_f, w, h, TemporalStabiliser::default().search, MOTION_SIDE)
-        });
-        let carried = match (&previous, &motion) {
-            (Some(p), Some(m)) => Some(m.carry(&p.mask)),
-            _ => None,
+            let motion =
+                Motion::measure_within(&p.luma, &luma_f, w, h, TemporalStabiliser::default().search, MOTION_SIDE);
+            Some((motion.carry(&p.mask), motion))
         };
+        let (carried, motion) = match &self.pool {
+            Some(pool) => pool.install(motion_work),
+            None => motion_work(),
+        }
+        .unzip();
         let reason = match (&carried, &motion) {
             (Some(carried), Some(motion)) => self.reason(&rules, carried, motion),
             _ => Some(Reason::First),

@@ -280,8 +280,8 @@ fn run_stages(
     let interrupt = segmenter.interrupt();
     interrupt.reset();
 
-    let (segment_pool, matte_pool) =
-        (pixel_pool(segmenter.device(), "segment")?, pixel_pool(segmenter.device(), "matte")?);
+    keyframer = keyframer.with_pool(pixel_pool(segmenter.device(), "segment")?);
+    let matte_pool = pixel_pool(segmenter.device(), "matte")?;
     let (frame_tx, frame_rx) = sync_channel::<YuvFrame>(QUEUE_DEPTH);
     let (mask_tx, mask_rx) = sync_channel::<(YuvFrame, Segmented)>(QUEUE_DEPTH);
     let (matted_tx, matted_rx) = sync_channel::<(YuvFrame, Vec<u8>)>(QUEUE_DEPTH);
@@ -304,7 +304,7 @@ fn run_stages(
             }
         });
         let decode = s.spawn(|| decode_stage(decoded, info, frame_tx, &stop, &frames_decoded, &activity));
-        let segment = s.spawn(|| segment_stage(segmenter, &mut keyframer, &segment_pool, frame_rx, mask_tx, &activity));
+        let segment = s.spawn(|| segment_stage(segmenter, &mut keyframer, frame_rx, mask_tx, &activity));
         let matte = s.spawn(|| matte_stage(tier, &matte_pool, mask_rx, matted_tx, &activity));
         let write = write_stage(&mut encoder_stdin, matted_rx, progress, &stop, &activity);
         drop(encoder_stdin);
@@ -366,6 +366,14 @@ fn into_inner(child: Mutex<Child>) -> Child {
     child.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs `work`, adding the time it took to `total` (a stage's [`StageTimes`] entry).
+fn timed<T>(total: &mut Duration, work: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = work();
+    *total += started.elapsed();
+    result
+}
+
 /// The threads a stage splits its per-pixel passes over (the motion search, the stabiliser and
 /// the guided upsampling on the mask's grid, in [`crate::matte`]).
 ///
@@ -402,10 +410,7 @@ fn decode_stage(
 ) -> Result<Duration> {
     let mut reader = FrameReader::new(source, info);
     let mut working = Duration::ZERO;
-    loop {
-        let started = Instant::now();
-        let Some(frame) = reader.next_frame()? else { break };
-        working += started.elapsed();
+    while let Some(frame) = timed(&mut working, || reader.next_frame())? {
         activity.touch();
         if stop.load(Ordering::SeqCst) || tx.send(frame).is_err() {
             break;
@@ -418,7 +423,6 @@ fn decode_stage(
 fn segment_stage(
     segmenter: &mut Segmenter,
     keyframer: &mut Keyframer,
-    pool: &rayon::ThreadPool,
     rx: Receiver<YuvFrame>,
     tx: SyncSender<(YuvFrame, Segmented)>,
     activity: &Activity,
@@ -426,9 +430,7 @@ fn segment_stage(
     segmenter.reset_history(); // a new video: a recurrent model starts from a blank memory
     let mut working = Duration::ZERO;
     for frame in rx {
-        let started = Instant::now();
-        let segmented = pool.install(|| keyframer.next(segmenter, &frame))?;
-        working += started.elapsed();
+        let segmented = timed(&mut working, || keyframer.next(segmenter, &frame))?;
         activity.touch();
         if tx.send((frame, segmented)).is_err() {
             break;
@@ -447,9 +449,7 @@ fn matte_stage(
     let mut matter = Matter::new(tier, matte::shipped_mode(tier));
     let mut working = Duration::ZERO;
     for (frame, segmented) in rx {
-        let started = Instant::now();
-        let alpha = pool.install(|| matter.alpha_of(&frame, segmented));
-        working += started.elapsed();
+        let alpha = timed(&mut working, || pool.install(|| matter.alpha_of(&frame, segmented)));
         activity.touch();
         if tx.send((frame, alpha)).is_err() {
             break;
@@ -474,11 +474,8 @@ fn write_stage(
             return Err(EngineError::Cancelled);
         }
         // A failed write means the encoder died; its exit status says why.
-        let started = Instant::now();
-        sink.write_all(&frame.data)
-            .and_then(|_| sink.write_all(&alpha))
+        timed(&mut working, || sink.write_all(&frame.data).and_then(|_| sink.write_all(&alpha)))
             .map_err(EngineError::io("writing frames to the encoder"))?;
-        working += started.elapsed();
         written += 1;
         activity.touch();
         progress.advance(written);
