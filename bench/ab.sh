@@ -41,9 +41,9 @@ echo "|---|---:|---:|---:|---|"
 for tier in $TIERS; do
     best_old=0 best_new=0 same=yes
     for _ in $(seq "$ROUNDS"); do
-        read -r fps_old sha_old <<<"$(run "$OLD" "$tier" "$OUT/$tier-old.webm")"
-        read -r fps_new sha_new <<<"$(run "$NEW" "$tier" "$OUT/$tier-new.webm")"
-        [[ "$sha_old" == "$sha_new" ]] || same=no
+        read -r fps_old md5_old <<<"$(run "$OLD" "$tier" "$OUT/$tier-old.webm")"
+        read -r fps_new md5_new <<<"$(run "$NEW" "$tier" "$OUT/$tier-new.webm")"
+        [[ "$md5_old" == "$md5_new" ]] || same=no
         best_old=$(awk -v a="$best_old" -v b="$fps_old" 'BEGIN { print (b > a) ? b : a }')
         best_new=$(awk -v a="$best_new" -v b="$fps_new" 'BEGIN { print (b > a) ? b : a }')
     done
