@@ -29,7 +29,8 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use clearbg_engine::keyframes::{Keyframer, Keyframes};
+use clearbg_engine::frame::YuvFrame;
+use clearbg_engine::keyframes::{Keyframer, Keyframes, Segmented};
 use clearbg_engine::matte::{edge_params, EdgeParams, MatteMode, Matter, TemporalStabiliser};
 use clearbg_engine::{probe, video, Home, Limits, Runtime, Segmenter, Tier};
 
@@ -95,21 +96,32 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for (mode, name) in MODES {
         outs.push((Matter::new(tier, mode).with_stabiliser(stabiliser.clone()).with_edges(edges), create(name)?));
     }
-    let (mut frames, mut busy, mut mask_size, mut keyframe_indices) = (0u64, Duration::ZERO, (0, 0), Vec::new());
-    while frames < max_frames {
-        let Some(frame) = frames_in.next_frame()? else { break };
-        let started = Instant::now();
-        let segmented = keyframer.next(&mut segmenter, &frame)?;
-        busy += started.elapsed();
+    let (mut frames, mut written, mut busy, mut mask_size, mut keyframe_indices) =
+        (0u64, 0u64, Duration::ZERO, (0, 0), Vec::new());
+    let mut write = |frame: YuvFrame, segmented: Segmented| -> std::io::Result<()> {
         if segmented.keyframe.is_some() {
-            keyframe_indices.push(frames);
+            keyframe_indices.push(written);
         }
         mask_size = (segmented.mask.width, segmented.mask.height);
         for (matter, out) in &mut outs {
             out.write_all(&matter.alpha_of(&frame, segmented.clone()))?;
         }
         luma_out.write_all(frame.y())?;
+        written += 1;
+        Ok(())
+    };
+    while frames < max_frames {
+        let Some(frame) = frames_in.next_frame()? else { break };
+        let started = Instant::now();
+        let settled = keyframer.push(&mut segmenter, frame)?;
+        busy += started.elapsed();
+        for (frame, segmented) in settled {
+            write(frame, segmented)?;
+        }
         frames += 1;
+    }
+    for (frame, segmented) in keyframer.finish() {
+        write(frame, segmented)?;
     }
     drop(frames_in);
     let _ = decoder.kill(); // only when --frames stopped early; it has exited otherwise

@@ -19,6 +19,16 @@
 //!   runs again to confirm it, so a per-frame model's glitch is not carried for a whole gap;
 //!   and again, up to [`MAX_CONFIRMS`] times, while each run disagrees with the one before.
 //!
+//! A mask carried forward falls behind a subject that moves slowly (block motion is measured a
+//! little short), and the next keyframe then catches up in one step: the matte moves in jerks
+//! the every-frame matte does not have. So a gap's carried frames wait for the keyframe that
+//! ends it, and each is given a blend of the mask carried forward from the keyframe before and
+//! the new keyframe's mask carried back, weighted by how near each keyframe is: the two errors
+//! point opposite ways and cancel. A gap ended by a cut keeps the forward masks, and so does one
+//! ended by a keyframe whose mask disagrees with the carried one unless its confirming runs
+//! bear it out. The wait is one gap and its confirming runs at most
+//! ([`Rules::max_gap_frames`] + [`MAX_CONFIRMS`] frames), so memory stays bounded.
+//!
 //! The motion measured here is handed to the matting step, whose stabiliser would otherwise
 //! search the same motion again, so a carried frame costs one motion search and no model run.
 //! `light` (a 5 ms model: cheaper than the motion search) and the recurrent `video` tier (its
@@ -28,6 +38,7 @@ use crate::error::{EngineError, Result};
 use crate::frame::{Mask, YuvFrame};
 use crate::matte::{box_mean, Motion, TemporalStabiliser};
 use crate::model::{Segmenter, Tier};
+use rayon::prelude::*;
 
 /// Longest side of the grid the planner measures motion on: a carried frame's whole cost, so
 /// well below ISNet's 1024 (see [`Motion::measure_within`]).
@@ -207,6 +218,11 @@ pub struct Keyframer {
     stats: Stats,
     /// Where the motion search and the carrying run ([`Keyframer::with_pool`]).
     pool: Option<rayon::ThreadPool>,
+    /// Frames since the last settled keyframe: carried frames waiting for the next keyframe,
+    /// and while it is disputed, that keyframe and its confirming runs.
+    gap: Vec<(YuvFrame, Segmented)>,
+    /// Where in `gap` the keyframe awaiting confirmation is.
+    disputed: Option<usize>,
 }
 
 impl Keyframer {
@@ -229,6 +245,8 @@ impl Keyframer {
             confirms_in_a_row: 0,
             stats: Stats::default(),
             pool: None,
+            gap: Vec::new(),
+            disputed: None,
         }
     }
 
@@ -244,8 +262,60 @@ impl Keyframer {
         self.stats
     }
 
-    /// The next frame's mask: inferred by `segmenter` on a keyframe, carried otherwise.
-    pub fn next(&mut self, segmenter: &mut Segmenter, frame: &YuvFrame) -> Result<Segmented> {
+    /// Takes the next frame and returns the frames whose masks are settled, in order, each with
+    /// its segmentation: a keyframe with the carried frames before it, or nothing while a gap
+    /// is open. [`Keyframer::finish`] returns the rest at the end of the video.
+    pub fn push(&mut self, segmenter: &mut Segmenter, frame: YuvFrame) -> Result<Vec<(YuvFrame, Segmented)>> {
+        let segmented = self.segment(segmenter, &frame)?;
+        Ok(self.settle(frame, segmented))
+    }
+
+    /// At the end of the video: the frames still waiting, as they are (a gap that no keyframe
+    /// closed keeps the masks carried forward).
+    pub fn finish(&mut self) -> Vec<(YuvFrame, Segmented)> {
+        self.disputed = None;
+        std::mem::take(&mut self.gap)
+    }
+
+    /// Adds a segmented frame to the open gap, or closes the gap when its keyframe is settled.
+    ///
+    /// A keyframe whose mask disagrees with the carried one may be the model's glitch: the gap
+    /// then waits for the confirming runs, and is blended towards the keyframe only if the last
+    /// of them agrees with it. Across a cut the next shot's mask means nothing to the frames
+    /// before, so such a gap is not blended at all.
+    fn settle(&mut self, frame: YuvFrame, segmented: Segmented) -> Vec<(YuvFrame, Segmented)> {
+        let reason = segmented.keyframe;
+        self.gap.push((frame, segmented));
+        let keyframe_at = match reason {
+            None => return Vec::new(),
+            Some(Reason::Confirm) if self.confirm => return Vec::new(),
+            Some(Reason::Confirm) => self.disputed.take().filter(|&at| {
+                let (disputed, last) = (&self.gap[at].1.mask, &self.gap[self.gap.len() - 1].1.mask);
+                let drift = self.rules.map_or(0.0, |r| r.area_drift);
+                !area_differs(disputed.coverage(), last.coverage(), drift)
+            }),
+            Some(Reason::Gap | Reason::Drift | Reason::Moved | Reason::Area) if self.confirm => {
+                self.disputed = Some(self.gap.len() - 1);
+                return Vec::new();
+            }
+            Some(Reason::Gap | Reason::Drift | Reason::Moved | Reason::Area) => Some(self.gap.len() - 1),
+            Some(Reason::Always | Reason::First | Reason::Cut) => None,
+        };
+        let mut settled = std::mem::take(&mut self.gap);
+        self.disputed = None;
+        if let Some(at) = keyframe_at {
+            let (gap, keyframe) = settled.split_at_mut(at);
+            match &self.pool {
+                Some(pool) => pool.install(|| blend_gap(gap, &keyframe[0].1)),
+                None => blend_gap(gap, &keyframe[0].1),
+            }
+        }
+        settled
+    }
+
+    /// The frame's segmentation: the model's mask on a keyframe, the last mask carried forward
+    /// otherwise.
+    fn segment(&mut self, segmenter: &mut Segmenter, frame: &YuvFrame) -> Result<Segmented> {
         self.stats.frames += 1;
         let Some(rules) = self.rules else {
             let (mask, luma) = segmenter.segment_yuv(frame)?;
@@ -341,6 +411,24 @@ impl Keyframer {
             Some(Reason::Confirm) => self.stats.confirms += 1,
             _ => {}
         }
+    }
+}
+
+/// Gives each carried frame of a gap a blend of its forward-carried mask and `keyframe`'s mask
+/// carried back to it, weighted by its distance from either end of the gap. Leaves the gap as
+/// it is when a motion is missing (the frames are then not one continuous shot).
+fn blend_gap<T>(gap: &mut [(T, Segmented)], keyframe: &Segmented) {
+    if gap.iter().any(|(_, s)| s.motion.is_none()) {
+        return;
+    }
+    let Some(mut motion) = keyframe.motion.as_ref() else { return };
+    let mut back = keyframe.mask.clone();
+    let steps = (gap.len() + 1) as f32;
+    for (i, (_, carried)) in gap.iter_mut().enumerate().rev() {
+        back = motion.carry_back(&back);
+        let t = (i + 1) as f32 / steps; // the keyframe's share: 0 at the gap's start, 1 at its end
+        carried.mask.data.par_iter_mut().zip(&back.data).for_each(|(a, &b)| *a += t * (b - *a));
+        motion = carried.motion.as_ref().expect("checked above");
     }
 }
 
@@ -530,6 +618,109 @@ mod tests {
         assert_eq!(k.reason(&rules, &empty, &motion(0.0, 32, 32)), None);
         k.since_keyframe += 1;
         assert_eq!(k.reason(&rules, &empty, &motion(0.0, 32, 32)), Some(Reason::Gap));
+    }
+
+    /// A band 16 px wide on a 64x16 grid, its left edge at `x`.
+    fn band(x: f32) -> Mask {
+        let data = (0..64 * 16)
+            .map(|k| {
+                let c = (k % 64) as f32;
+                (c - x + 1.0).clamp(0.0, 1.0).min((x + 16.0 - c).clamp(0.0, 1.0))
+            })
+            .collect();
+        Mask { width: 64, height: 16, data }
+    }
+
+    /// Where a mask's weight lies across the grid (its centroid's x).
+    fn centre(mask: &Mask) -> f32 {
+        let (sum, weight) = mask
+            .data
+            .iter()
+            .enumerate()
+            .fold((0f32, 0f32), |(s, w), (k, &a)| (s + a * (k % mask.width as usize) as f32, w + a));
+        sum / weight
+    }
+
+    /// Motion of everything `by` pixels to the right since the previous frame.
+    fn moved_right(by: f32) -> Motion {
+        let mut m = motion(0.0, 64, 16);
+        m.source.iter_mut().for_each(|s| s.0 -= by);
+        m
+    }
+
+    fn carried(mask: Mask, motion: Motion) -> Segmented {
+        Segmented { mask, luma: Vec::new(), motion: Some(motion), keyframe: None }
+    }
+
+    /// The subject moves 1 px a frame, the motion is measured at half that: the masks carried
+    /// forward lag further behind each frame. Blended with the next keyframe's mask carried
+    /// back, each lands on the subject.
+    #[test]
+    fn a_gap_blended_with_the_next_keyframe_catches_up_with_the_subject() {
+        let short = moved_right(0.5);
+        let mut forward = band(16.0);
+        let mut gap = Vec::new();
+        for _ in 1..4 {
+            forward = short.carry(&forward);
+            gap.push(((), carried(forward.clone(), short.clone())));
+        }
+        let keyframe = Segmented { keyframe: Some(Reason::Gap), ..carried(band(20.0), short.clone()) };
+        let truth = |j: usize| centre(&band(16.0 + j as f32));
+        for (j, (_, s)) in gap.iter().enumerate().map(|(i, g)| (i + 1, g)) {
+            assert!(truth(j) - centre(&s.mask) >= 0.49, "frame {j}: the forward carry lags");
+        }
+        blend_gap(&mut gap, &keyframe);
+        for (j, (_, s)) in gap.iter().enumerate().map(|(i, g)| (i + 1, g)) {
+            assert!((truth(j) - centre(&s.mask)).abs() < 0.05, "frame {j}: {} for {}", centre(&s.mask), truth(j));
+        }
+    }
+
+    /// Carried frames wait for their gap's keyframe and are blended towards it; not across a
+    /// cut, and towards a keyframe that disagrees with the carried mask only once a confirming
+    /// run bears it out.
+    #[test]
+    fn a_gap_is_released_at_its_keyframe_and_blended_only_within_a_shot() {
+        let frame = || YuvFrame { width: 2, height: 2, color: Default::default(), data: vec![0; 6] };
+        let still = || moved_right(0.0);
+        let rules = Rules::default();
+        // Three carried frames of band(16), then a keyframe with `mask` found for `reason`, then
+        // confirming runs finding `confirms`. Returns the gap's centres once it is settled.
+        let run = |reason: Reason, mask: Mask, confirms: &[Mask]| {
+            let mut k = Keyframer::with_rules(Some(rules), 30.0);
+            k.keyframe_taken(&rules, Some(Reason::First), None, &band(16.0));
+            for _ in 0..3 {
+                assert!(k.settle(frame(), carried(band(16.0), still())).is_empty(), "a carried frame waits");
+            }
+            let mut previous = band(16.0);
+            let mut settled = Vec::new();
+            for (reason, mask) in
+                std::iter::once((reason, mask)).chain(confirms.iter().map(|m| (Reason::Confirm, m.clone())))
+            {
+                assert!(settled.is_empty(), "settled before its confirmation");
+                k.keyframe_taken(&rules, Some(reason), Some(&previous), &mask);
+                previous = mask.clone();
+                settled = k.settle(frame(), Segmented { keyframe: Some(reason), ..carried(mask, still()) });
+            }
+            assert_eq!(settled.len(), 4 + confirms.len(), "the gap, its keyframe and its confirmations, in order");
+            assert_eq!(settled[3].1.keyframe, Some(reason));
+            assert!(k.finish().is_empty());
+            settled.into_iter().take(3).map(|(_, s)| centre(&s.mask)).collect::<Vec<_>>()
+        };
+        let carried_centre = centre(&band(16.0));
+        let blended = run(Reason::Gap, band(17.0), &[]);
+        assert!(carried_centre < blended[0] && blended[0] < blended[1] && blended[1] < blended[2]);
+        assert!(run(Reason::Cut, band(17.0), &[]).iter().all(|&c| c == carried_centre), "not across a cut");
+        // Half the subject gone, the rest moved: a glitch or not, it waits for confirmation.
+        let mut half = band(17.0);
+        half.data.iter_mut().enumerate().filter(|(k, _)| k % 64 >= 25).for_each(|(_, a)| *a = 0.0);
+        let borne_out = run(Reason::Gap, half.clone(), &[half.clone()]);
+        assert!(borne_out.iter().all(|&c| c < carried_centre - 0.1), "borne out: blended");
+        let glitch = run(Reason::Gap, half.clone(), &[band(17.0), band(17.0)]);
+        assert!(glitch.iter().all(|&c| c == carried_centre), "a glitch: left as carried");
+        // At the end of the video the open gap is returned as carried.
+        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        assert!(k.settle(frame(), carried(band(16.0), still())).is_empty());
+        assert_eq!(k.finish().len(), 1);
     }
 
     #[test]

@@ -312,6 +312,25 @@ impl Motion {
         let data = self.source.par_iter().map(|&(sx, sy)| sample(&previous.data, w, h, sx, sy)).collect();
         Mask { width: previous.width, height: previous.height, data }
     }
+
+    /// The opposite of [`Motion::carry`]: `next`, a mask of this motion's frame, moved back to
+    /// the previous frame. Each pixel follows its own motion the other way, which is the inverse
+    /// wherever the motion is smooth over one frame's displacement (block motion is: it is
+    /// constant over blocks and chosen among neighbours' vectors).
+    pub fn carry_back(&self, next: &Mask) -> Mask {
+        let (w, h) = (self.width, self.height);
+        debug_assert_eq!(next.data.len(), w * h);
+        let data = self
+            .source
+            .par_iter()
+            .enumerate()
+            .map(|(k, &(sx, sy))| {
+                let (x, y) = ((k % w) as f32, (k / w) as f32);
+                sample(&next.data, w, h, 2.0 * x - sx, 2.0 * y - sy)
+            })
+            .collect();
+        Mask { width: next.width, height: next.height, data }
+    }
 }
 
 fn mean(values: &[f32]) -> f32 {

@@ -430,9 +430,16 @@ fn segment_stage(
     segmenter.reset_history(); // a new video: a recurrent model starts from a blank memory
     let mut working = Duration::ZERO;
     for frame in rx {
-        let segmented = timed(&mut working, || keyframer.next(segmenter, &frame))?;
+        let settled = timed(&mut working, || keyframer.push(segmenter, frame))?;
         activity.touch();
-        if tx.send((frame, segmented)).is_err() {
+        for pair in settled {
+            if tx.send(pair).is_err() {
+                return Ok(working);
+            }
+        }
+    }
+    for pair in keyframer.finish() {
+        if tx.send(pair).is_err() {
             break;
         }
     }
