@@ -257,6 +257,13 @@ impl Keyframer {
         self
     }
 
+    /// Most frames one [`Keyframer::push`] can return at once: a gap, its keyframe and the
+    /// keyframe's confirming runs. The next stage's queue is made this much deeper, so that it
+    /// takes them without holding up the next gap.
+    pub fn most_settled_at_once(&self) -> usize {
+        self.rules.map_or(1, |r| r.max_gap_frames as usize + MAX_CONFIRMS as usize)
+    }
+
     /// What it has done so far.
     pub fn stats(&self) -> Stats {
         self.stats

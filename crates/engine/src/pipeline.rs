@@ -283,7 +283,7 @@ fn run_stages(
     keyframer = keyframer.with_pool(pixel_pool(segmenter.device(), "segment")?);
     let matte_pool = pixel_pool(segmenter.device(), "matte")?;
     let (frame_tx, frame_rx) = sync_channel::<YuvFrame>(QUEUE_DEPTH);
-    let (mask_tx, mask_rx) = sync_channel::<(YuvFrame, Segmented)>(QUEUE_DEPTH);
+    let (mask_tx, mask_rx) = sync_channel::<(YuvFrame, Segmented)>(QUEUE_DEPTH + keyframer.most_settled_at_once());
     let (matted_tx, matted_rx) = sync_channel::<(YuvFrame, Vec<u8>)>(QUEUE_DEPTH);
     let (done_tx, done_rx) = sync_channel::<()>(0);
 
