@@ -1,7 +1,8 @@
 //! The whole job: probe, then decode → segment → matte → encode as concurrent stages.
 //!
-//! Stages are threads joined by bounded channels (a few frames each), so a long video never
-//! holds more than a handful of frames in memory. When any stage stops, the channels it held
+//! Stages are threads joined by bounded channels (a few frames each; after the segment stage, a
+//! keyframe gap's worth, since the keyframer releases a gap at once), so a long video never
+//! holds more than a bounded number of frames in memory. When any stage stops, the channels it held
 //! close, every other stage stops at its next send or receive, and both ffmpeg children are
 //! killed and reaped; the output is written to a temporary file beside the target and only
 //! renamed into place when everything succeeded, so a failure never leaves a partial file.
