@@ -430,20 +430,16 @@ fn segment_stage(
 ) -> Result<Duration> {
     segmenter.reset_history(); // a new video: a recurrent model starts from a blank memory
     let mut working = Duration::ZERO;
+    // False once the matte stage has hung up: then there is nothing left to do.
+    let send_all = |settled: Vec<(YuvFrame, Segmented)>| settled.into_iter().all(|pair| tx.send(pair).is_ok());
     for frame in rx {
         let settled = timed(&mut working, || keyframer.push(segmenter, frame))?;
         activity.touch();
-        for pair in settled {
-            if tx.send(pair).is_err() {
-                return Ok(working);
-            }
+        if !send_all(settled) {
+            return Ok(working);
         }
     }
-    for pair in keyframer.finish() {
-        if tx.send(pair).is_err() {
-            break;
-        }
-    }
+    send_all(keyframer.finish());
     Ok(working)
 }
 
