@@ -36,7 +36,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::frame::{Mask, YuvFrame};
-use crate::matte::{box_mean, Motion, TemporalStabiliser};
+use crate::matte::{box_mean, unit_floats, Motion, TemporalStabiliser};
 use crate::model::{Segmenter, Tier};
 use rayon::prelude::*;
 
@@ -216,7 +216,7 @@ pub struct Keyframer {
     /// Confirming runs since the keyframe they confirm.
     confirms_in_a_row: u32,
     stats: Stats,
-    /// Where the motion search and the carrying run ([`Keyframer::with_pool`]).
+    /// Where the per-pixel work runs ([`Keyframer::with_pool`]).
     pool: Option<rayon::ThreadPool>,
     /// Frames since the last settled keyframe: carried frames waiting for the next keyframe,
     /// and while it is disputed, that keyframe and its confirming runs.
@@ -250,8 +250,9 @@ impl Keyframer {
         }
     }
 
-    /// The same with the per-pixel motion work (measuring, carrying) split over `pool`'s threads
-    /// rather than rayon's global pool; the model still runs on the caller's thread.
+    /// The same with the per-pixel work (resizing, measuring and carrying motion, the keyframe
+    /// tests, the blend) split over `pool`'s threads rather than rayon's global pool; the model
+    /// still runs on the caller's thread.
     pub fn with_pool(mut self, pool: rayon::ThreadPool) -> Keyframer {
         self.pool = Some(pool);
         self
@@ -312,10 +313,7 @@ impl Keyframer {
         self.disputed = None;
         if let Some(at) = keyframe_at {
             let (gap, keyframe) = settled.split_at_mut(at);
-            match &self.pool {
-                Some(pool) => pool.install(|| blend_gap(gap, &keyframe[0].1)),
-                None => blend_gap(gap, &keyframe[0].1),
-            }
+            in_pool(self.pool.as_ref(), || blend_gap(gap, &keyframe[0].1));
         }
         settled
     }
@@ -329,25 +327,27 @@ impl Keyframer {
             self.stats.keyframes += 1;
             return Ok(Segmented { mask, luma, motion: None, keyframe: Some(Reason::Always) });
         };
-        let luma = segmenter.guide_luma(frame);
-        let luma_f: Vec<f32> = luma.iter().map(|&v| v as f32 * (1.0 / 255.0)).collect();
-        let previous = self.previous.take().filter(|p| p.luma.len() == luma_f.len());
-        let motion_work = || {
-            let p = previous.as_ref()?;
-            let (w, h) = (p.mask.width as usize, p.mask.height as usize);
-            let motion =
-                Motion::measure_within(&p.luma, &luma_f, w, h, TemporalStabiliser::default().search, MOTION_SIDE);
-            Some((motion.carry(&p.mask), motion))
-        };
-        let (carried, motion) = match &self.pool {
-            Some(pool) => pool.install(motion_work),
-            None => motion_work(),
-        }
-        .unzip();
-        let reason = match (&carried, &motion) {
-            (Some(carried), Some(motion)) => self.reason(&rules, carried, motion),
-            _ => Some(Reason::First),
-        };
+        // The per-pixel work splits over the pool's threads; the model runs on this one.
+        let pool = self.pool.take();
+        let (luma, luma_f, carried, motion, reason) = in_pool(pool.as_ref(), || {
+            let luma = segmenter.guide_luma(frame);
+            let luma_f = unit_floats(&luma);
+            let previous = self.previous.take().filter(|p| p.luma.len() == luma_f.len());
+            let (carried, motion) = previous
+                .map(|p| {
+                    let (w, h) = (p.mask.width as usize, p.mask.height as usize);
+                    let search = TemporalStabiliser::default().search;
+                    let motion = Motion::measure_within(&p.luma, &luma_f, w, h, search, MOTION_SIDE);
+                    (motion.carry(&p.mask), motion)
+                })
+                .unzip();
+            let reason = match (&carried, &motion) {
+                (Some(carried), Some(motion)) => self.reason(&rules, carried, motion),
+                _ => Some(Reason::First),
+            };
+            (luma, luma_f, carried, motion, reason)
+        });
+        self.pool = pool;
         let mask = match (reason, carried) {
             (None, Some(carried)) => {
                 self.since_keyframe += 1;
@@ -421,6 +421,14 @@ impl Keyframer {
     }
 }
 
+/// Runs `work` on `pool`'s threads, or on rayon's global pool without one.
+fn in_pool<T: Send>(pool: Option<&rayon::ThreadPool>, work: impl FnOnce() -> T + Send) -> T {
+    match pool {
+        Some(pool) => pool.install(work),
+        None => work(),
+    }
+}
+
 /// Gives each carried frame of a gap a blend of its forward-carried mask and `keyframe`'s mask
 /// carried back to it, weighted by its distance from either end of the gap. Leaves the gap as
 /// it is when a motion is missing (the frames are then not one continuous shot).
@@ -453,7 +461,7 @@ fn area_differs(was: f64, now: f64, drift: f64) -> bool {
 fn outline_residual(mask: &Mask, motion: &Motion) -> f32 {
     let (w, h) = (mask.width as usize, mask.height as usize);
     let r = (w.max(h) / 64).max(1);
-    let subject: Vec<f32> = mask.data.iter().map(|&a| if a >= 0.5 { 1.0 } else { 0.0 }).collect();
+    let subject: Vec<f32> = mask.data.par_iter().map(|&a| if a >= 0.5 { 1.0 } else { 0.0 }).collect();
     let near = box_mean(&subject, w, h, r);
     let at_edge = |k: usize| {
         let (x, y) = (k % w, k / w);
