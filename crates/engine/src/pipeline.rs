@@ -379,7 +379,9 @@ fn timed<T>(total: &mut Duration, work: impl FnOnce() -> T) -> T {
 /// the guided upsampling on the mask's grid, in [`crate::matte`]).
 ///
 /// On a GPU the model leaves the cores idle and those passes set the pace: given every core,
-/// `original` went from 5.5 to 11.2 fps at 1080p on an H200 (bench/RESULTS.md). On the CPU the
+/// `original` went from 5.5 to 11.2 fps at 1080p on an H200, and to 17.4 once the passes that
+/// had stayed on one core (box filters, the candidate choice, the planner's) were split too
+/// (bench/RESULTS.md). On the CPU the
 /// model and the encoder already keep every core busy and splitting the passes only contends
 /// with them (10% slower on 2 cores, `bench/ab.sh`), so there they stay on one thread. The
 /// result is the same to the bit either way.
