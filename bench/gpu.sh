@@ -7,10 +7,10 @@
 #   bench/gpu.sh                      all installed tiers, a 5 s 1920x1080 30 fps clip
 #   TIERS="light original" SECONDS_CLIP=10 CHECK_SECONDS=1 bench/gpu.sh
 #
-# On a GPU machine that cannot reach the package registries, prepare $CLEARBG_HOME elsewhere
-# (models, lib/, lib/cuda/ with its library-path file, fixtures/carphone.mp4), bring a release
-# binary built with `--features cuda`, and skip the install and build steps:
-#   SETUP=no CLEARBG_BIN=/path/to/clearbg PY=python3 bench/gpu.sh
+# On a GPU machine that cannot reach the package registries, bring $CLEARBG_HOME and a release
+# binary built with `--features cuda` (bench/gpu-bundle.sh packs both), and skip the install and
+# build steps; CLEARBG_REV names the commit the binary was built at:
+#   SETUP=no CLEARBG_BIN=$HOME_THERE/bin/clearbg PY=python3 CLEARBG_REV=abc1234 bench/gpu.sh
 #
 # Prints one row per tier and mode (fps, wall, frames the model ran on, each pipeline stage's
 # working time, peak memory of the process and of the GPU) and, per tier, the alpha agreement
@@ -90,7 +90,7 @@ gpu_sampler() {
 {
     echo "# clearbg on a GPU"
     echo
-    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); clearbg at $(git rev-parse --short HEAD 2>/dev/null || echo "${CLEARBG_REV:-unknown}")"
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); clearbg at ${CLEARBG_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
     echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo unknown); CPU: $(nproc) cores"
     echo "- clip: 1920x1080 30 fps, ${SECONDS_CLIP} s; alpha check over the first ${CHECK_SECONDS} s against the CPU"
     echo
