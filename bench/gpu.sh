@@ -80,6 +80,11 @@ peak_rss_mb() {
     awk -F= '/^peak_rss_kb=/ { printf "%d", $2 / 1024 }' "$1"
 }
 
+# failed_row TIER MODE: the table's row for a run that failed (clearbg's error went to stderr).
+failed_row() {
+    echo "| $1 | $2 | – | – | – | failed (stderr above) | – | – | – | – | – |"
+}
+
 # GPU memory in use (MiB), sampled every 100 ms into $OUT/gpu-memory.csv while a run goes on.
 gpu_sampler() {
     command -v nvidia-smi >/dev/null || return 0
@@ -105,7 +110,7 @@ gpu_sampler() {
             # The short check first: it also leaves the optimised model in the cache, so the timed
             # run below measures the pipeline, not ONNX Runtime's one-off graph optimisation.
             if ! run cuda "$tier" "$mode" "$OUT/$tier-$mode-gpu-check.mp4" "$CHECK_SECONDS" >/dev/null; then
-                echo "| $tier | $mode | – | – | – | failed (stderr above) | – | – | – | – | – |"
+                failed_row "$tier" "$mode"
                 continue
             fi
             idle_gpu=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>/dev/null || echo 0)
@@ -113,7 +118,7 @@ gpu_sampler() {
             timing=$(run cuda "$tier" "$mode" "$OUT/$tier-$mode-gpu.mp4") || timing=
             [[ -n "$sampler" ]] && kill "$sampler" 2>/dev/null
             if [[ -z "$timing" ]] || ! run cpu "$tier" "$mode" "$OUT/$tier-$mode-cpu-check.mp4" "$CHECK_SECONDS" >/dev/null; then
-                echo "| $tier | $mode | – | – | – | failed (stderr above) | – | – | – | – | – |"
+                failed_row "$tier" "$mode"
                 continue
             fi
             read -r frames fps wall model <<<"$timing"
