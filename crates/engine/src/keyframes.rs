@@ -327,7 +327,8 @@ impl Keyframer {
             self.stats.keyframes += 1;
             return Ok(Segmented { mask, luma, motion: None, keyframe: Some(Reason::Always) });
         };
-        // The per-pixel work splits over the pool's threads; the model runs on this one.
+        // The per-pixel work splits over the pool's threads; the model runs on this one. The
+        // pool is taken out meanwhile, since the work borrows the keyframer whole.
         let pool = self.pool.take();
         let (luma, luma_f, carried, motion, reason) = in_pool(pool.as_ref(), || {
             let luma = segmenter.guide_luma(frame);

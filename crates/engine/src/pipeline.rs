@@ -2,8 +2,8 @@
 //!
 //! Stages are threads joined by bounded channels (a few frames each; after the segment stage, a
 //! keyframe gap's worth, since the keyframer releases a gap at once), so a long video never
-//! holds more than a bounded number of frames in memory. When any stage stops, the channels it held
-//! close, every other stage stops at its next send or receive, and both ffmpeg children are
+//! holds more than a bounded number of frames in memory. When any stage stops, the channels it
+//! held close, every other stage stops at its next send or receive, and both ffmpeg children are
 //! killed and reaped; the output is written to a temporary file beside the target and only
 //! renamed into place when everything succeeded, so a failure never leaves a partial file.
 
@@ -381,10 +381,9 @@ fn timed<T>(total: &mut Duration, work: impl FnOnce() -> T) -> T {
 /// On a GPU the model leaves the cores idle and those passes set the pace: given every core,
 /// `original` went from 5.5 to 11.2 fps at 1080p on an H200, and to 17.4 once the passes that
 /// had stayed on one core (box filters, the candidate choice, the planner's) were split too
-/// (bench/RESULTS.md). On the CPU the
-/// model and the encoder already keep every core busy and splitting the passes only contends
-/// with them (10% slower on 2 cores, `bench/ab.sh`), so there they stay on one thread. The
-/// result is the same to the bit either way.
+/// (bench/RESULTS.md). On the CPU the model and the encoder already keep every core busy and
+/// splitting the passes only contends with them (10% slower on 2 cores, `bench/ab.sh`), so
+/// there they stay on one thread. The result is the same to the bit either way.
 fn pixel_pool(device: Device, stage: &str) -> Result<rayon::ThreadPool> {
     let threads = match device {
         Device::Cpu => 1,
