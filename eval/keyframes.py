@@ -7,8 +7,12 @@ first model at reference side 768), `adaptive@768`, ... Each run's shipped matte
 guided) is compared with the reference's frame by frame: IoU of alpha >= 0.5 (mean and worst
 frame). Ground-truth clips (eval/clips.py) also get MAD and dtSSD of both against the truth.
 Real footage without ground truth: carphone (a man in a car), bunny (Big Buck Bunny, 720p) and
-bikes (street footage with cuts). Results: a table on stdout, eval/out/keyframes.md and
-eval/out/keyframes.json.
+bikes (street footage with cuts). Two columns describe the reference itself: how well the
+model's mask on each frame agrees with its mask on the frame before carried along the motion
+(IoU on the mask's grid, within a shot: what a carried frame can score against a model that
+changes its mind from frame to frame), and the share of the picture the subject's box takes
+(what running the model on a crop around the subject could save at most). Results: a table on
+stdout, eval/out/keyframes.md and eval/out/keyframes.json.
 
     python eval/keyframes.py [--tiers human,original,pro] [--variants adaptive] [--frames 50]
         [--clips carphone,bunny,bikes,astronaut-bikes,cameraman-garage,astronaut-bunny]
@@ -70,6 +74,24 @@ def per_frame_iou(a, b):
     return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
 
 
+def subject_box_share(alpha, pad=0.1):
+    """Mean share of the picture taken by the subject's box (alpha >= 0.5), widened by `pad` of
+    its size each way: the model's cost on a crop around the subject at the same pixel density,
+    relative to the whole frame (0 on frames without a subject)."""
+    shares = []
+    for a in alpha:
+        ys, xs = np.nonzero(a >= 128)
+        if len(xs) == 0:
+            shares.append(0.0)
+            continue
+        h, w = a.shape
+        bw, bh = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+        x0, x1 = max(0, xs.min() - pad * bw), min(w, xs.max() + 1 + pad * bw)
+        y0, y1 = max(0, ys.min() - pad * bh), min(h, ys.max() + 1 + pad * bh)
+        shares.append((x1 - x0) * (y1 - y0) / (w * h))
+    return float(np.mean(shares))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiers", default="human,original,pro")
@@ -110,11 +132,15 @@ def main():
                 meta, alpha, wall = run(tier, video, work / tier / name / label.replace("@", "-"), args.frames,
                                         keyframes, side)
                 iou = per_frame_iou(alpha, ref)
+                steady = np.array(ref_meta["carried_iou"] or [1.0])
                 row = {
                     "tier": tier, "clip": name, "variant": label, "frames": meta["frames"],
                     "mask": f"{meta['mask_width']}x{meta['mask_height']}",
                     "keyframes": len(meta["keyframes"]), "stats": meta["stats"],
                     "iou_mean": float(iou.mean()), "iou_worst": float(iou.min()), "iou_worst_frame": int(iou.argmin()),
+                    "reference_carried_iou_mean": float(steady.mean()),
+                    "reference_carried_iou_worst": float(steady.min()),
+                    "reference_subject_box_share": subject_box_share(ref),
                     "seconds": wall, "reference_seconds": ref_wall,
                     "ms_per_frame": 1000 * meta["infer_seconds"] / meta["frames"],
                     "reference_ms_per_frame": 1000 * ref_meta["infer_seconds"] / ref_meta["frames"],
@@ -137,8 +163,9 @@ def table(rows):
     fmt = lambda v, d=3: "–" if v is None else f"{v:.{d}f}"
     lines = [
         "| tier | clip | variant | keyframes | segment ms/frame (every-frame) | speed-up | IoU mean | IoU worst | "
-        "MAD x1e3 (every-frame) | dtSSD x1e2 (every-frame) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "MAD x1e3 (every-frame) | dtSSD x1e2 (every-frame) | model against its last mask carried (mean / worst) | "
+        "subject box share |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         mad = "–" if "mad" not in r else f"{r['mad']:.2f} ({r['reference_mad']:.2f})"
@@ -147,7 +174,8 @@ def table(rows):
             f"| {r['tier']} | {r['clip']} | {r['variant']} | {r['keyframes']}/{r['frames']} | "
             f"{r['ms_per_frame']:.0f} ({r['reference_ms_per_frame']:.0f}) | "
             f"{r['reference_ms_per_frame'] / max(r['ms_per_frame'], 1e-9):.2f}x | {fmt(r['iou_mean'])} | "
-            f"{fmt(r['iou_worst'])} | {mad} | {dtssd} |"
+            f"{fmt(r['iou_worst'])} | {mad} | {dtssd} | {fmt(r['reference_carried_iou_mean'])} / "
+            f"{fmt(r['reference_carried_iou_worst'])} | {fmt(r['reference_subject_box_share'], 2)} |"
         )
     real = [r for r in rows if r["clip"] in REAL]
     for variant in sorted({r["variant"] for r in real}):

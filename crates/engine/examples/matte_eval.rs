@@ -17,11 +17,15 @@
 //! OUTDIR, one file per plane kind with the frames' 8-bit planes back to back:
 //! `luma.u8` (the decoded Y plane), `stabilised.u8`, `guided.u8`, `bilinear.u8`; and `meta.json`
 //! (`width`, `height`, `frames`, `mask_width`, `mask_height`, `infer_seconds` (model runs and
-//! carried frames), `keyframes` (the indices of the frames the model ran on) and `stats`).
+//! carried frames), `keyframes` (the indices of the frames the model ran on), `stats`, and with
+//! `--keyframes every`, `carried_iou`: per frame after the first of a shot, how well the model's
+//! mask agrees with its previous one carried along the motion, see [`agreement`]).
 //!
 //! For tuning experiments only, `CLEARBG_STABILISER="follow=0.3,still=0.02,moving=0.08,search=6"`
 //! (any subset) overrides the stabiliser's defaults in the `stabilised` output, and
-//! `CLEARBG_EDGES="radius=1,eps=1e-5"` the guided filter's in the `guided` and `stabilised` ones.
+//! `CLEARBG_EDGES="radius=1,eps=1e-5"` the guided filter's in the `guided` and `stabilised` ones,
+//! and `CLEARBG_KEYFRAME_RULES="subject_shift=0.01,max_gap_frames=8"` (any of [`Rules`]' fields)
+//! the adaptive planner's.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -29,9 +33,9 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use clearbg_engine::frame::YuvFrame;
-use clearbg_engine::keyframes::{Keyframer, Keyframes, Segmented};
-use clearbg_engine::matte::{edge_params, EdgeParams, MatteMode, Matter, TemporalStabiliser};
+use clearbg_engine::frame::{Mask, YuvFrame};
+use clearbg_engine::keyframes::{rules_for, Keyframer, Keyframes, Rules, Segmented, MOTION_SIDE};
+use clearbg_engine::matte::{edge_params, unit_floats, EdgeParams, MatteMode, Matter, Motion, TemporalStabiliser};
 use clearbg_engine::{probe, video, Home, Limits, Runtime, Segmenter, Tier};
 
 const MODES: [(MatteMode, &str); 3] =
@@ -74,7 +78,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         segmenter = segmenter.with_input_side(side);
     }
     let info = probe(&input, &Limits::default(), &|| false)?;
-    let mut keyframer = Keyframer::new(tier, keyframes, info.fps.as_f64());
+    let mut keyframer = Keyframer::with_rules(rules_from_env(rules_for(tier, keyframes))?, info.fps.as_f64());
     let mut decoder = Command::new("ffmpeg")
         .args(video::decoder_args(&input, &info))
         .stdin(Stdio::null())
@@ -98,7 +102,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (mut frames, mut written, mut busy, mut mask_size, mut keyframe_indices) =
         (0u64, 0u64, Duration::ZERO, (0, 0), Vec::new());
+    let (mut previous, mut carried_iou): (Option<(Vec<f32>, Mask)>, Vec<f64>) = (None, Vec::new());
     let mut write = |frame: YuvFrame, segmented: Segmented| -> std::io::Result<()> {
+        if keyframes == Keyframes::Every {
+            let luma = unit_floats(&segmented.luma);
+            if let Some(iou) = previous
+                .take()
+                .and_then(|(prev_luma, prev_mask)| agreement(&prev_luma, &prev_mask, &luma, &segmented.mask))
+            {
+                carried_iou.push(iou);
+            }
+            previous = Some((luma, segmented.mask.clone()));
+        }
         if segmented.keyframe.is_some() {
             keyframe_indices.push(written);
         }
@@ -136,7 +151,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let meta = serde_json::json!({
         "width": info.width, "height": info.height, "frames": frames,
         "mask_width": mask_size.0, "mask_height": mask_size.1, "infer_seconds": busy.as_secs_f64(),
-        "keyframes": keyframe_indices, "stats": format!("{:?}", keyframer.stats()),
+        "keyframes": keyframe_indices, "carried_iou": carried_iou, "stats": format!("{:?}", keyframer.stats()),
     });
     std::fs::write(out_dir.join("meta.json"), meta.to_string())?;
     println!("{meta}");
@@ -172,4 +187,42 @@ fn stabiliser_from_env() -> Result<TemporalStabiliser, Box<dyn std::error::Error
         }
     }
     Ok(s)
+}
+
+/// The planner's rules (`None`: every frame), with any overrides from `CLEARBG_KEYFRAME_RULES`.
+fn rules_from_env(rules: Option<Rules>) -> Result<Option<Rules>, Box<dyn std::error::Error>> {
+    let (Some(mut r), Ok(spec)) = (rules, std::env::var("CLEARBG_KEYFRAME_RULES")) else { return Ok(rules) };
+    for item in spec.split(',').filter(|i| !i.is_empty()) {
+        let (key, value) = item.split_once('=').ok_or("CLEARBG_KEYFRAME_RULES: expected key=value")?;
+        match key {
+            "max_gap_frames" => r.max_gap_frames = value.parse()?,
+            "max_gap_seconds" => r.max_gap_seconds = value.parse()?,
+            "cut" => r.cut = value.parse()?,
+            "drift_budget" => r.drift_budget = value.parse()?,
+            "subject_shift" => r.subject_shift = value.parse()?,
+            "area_drift" => r.area_drift = value.parse()?,
+            "max_gap_without_subject" => r.max_gap_without_subject = value.parse()?,
+            _ => return Err(format!("CLEARBG_KEYFRAME_RULES: unknown key {key}").into()),
+        }
+    }
+    Ok(Some(r))
+}
+
+/// How well the model's mask agrees with its own previous mask carried along the picture's
+/// motion (the keyframe planner's motion and carry): IoU of alpha >= 0.5 on the mask's grid.
+/// `None` across a new shot, where nothing carries over. About what a carried frame can score
+/// against a reference whose model changes its mind from frame to frame.
+fn agreement(prev_luma: &[f32], prev_mask: &Mask, luma: &[f32], mask: &Mask) -> Option<f64> {
+    let (w, h) = (mask.width as usize, mask.height as usize);
+    let search = TemporalStabiliser::default().search;
+    let motion = Motion::measure_within(prev_luma, luma, w, h, search, MOTION_SIDE);
+    if motion.unexplained() >= Rules::default().cut {
+        return None;
+    }
+    let carried = motion.carry(prev_mask);
+    let (inter, union) = carried.data.iter().zip(&mask.data).fold((0u64, 0u64), |(i, u), (&a, &b)| {
+        let (a, b) = (a >= 0.5, b >= 0.5);
+        (i + (a && b) as u64, u + (a || b) as u64)
+    });
+    Some(if union == 0 { 1.0 } else { inter as f64 / union as f64 })
 }

@@ -42,7 +42,7 @@ use rayon::prelude::*;
 
 /// Longest side of the grid the planner measures motion on: a carried frame's whole cost, so
 /// well below ISNet's 1024 (see [`Motion::measure_within`]).
-const MOTION_SIDE: usize = 512;
+pub const MOTION_SIDE: usize = 512;
 
 /// Most model runs in a row that confirm a keyframe. A confirming run that itself disagrees
 /// with the keyframe may be the glitch (MODNet drops a third of the man in carphone on one
