@@ -464,16 +464,17 @@ fn outline_residual(mask: &Mask, motion: &Motion) -> f32 {
     let r = (w.max(h) / 64).max(1);
     let subject: Vec<f32> = mask.data.par_iter().map(|&a| if a >= 0.5 { 1.0 } else { 0.0 }).collect();
     let near = box_mean(&subject, w, h, r);
-    let at_edge = |k: usize| {
-        let (x, y) = (k % w, k / w);
-        x < r || y < r || x + r >= w || y + r >= h
-    };
-    let (sum, n) = near
-        .iter()
-        .zip(&motion.residual)
-        .enumerate()
-        .filter(|&(k, (&n, _))| (n > 0.0 && n < 1.0) || (subject[k] > 0.0 && at_edge(k)))
-        .fold((0f32, 0u32), |(s, c), (_, (_, &r))| (s + r, c + 1));
+    let at_edge = |x: usize, y: usize| x < r || y < r || x + r >= w || y + r >= h;
+    let (mut sum, mut n) = (0f32, 0u32);
+    motion.for_each_row(|y, residual, _| {
+        for (x, &r) in residual.iter().enumerate() {
+            let k = y * w + x;
+            if (near[k] > 0.0 && near[k] < 1.0) || (subject[k] > 0.0 && at_edge(x, y)) {
+                sum += r;
+                n += 1;
+            }
+        }
+    });
     if n == 0 {
         0.0
     } else {
@@ -485,13 +486,16 @@ fn outline_residual(mask: &Mask, motion: &Motion) -> f32 {
 /// frame. 0 without a subject.
 fn subject_shift(mask: &Mask, motion: &Motion) -> f32 {
     let w = motion.width;
-    let (sum, n) = mask.data.iter().zip(&motion.source).enumerate().filter(|(_, (&a, _))| a >= 0.5).fold(
-        (0f32, 0u32),
-        |(s, c), (k, (_, &(sx, sy)))| {
-            let (dx, dy) = ((k % w) as f32 - sx, (k / w) as f32 - sy);
-            (s + (dx * dx + dy * dy).sqrt(), c + 1)
-        },
-    );
+    let (mut sum, mut n) = (0f32, 0u32);
+    motion.for_each_row(|y, _, sources| {
+        for (x, (&a, &(sx, sy))) in mask.data[y * w..(y + 1) * w].iter().zip(sources).enumerate() {
+            if a >= 0.5 {
+                let (dx, dy) = (x as f32 - sx, y as f32 - sy);
+                sum += (dx * dx + dy * dy).sqrt();
+                n += 1;
+            }
+        }
+    });
     if n == 0 {
         0.0
     } else {
@@ -503,13 +507,13 @@ fn subject_shift(mask: &Mask, motion: &Motion) -> f32 {
 mod tests {
     use super::*;
 
+    /// Nothing moved; `residual` everywhere.
     fn motion(residual: f32, w: usize, h: usize) -> Motion {
-        Motion {
-            width: w,
-            height: h,
-            residual: vec![residual; w * h],
-            source: (0..w * h).map(|k| ((k % w) as f32, (k / w) as f32)).collect(),
-        }
+        Motion::from_parts(w, h, vec![residual; w * h], still(w, h))
+    }
+
+    fn still(w: usize, h: usize) -> Vec<(f32, f32)> {
+        (0..w * h).map(|k| ((k % w) as f32, (k / w) as f32)).collect()
     }
 
     fn square(w: u32, h: u32, x0: u32, x1: u32) -> Mask {
@@ -585,13 +589,13 @@ mod tests {
         let mut k = Keyframer::with_rules(Some(rules), 30.0);
         k.keyframe_coverage = mask.coverage();
         let shifted = |inside: bool, by: f32| {
-            let mut m = motion(0.0, 64, 64);
-            for (i, s) in m.source.iter_mut().enumerate() {
+            let mut source = still(64, 64);
+            for (i, s) in source.iter_mut().enumerate() {
                 if (16..48).contains(&(i % 64)) == inside {
                     s.0 -= by;
                 }
             }
-            m
+            Motion::from_parts(64, 64, vec![0.0; 64 * 64], source)
         };
         for _ in 0..5 {
             assert_eq!(k.reason(&rules, &mask, &shifted(false, 3.0)), None, "only the background moved");
@@ -659,9 +663,8 @@ mod tests {
 
     /// Motion of everything `by` pixels to the right since the previous frame.
     fn moved_right(by: f32) -> Motion {
-        let mut m = motion(0.0, 64, 16);
-        m.source.iter_mut().for_each(|s| s.0 -= by);
-        m
+        let source = still(64, 16).into_iter().map(|(x, y)| (x - by, y)).collect();
+        Motion::from_parts(64, 16, vec![0.0; 64 * 16], source)
     }
 
     fn carried(mask: Mask, motion: Motion) -> Segmented {
@@ -742,23 +745,23 @@ mod tests {
     #[test]
     fn the_outline_band_sees_change_at_the_edge_only() {
         let mask = square(64, 64, 16, 48);
-        let mut m = motion(0.0, 64, 64);
+        // New content in these columns, each over its rows.
+        let changed_at = |columns: &[(usize, std::ops::Range<usize>)]| {
+            let mut residual = vec![0.0; 64 * 64];
+            for (x, rows) in columns {
+                for y in rows.clone() {
+                    residual[y * 64 + x] = 1.0;
+                }
+            }
+            Motion::from_parts(64, 64, residual, still(64, 64))
+        };
         // Change far from the outline (the middle of the subject, away from the picture's top
         // and bottom, which the subject touches) is not outline change.
-        for y in 8..56 {
-            m.residual[y * 64 + 32] = 1.0;
-        }
-        assert_eq!(outline_residual(&mask, &m), 0.0);
-        for y in 0..64 {
-            m.residual[y * 64 + 16] = 1.0;
-        }
+        assert_eq!(outline_residual(&mask, &changed_at(&[(32, 8..56)])), 0.0);
+        let m = changed_at(&[(32, 8..56), (16, 0..64)]);
         assert!(outline_residual(&mask, &m) > 0.05);
         assert_eq!(outline_residual(&square(64, 64, 0, 0), &m), 0.0);
         // A subject against the left edge: new content there counts.
-        let mut entering = motion(0.0, 64, 64);
-        for y in 0..64 {
-            entering.residual[y * 64] = 1.0;
-        }
-        assert!(outline_residual(&square(64, 64, 0, 20), &entering) > 0.05);
+        assert!(outline_residual(&square(64, 64, 0, 20), &changed_at(&[(0, 0..64)])) > 0.05);
     }
 }

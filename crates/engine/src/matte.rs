@@ -241,21 +241,25 @@ impl TemporalStabiliser {
             if prev_alpha.len() == mask.data.len() {
                 let measured;
                 let motion = match motion {
-                    Some(m) if m.residual.len() == mask.data.len() => m,
+                    Some(m) if (m.width, m.height) == (w, h) => m,
                     _ => {
                         measured = Motion::measure(prev_guide, guide_lo, w, h, self.search);
                         &measured
                     }
                 };
-                if mean(&motion.residual) < SCENE_CUT {
+                if motion.unexplained() < SCENE_CUT {
                     let span = (self.moving - self.still).max(1e-6);
                     let (still, follow) = (self.still, self.follow);
-                    mask.data.par_iter_mut().zip(&motion.residual).zip(&motion.source).for_each(
-                        |((alpha, m), &(sx, sy))| {
-                            let prev = sample(prev_alpha, w, h, sx, sy);
-                            let moving = ((m - still) / span).clamp(0.0, 1.0);
-                            let weight = moving + (1.0 - moving) * follow;
-                            *alpha = prev + weight * (*alpha - prev);
+                    mask.data.par_chunks_mut(w).enumerate().for_each_init(
+                        || motion.row_buffers(),
+                        |(residual, source), (y, row)| {
+                            motion.fill_row(y, residual, source);
+                            for ((alpha, &m), &(sx, sy)) in row.iter_mut().zip(residual.iter()).zip(source.iter()) {
+                                let prev = sample(prev_alpha, w, h, sx, sy);
+                                let moving = ((m - still) / span).clamp(0.0, 1.0);
+                                let weight = moving + (1.0 - moving) * follow;
+                                *alpha = prev + weight * (*alpha - prev);
+                            }
                         },
                     );
                 }
@@ -278,32 +282,48 @@ const SCENE_CUT: f32 = 0.15;
 const SHOT_CHANGE: f32 = 0.06;
 
 /// How the picture moved from one frame to the next, per pixel of a grid (the mask's).
+///
+/// It may have been measured on a copy of the grid a whole number of times smaller
+/// ([`Motion::measure_within`]); it is then kept at that size and read out per pixel of the
+/// full grid as needed. A gap the keyframe planner holds keeps one motion per frame: at
+/// ISNet's 1024x1024, 3 MB each instead of 12.
 #[derive(Debug, Clone)]
 pub struct Motion {
     /// Width of the grid.
     pub width: usize,
     /// Height of the grid.
     pub height: usize,
+    /// How many times smaller the grid it was measured on is (1: this one).
+    scale: usize,
+    /// Width and height of the grid it was measured on.
+    measured: (usize, usize),
     /// How badly the moved previous luma explains this frame's (3x3-averaged absolute
-    /// difference, luma 0-1): near 0 where motion explains the picture, large where content is
-    /// new (occlusions, deformation, lighting, a cut).
-    pub residual: Vec<f32>,
-    /// Where each pixel's content was in the previous frame (x, y on the same grid).
-    pub source: Vec<(f32, f32)>,
+    /// difference, luma 0-1), on the measured grid.
+    residual: Vec<f32>,
+    /// Where each pixel's content was in the previous frame, on the measured grid.
+    source: Vec<(f32, f32)>,
 }
 
 impl Motion {
+    /// A motion given per pixel of a `width`x`height` grid, row by row: `residual` and `source`
+    /// as [`Motion::fill_row`] gives them.
+    pub fn from_parts(width: usize, height: usize, residual: Vec<f32>, source: Vec<(f32, f32)>) -> Motion {
+        assert!(residual.len() == width * height && source.len() == width * height, "one value per pixel");
+        Motion { width, height, scale: 1, measured: (width, height), residual, source }
+    }
+
     /// Measures the motion from `prev` to `cur` (luma in [0,1], `w`x`h`) with the stabiliser's
     /// block matching, searching `search` coarse pixels (see [`TemporalStabiliser::search`]).
     pub fn measure(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) -> Motion {
         let (residual, source) = compensate(prev, cur, w, h, search);
-        Motion { width: w, height: h, residual, source }
+        Motion::from_parts(w, h, residual, source)
     }
 
     /// [`Motion::measure`] for large grids at a lower cost: the per-pixel choice between motion
     /// candidates is made on a copy at most `max_side` pixels long (block matching already works
-    /// on a 160-pixel copy), and the result is spread back over the full grid. At ISNet's
-    /// 1024x1024 this is about 4x cheaper than [`Motion::measure`]; the keyframe planner uses it.
+    /// on a 160-pixel copy), and each pixel of the full grid takes the motion of the copy's
+    /// pixel it falls in. At ISNet's 1024x1024 this is about 4x cheaper than
+    /// [`Motion::measure`]; the keyframe planner uses it.
     pub fn measure_within(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize, max_side: usize) -> Motion {
         let factor = w.max(h).div_ceil(max_side.max(1));
         if factor <= 1 {
@@ -311,35 +331,82 @@ impl Motion {
         }
         let (small_prev, sw, sh) = shrink(prev, w, h, factor);
         let (small_cur, _, _) = shrink(cur, w, h, factor);
-        let small = Motion::measure(&small_prev, &small_cur, sw, sh, search);
-        let mut residual = vec![0f32; w * h];
-        let mut source = vec![(0f32, 0f32); w * h];
-        let f = factor as f32;
-        residual.par_chunks_mut(w).zip(source.par_chunks_mut(w)).enumerate().for_each(|(y, (residual, source))| {
-            let ys = (y / factor).min(sh - 1);
-            for x in 0..w {
-                let k = ys * sw + (x / factor).min(sw - 1);
-                let (sx, sy) = small.source[k];
-                let (dx, dy) = ((k % sw) as f32 - sx, ys as f32 - sy);
-                residual[x] = small.residual[k];
+        let (residual, source) = compensate(&small_prev, &small_cur, sw, sh, search);
+        Motion { width: w, height: h, scale: factor, measured: (sw, sh), residual, source }
+    }
+
+    /// At pixel (`x`, `y`) of the grid: the residual, and where its content was in the previous
+    /// frame (x, y on this grid). Pixel by pixel, for the tests: the code reads whole rows.
+    #[cfg(test)]
+    fn at(&self, x: usize, y: usize) -> (f32, (f32, f32)) {
+        if self.scale == 1 {
+            let k = y * self.width + x;
+            return (self.residual[k], self.source[k]);
+        }
+        let (mw, mh) = self.measured;
+        let (xs, ys) = ((x / self.scale).min(mw - 1), (y / self.scale).min(mh - 1));
+        let k = ys * mw + xs;
+        let (sx, sy) = self.source[k];
+        let (dx, dy) = (xs as f32 - sx, ys as f32 - sy);
+        let f = self.scale as f32;
+        (self.residual[k], (x as f32 - dx * f, y as f32 - dy * f))
+    }
+
+    /// Row `y` of the grid, into `residual` (how badly the moved previous luma explains this
+    /// frame's: 3x3-averaged absolute difference, luma 0-1; near 0 where motion explains the
+    /// picture, large where content is new) and `source` (where each pixel's content was in the
+    /// previous frame, x and y on this grid), a row long each. Each of the measured grid's
+    /// columns covers `scale` of this grid's, counted rather than divided (the columns the copy
+    /// dropped take its last).
+    pub fn fill_row(&self, y: usize, residual: &mut [f32], source: &mut [(f32, f32)]) {
+        let ((mw, mh), scale) = (self.measured, self.scale);
+        if scale == 1 {
+            let row = y * mw..(y + 1) * mw;
+            residual.copy_from_slice(&self.residual[row.clone()]);
+            source.copy_from_slice(&self.source[row]);
+            return;
+        }
+        let ys = (y / scale).min(mh - 1);
+        let f = scale as f32;
+        let mut x0 = 0;
+        for xs in 0..mw {
+            let k = ys * mw + xs;
+            let (sx, sy) = self.source[k];
+            let (dx, dy) = (xs as f32 - sx, ys as f32 - sy);
+            let x1 = if xs + 1 == mw { self.width } else { x0 + scale };
+            for x in x0..x1 {
+                residual[x] = self.residual[k];
                 source[x] = (x as f32 - dx * f, y as f32 - dy * f);
             }
-        });
-        Motion { width: w, height: h, residual, source }
+            x0 = x1;
+        }
+    }
+
+    /// Calls `each` with every row's number, residuals and sources, top to bottom.
+    pub fn for_each_row(&self, mut each: impl FnMut(usize, &[f32], &[(f32, f32)])) {
+        let (mut residual, mut source) = self.row_buffers();
+        for y in 0..self.height {
+            self.fill_row(y, &mut residual, &mut source);
+            each(y, &residual, &source);
+        }
+    }
+
+    /// Buffers for one row of [`Motion::fill_row`].
+    fn row_buffers(&self) -> (Vec<f32>, Vec<(f32, f32)>) {
+        (vec![0f32; self.width], vec![(0f32, 0f32); self.width])
     }
 
     /// Mean residual over the whole picture: how much of it the previous frame does not explain.
     pub fn unexplained(&self) -> f32 {
-        mean(&self.residual)
+        let mut sum = 0f32; // in the same order as over the whole grid at once: the same result
+        self.for_each_row(|_, residual, _| residual.iter().for_each(|r| sum += r));
+        sum / (self.width * self.height).max(1) as f32
     }
 
     /// `previous` (on this grid) moved along with the picture: each pixel takes the value its
     /// content had in the previous frame.
     pub fn carry(&self, previous: &Mask) -> Mask {
-        let (w, h) = (self.width, self.height);
-        debug_assert_eq!(previous.data.len(), w * h);
-        let data = self.source.par_iter().map(|&(sx, sy)| sample(&previous.data, w, h, sx, sy)).collect();
-        Mask { width: previous.width, height: previous.height, data }
+        self.resample(previous, |_, source| source)
     }
 
     /// The opposite of [`Motion::carry`]: `next`, a mask of this motion's frame, moved back to
@@ -347,18 +414,25 @@ impl Motion {
     /// wherever the motion is smooth over one frame's displacement (block motion is: it is
     /// constant over blocks and chosen among neighbours' vectors).
     pub fn carry_back(&self, next: &Mask) -> Mask {
+        self.resample(next, |(x, y), (sx, sy)| (2.0 * x - sx, 2.0 * y - sy))
+    }
+
+    /// `mask` sampled, at each pixel, where `from` (given the pixel and its source) says.
+    fn resample(&self, mask: &Mask, from: impl Fn((f32, f32), (f32, f32)) -> (f32, f32) + Sync) -> Mask {
         let (w, h) = (self.width, self.height);
-        debug_assert_eq!(next.data.len(), w * h);
-        let data = self
-            .source
-            .par_iter()
-            .enumerate()
-            .map(|(k, &(sx, sy))| {
-                let (x, y) = ((k % w) as f32, (k / w) as f32);
-                sample(&next.data, w, h, 2.0 * x - sx, 2.0 * y - sy)
-            })
-            .collect();
-        Mask { width: next.width, height: next.height, data }
+        debug_assert_eq!(mask.data.len(), w * h);
+        let mut data = vec![0f32; w * h];
+        data.par_chunks_mut(w.max(1)).enumerate().for_each_init(
+            || self.row_buffers(),
+            |(residual, source), (y, row)| {
+                self.fill_row(y, residual, source);
+                for (x, (value, &source)) in row.iter_mut().zip(source.iter()).enumerate() {
+                    let (sx, sy) = from((x as f32, y as f32), source);
+                    *value = sample(&mask.data, w, h, sx, sy);
+                }
+            },
+        );
+        Mask { width: mask.width, height: mask.height, data }
     }
 }
 
@@ -678,6 +752,13 @@ mod tests {
         (0..w * h).map(|k| 0.5 + 0.3 * (((k % w) as f32 - shift) * fx).sin() * ((k / w) as f32 * fy).cos()).collect()
     }
 
+    /// `m` pixel by pixel, row by row, as [`Motion::fill_row`] gives it.
+    fn pixels(m: &Motion) -> Vec<(f32, (f32, f32))> {
+        let mut all = Vec::new();
+        m.for_each_row(|_, residual, source| all.extend(residual.iter().copied().zip(source.iter().copied())));
+        all
+    }
+
     #[test]
     fn box_mean_matches_a_direct_sum() {
         // Wider than two strips of the vertical pass, with a part strip at the end.
@@ -800,7 +881,7 @@ mod tests {
         // The keyframe planner's motion, chosen on a smaller copy and spread back over the grid.
         let planned = || {
             let m = Motion::measure_within(&guide(0.0), &guide(2.5), w, h, 6, 64);
-            (m.residual, m.source)
+            pixels(&m)
         };
         let on =
             |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(planned);
@@ -817,12 +898,13 @@ mod tests {
         let (prev, cur) = (frame(0.0), frame(4.0));
         let full = Motion::measure(&prev, &cur, w, h, 6);
         let fast = Motion::measure_within(&prev, &cur, w, h, 6, 96);
-        assert_eq!((fast.width, fast.height, fast.source.len()), (w, h, w * h));
+        assert_eq!((fast.width, fast.height, pixels(&fast).len()), (w, h, w * h));
         let inner = |m: &Motion| {
             let ks: Vec<usize> =
                 (0..w * h).filter(|k| (24..w - 24).contains(&(k % w)) && (24..h - 24).contains(&(k / w))).collect();
-            let shift = ks.iter().map(|&k| (k % w) as f32 - m.source[k].0).sum::<f32>() / ks.len() as f32;
-            let residual = ks.iter().map(|&k| m.residual[k]).sum::<f32>() / ks.len() as f32;
+            let at = |k: usize| m.at(k % w, k / w);
+            let shift = ks.iter().map(|&k| (k % w) as f32 - at(k).1 .0).sum::<f32>() / ks.len() as f32;
+            let residual = ks.iter().map(|&k| at(k).0).sum::<f32>() / ks.len() as f32;
             (shift, residual)
         };
         let (full_shift, full_residual) = inner(&full);
@@ -830,6 +912,21 @@ mod tests {
         assert!((full_shift - 4.0).abs() < 0.5, "full grid: {full_shift}");
         assert!((fast_shift - 4.0).abs() < 0.5, "smaller copy: {fast_shift}");
         assert!(full_residual < 0.02 && fast_residual < 0.02, "{full_residual} {fast_residual}");
+    }
+
+    /// Motion measured on a copy 4x smaller of a grid that is not a multiple of 4: read row by
+    /// row (counting columns) it is what it is pixel by pixel (dividing), the columns and rows
+    /// the copy dropped included.
+    #[test]
+    fn motion_kept_on_a_smaller_copy_reads_the_same_row_by_row() {
+        let (w, h) = (203usize, 131usize);
+        let frame = |shift: f32| panned_texture(w, h, (0.21, 0.17), shift);
+        let m = Motion::measure_within(&frame(0.0), &frame(3.0), w, h, 6, 64);
+        assert_eq!(m.scale, 4);
+        let by_pixel: Vec<_> = (0..h).flat_map(|y| (0..w).map(move |x| (x, y))).map(|(x, y)| m.at(x, y)).collect();
+        assert_eq!(pixels(&m), by_pixel);
+        let (_, (sx, _)) = m.at(100, 60);
+        assert!((100.0 - sx - 3.0).abs() < 1.0, "the texture moved 3 px right: {sx}");
     }
 
     /// A texture moved by a fraction of a pixel: the block motion finds the fraction, not a
