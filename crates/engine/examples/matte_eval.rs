@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> Result<(), Failure> {
     let usage = "usage: matte_eval <light|human|original|pro|video> INPUT OUTDIR [--frames N] [--threads N] \
                  [--keyframes every|adaptive] [--side N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -158,42 +158,54 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The tier's edge parameters, with any overrides from `CLEARBG_EDGES`.
-fn edges_from_env(mut e: EdgeParams) -> Result<EdgeParams, Box<dyn std::error::Error>> {
-    let Ok(spec) = std::env::var("CLEARBG_EDGES") else { return Ok(e) };
+type Failure = Box<dyn std::error::Error>;
+
+/// Applies the tuning overrides in environment variable `var` ("key=value,key=value"), each
+/// through `set`, which answers whether it knows the key.
+fn overrides(var: &str, mut set: impl FnMut(&str, &str) -> Result<bool, Failure>) -> Result<(), Failure> {
+    let Ok(spec) = std::env::var(var) else { return Ok(()) };
     for item in spec.split(',').filter(|i| !i.is_empty()) {
-        let (key, value) = item.split_once('=').ok_or("CLEARBG_EDGES: expected key=value")?;
+        let (key, value) = item.split_once('=').ok_or(format!("{var}: expected key=value"))?;
+        if !set(key, value)? {
+            return Err(format!("{var}: unknown key {key}").into());
+        }
+    }
+    Ok(())
+}
+
+/// The tier's edge parameters, with any overrides from `CLEARBG_EDGES`.
+fn edges_from_env(mut e: EdgeParams) -> Result<EdgeParams, Failure> {
+    overrides("CLEARBG_EDGES", |key, value| {
         match key {
             "radius" => e.radius = value.parse()?,
             "eps" => e.eps = value.parse()?,
-            _ => return Err(format!("CLEARBG_EDGES: unknown key {key}").into()),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(e)
 }
 
 /// The stabiliser, with any overrides from `CLEARBG_STABILISER`.
-fn stabiliser_from_env() -> Result<TemporalStabiliser, Box<dyn std::error::Error>> {
+fn stabiliser_from_env() -> Result<TemporalStabiliser, Failure> {
     let mut s = TemporalStabiliser::default();
-    let Ok(spec) = std::env::var("CLEARBG_STABILISER") else { return Ok(s) };
-    for item in spec.split(',').filter(|i| !i.is_empty()) {
-        let (key, value) = item.split_once('=').ok_or("CLEARBG_STABILISER: expected key=value")?;
+    overrides("CLEARBG_STABILISER", |key, value| {
         match key {
             "follow" => s.follow = value.parse()?,
             "still" => s.still = value.parse()?,
             "moving" => s.moving = value.parse()?,
             "search" => s.search = value.parse()?,
-            _ => return Err(format!("CLEARBG_STABILISER: unknown key {key}").into()),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(s)
 }
 
 /// The planner's rules (`None`: every frame), with any overrides from `CLEARBG_KEYFRAME_RULES`.
-fn rules_from_env(rules: Option<Rules>) -> Result<Option<Rules>, Box<dyn std::error::Error>> {
-    let (Some(mut r), Ok(spec)) = (rules, std::env::var("CLEARBG_KEYFRAME_RULES")) else { return Ok(rules) };
-    for item in spec.split(',').filter(|i| !i.is_empty()) {
-        let (key, value) = item.split_once('=').ok_or("CLEARBG_KEYFRAME_RULES: expected key=value")?;
+fn rules_from_env(rules: Option<Rules>) -> Result<Option<Rules>, Failure> {
+    let Some(mut r) = rules else { return Ok(None) };
+    overrides("CLEARBG_KEYFRAME_RULES", |key, value| {
         match key {
             "max_gap_frames" => r.max_gap_frames = value.parse()?,
             "max_gap_seconds" => r.max_gap_seconds = value.parse()?,
@@ -202,9 +214,10 @@ fn rules_from_env(rules: Option<Rules>) -> Result<Option<Rules>, Box<dyn std::er
             "subject_shift" => r.subject_shift = value.parse()?,
             "area_drift" => r.area_drift = value.parse()?,
             "max_gap_without_subject" => r.max_gap_without_subject = value.parse()?,
-            _ => return Err(format!("CLEARBG_KEYFRAME_RULES: unknown key {key}").into()),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(Some(r))
 }
 
