@@ -302,6 +302,8 @@ pub struct Motion {
     residual: Vec<f32>,
     /// Where each pixel's content was in the previous frame, on the measured grid.
     source: Vec<(f32, f32)>,
+    /// [`Motion::unexplained`], summed once: the planner and the stabiliser both ask.
+    unexplained: f32,
 }
 
 impl Motion {
@@ -309,7 +311,22 @@ impl Motion {
     /// as [`Motion::fill_row`] gives them.
     pub fn from_parts(width: usize, height: usize, residual: Vec<f32>, source: Vec<(f32, f32)>) -> Motion {
         assert!(residual.len() == width * height && source.len() == width * height, "one value per pixel");
-        Motion { width, height, scale: 1, measured: (width, height), residual, source }
+        Motion::new(width, height, 1, (width, height), residual, source)
+    }
+
+    fn new(
+        width: usize,
+        height: usize,
+        scale: usize,
+        measured: (usize, usize),
+        residual: Vec<f32>,
+        source: Vec<(f32, f32)>,
+    ) -> Motion {
+        let mut motion = Motion { width, height, scale, measured, residual, source, unexplained: 0.0 };
+        let mut sum = 0f32; // in the same order as over the whole grid at once: the same result
+        motion.for_each_row(|_, residual, _| residual.iter().for_each(|r| sum += r));
+        motion.unexplained = sum / (width * height).max(1) as f32;
+        motion
     }
 
     /// Measures the motion from `prev` to `cur` (luma in [0,1], `w`x`h`) with the stabiliser's
@@ -332,7 +349,7 @@ impl Motion {
         let (small_prev, sw, sh) = shrink(prev, w, h, factor);
         let (small_cur, _, _) = shrink(cur, w, h, factor);
         let (residual, source) = compensate(&small_prev, &small_cur, sw, sh, search);
-        Motion { width: w, height: h, scale: factor, measured: (sw, sh), residual, source }
+        Motion::new(w, h, factor, (sw, sh), residual, source)
     }
 
     /// At pixel (`x`, `y`) of the grid: the residual, and where its content was in the previous
@@ -398,9 +415,7 @@ impl Motion {
 
     /// Mean residual over the whole picture: how much of it the previous frame does not explain.
     pub fn unexplained(&self) -> f32 {
-        let mut sum = 0f32; // in the same order as over the whole grid at once: the same result
-        self.for_each_row(|_, residual, _| residual.iter().for_each(|r| sum += r));
-        sum / (self.width * self.height).max(1) as f32
+        self.unexplained
     }
 
     /// `previous` (on this grid) moved along with the picture: each pixel takes the value its
