@@ -214,6 +214,7 @@ fn rules_from_env(rules: Option<Rules>) -> Result<Option<Rules>, Failure> {
             "subject_shift" => r.subject_shift = value.parse()?,
             "area_drift" => r.area_drift = value.parse()?,
             "max_gap_without_subject" => r.max_gap_without_subject = value.parse()?,
+            "agreement" => r.agreement = value.parse()?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -232,10 +233,5 @@ fn agreement(prev_luma: &[f32], prev_mask: &Mask, luma: &[f32], mask: &Mask) -> 
     if motion.unexplained() >= Rules::default().cut {
         return None;
     }
-    let carried = motion.carry(prev_mask);
-    let (inter, union) = carried.data.iter().zip(&mask.data).fold((0u64, 0u64), |(i, u), (&a, &b)| {
-        let (a, b) = (a >= 0.5, b >= 0.5);
-        (i + (a && b) as u64, u + (a || b) as u64)
-    });
-    Some(if union == 0 { 1.0 } else { inter as f64 / union as f64 })
+    Some(motion.carry(prev_mask).agreement(mask))
 }

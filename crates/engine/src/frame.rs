@@ -28,6 +28,20 @@ impl Mask {
     pub fn coverage(&self) -> f64 {
         self.data.iter().filter(|&&a| a >= 0.5).count() as f64 / self.data.len().max(1) as f64
     }
+
+    /// How far two masks of the same grid agree on what is foreground (alpha ≥ 0.5): the size of
+    /// their intersection over that of their union, 1 when neither has any.
+    pub fn agreement(&self, other: &Mask) -> f64 {
+        let (inter, union) = self.data.iter().zip(&other.data).fold((0u64, 0u64), |(i, u), (&a, &b)| {
+            let (a, b) = (a >= 0.5, b >= 0.5);
+            (i + (a && b) as u64, u + (a || b) as u64)
+        });
+        if union == 0 {
+            1.0
+        } else {
+            inter as f64 / union as f64
+        }
+    }
 }
 
 /// How a YUV frame's numbers map to RGB: the matrix and the range of the source.

@@ -7,7 +7,8 @@
 //! own edges. A frame becomes a keyframe when the carried mask can no longer be trusted:
 //!
 //! - the first frame, and a new shot (most of the picture unexplained by motion);
-//! - the gap since the last keyframe reaches its bound, in frames or in seconds;
+//! - the gap since the last keyframe reaches its bound, in frames or in seconds; the bound in
+//!   frames shrinks while keyframes find the carried mask wrong (see below);
 //! - change that motion does not explain, summed since the keyframe, reaches a budget: measured
 //!   near the subject's outline (an arm moves, the head turns) and over the whole picture
 //!   (something enters), whichever is larger;
@@ -18,6 +19,15 @@
 //! - right after a keyframe whose mask disagreed with the carried one on the area: the model
 //!   runs again to confirm it, so a per-frame model's glitch is not carried for a whole gap;
 //!   and again, up to [`MAX_CONFIRMS`] times, while each run disagrees with the one before.
+//!
+//! Each keyframe also checks the carrying: how far the model's new mask agrees with the mask
+//! carried to the same frame ([`Rules::agreement`]). Where they disagree, the carried frames in
+//! between were as wrong, whatever the rules above saw: the next gap is halved, down to the model
+//! on every frame. Each keyframe that agrees doubles it, up to its bound; a shot starts with
+//! none (the model on its first two frames, then 1, 3 and 7 carried frames between keyframes), so carrying is
+//! trusted only where it has been seen to work. Footage on which the model changes its mind
+//! from frame to frame (a portrait model on an animated rabbit) so runs it on nearly every
+//! frame, rather than carrying masks the model would not have drawn.
 //!
 //! A mask carried forward falls behind a subject that moves slowly (block motion is measured a
 //! little short), and the next keyframe then catches up in one step: the matte moves in jerks
@@ -31,6 +41,10 @@
 //!
 //! The motion measured here is handed to the matting step, whose stabiliser would otherwise
 //! search the same motion again, so a carried frame costs one motion search and no model run.
+//! It is measured on a smaller copy of the grid ([`MOTION_SIDE`]), except where the model runs
+//! whatever the motion says (the gap is down to one frame, or a keyframe awaits confirmation):
+//! there it is measured on the whole grid as the stabiliser does with the model on every frame,
+//! so a stretch of keyframes gets the every-frame matte itself.
 //! `light` (a 5 ms model: cheaper than the motion search) and the recurrent `video` tier (its
 //! memory needs every frame) always run the model.
 
@@ -117,6 +131,10 @@ pub struct Rules {
     /// Most frames between two keyframes while there is no subject (less than 0.2% of the
     /// picture): nothing is carried then, and nothing else would notice one arriving.
     pub max_gap_without_subject: u32,
+    /// Agreement ([`Mask::agreement`]) between a keyframe's mask and the mask carried to it
+    /// below which the next gap is halved; at or above it the gap doubles back towards
+    /// `max_gap_frames`.
+    pub agreement: f64,
 }
 
 impl Default for Rules {
@@ -129,6 +147,7 @@ impl Default for Rules {
             subject_shift: 0.01,
             area_drift: 0.1,
             max_gap_without_subject: 3,
+            agreement: 0.9,
         }
     }
 }
@@ -208,6 +227,9 @@ pub struct Keyframer {
     fps: f64,
     previous: Option<Previous>,
     since_keyframe: u32,
+    /// Most frames in the current gap: 1 at the start of a shot, doubled by each keyframe that
+    /// agrees with the carried mask up to [`Rules::max_gap_frames`], halved by each that does not.
+    gap_bound: u32,
     drift: f32,
     shift: f32,
     keyframe_coverage: f64,
@@ -238,6 +260,7 @@ impl Keyframer {
             fps: if fps.is_finite() && fps > 0.0 { fps } else { 25.0 },
             previous: None,
             since_keyframe: 0,
+            gap_bound: 1,
             drift: 0.0,
             shift: 0.0,
             keyframe_coverage: 0.0,
@@ -334,11 +357,18 @@ impl Keyframer {
             let luma = segmenter.guide_luma(frame);
             let luma_f = unit_floats(&luma);
             let previous = self.previous.take().filter(|p| p.luma.len() == luma_f.len());
+            // Where the model runs whatever the motion says, the motion is measured as the
+            // stabiliser would measure it (see the module's overview).
+            let keyframe_due = self.confirm || self.gap_bound <= 1;
             let (carried, motion) = previous
                 .map(|p| {
                     let (w, h) = (p.mask.width as usize, p.mask.height as usize);
                     let search = TemporalStabiliser::default().search;
-                    let motion = Motion::measure_within(&p.luma, &luma_f, w, h, search, MOTION_SIDE);
+                    let motion = if keyframe_due {
+                        Motion::measure(&p.luma, &luma_f, w, h, search)
+                    } else {
+                        Motion::measure_within(&p.luma, &luma_f, w, h, search, MOTION_SIDE)
+                    };
                     (motion.carry(&p.mask), motion)
                 })
                 .unzip();
@@ -375,7 +405,7 @@ impl Keyframer {
         }
         let gap = self.since_keyframe + 1;
         let no_subject = self.keyframe_coverage < NO_SUBJECT;
-        if gap >= rules.max_gap_frames
+        if gap >= self.gap_bound
             || gap as f64 >= rules.max_gap_seconds * self.fps
             || (no_subject && gap >= rules.max_gap_without_subject)
         {
@@ -402,6 +432,12 @@ impl Keyframer {
         self.confirms_in_a_row = if reason == Some(Reason::Confirm) { self.confirms_in_a_row + 1 } else { 0 };
         self.confirm = self.confirms_in_a_row < MAX_CONFIRMS
             && carried.is_some_and(|c| area_differs(c.coverage(), mask.coverage(), rules.area_drift));
+        // A shot earns its gaps: nothing yet says that carrying works on it.
+        self.gap_bound = match (reason, carried) {
+            (Some(Reason::First | Reason::Cut), _) | (_, None) => 1,
+            (_, Some(carried)) if carried.agreement(mask) < rules.agreement => (self.gap_bound / 2).max(1),
+            (_, Some(_)) => (self.gap_bound * 2).min(rules.max_gap_frames),
+        };
         self.since_keyframe = 0;
         self.drift = 0.0;
         self.shift = 0.0;
@@ -507,6 +543,13 @@ fn subject_shift(mask: &Mask, motion: &Motion) -> f32 {
 mod tests {
     use super::*;
 
+    /// A planner well into a shot on which carrying has been seen to work: its gaps at their bound.
+    fn trusted(rules: Rules, fps: f64) -> Keyframer {
+        let mut k = Keyframer::with_rules(Some(rules), fps);
+        k.gap_bound = rules.max_gap_frames;
+        k
+    }
+
     /// Nothing moved; `residual` everywhere.
     fn motion(residual: f32, w: usize, h: usize) -> Motion {
         Motion::from_parts(w, h, vec![residual; w * h], still(w, h))
@@ -540,7 +583,7 @@ mod tests {
     #[test]
     fn a_still_picture_is_carried_until_the_gap_bound() {
         let rules = Rules::default();
-        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        let mut k = trusted(rules, 30.0);
         let mask = square(32, 32, 8, 24);
         k.keyframe_coverage = mask.coverage();
         let still = motion(0.0, 32, 32);
@@ -556,7 +599,7 @@ mod tests {
     #[test]
     fn the_gap_bound_in_seconds_holds_at_low_frame_rates() {
         let rules = Rules::default();
-        let mut k = Keyframer::with_rules(Some(rules), 5.0); // 0.4 s = 2 frames
+        let mut k = trusted(rules, 5.0); // 0.4 s = 2 frames
         let mask = square(32, 32, 8, 24);
         k.keyframe_coverage = mask.coverage();
         assert_eq!(k.reason(&rules, &mask, &motion(0.0, 32, 32)), None);
@@ -568,7 +611,7 @@ mod tests {
     fn cuts_unexplained_change_and_area_force_keyframes() {
         let rules = Rules::default();
         let mask = square(32, 32, 8, 24);
-        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        let mut k = trusted(rules, 30.0);
         k.keyframe_coverage = mask.coverage();
         assert_eq!(k.reason(&rules, &mask, &motion(0.2, 32, 32)), Some(Reason::Cut));
         // Small unexplained change adds up frame by frame until the budget is spent.
@@ -577,7 +620,7 @@ mod tests {
         assert_eq!(k.reason(&rules, &mask, &small), None);
         assert_eq!(k.reason(&rules, &mask, &small), Some(Reason::Drift));
         // The subject shrank by half while being carried.
-        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        let mut k = trusted(rules, 30.0);
         k.keyframe_coverage = mask.coverage();
         assert_eq!(k.reason(&rules, &square(32, 32, 8, 16), &motion(0.0, 32, 32)), Some(Reason::Area));
     }
@@ -586,7 +629,7 @@ mod tests {
     fn a_walking_subject_forces_keyframes_a_panning_background_does_not() {
         let rules = Rules::default(); // 1% of the 64 px grid: 0.64 px
         let mask = square(64, 64, 16, 48);
-        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        let mut k = trusted(rules, 30.0);
         k.keyframe_coverage = mask.coverage();
         let shifted = |inside: bool, by: f32| {
             let mut source = still(64, 64);
@@ -609,11 +652,12 @@ mod tests {
     /// run is confirmed in turn, and the chain stops after [`MAX_CONFIRMS`] runs.
     #[test]
     fn a_confirming_run_that_disagrees_is_confirmed_in_turn() {
-        let rules = Rules::default();
+        let rules = Rules { agreement: 0.0, ..Rules::default() }; // gaps kept at their bound: shortened gaps are the next test's
         let (whole, part) = (square(32, 32, 8, 24), square(32, 32, 8, 19));
-        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        let mut k = trusted(rules, 30.0);
         let still = motion(0.0, 32, 32);
         k.keyframe_taken(&rules, Some(Reason::First), None, &whole);
+        k.gap_bound = rules.max_gap_frames;
         assert_eq!(k.reason(&rules, &whole, &still), None, "agreeing frames are carried");
         k.keyframe_taken(&rules, Some(Reason::Gap), Some(&whole), &part);
         assert_eq!(k.reason(&rules, &part, &still), Some(Reason::Confirm));
@@ -628,11 +672,43 @@ mod tests {
         assert_eq!(k.reason(&rules, &whole, &still), None);
     }
 
+    /// A shot starts with the model on every frame; keyframes that agree with the carried mask
+    /// let the gap grow to its bound, keyframes whose mask lies elsewhere bring the next keyframe
+    /// nearer again, down to every frame; a cut starts over.
+    #[test]
+    fn gaps_grow_while_keyframes_agree_with_the_carried_mask_and_shrink_when_not() {
+        let rules = Rules::default(); // 8 frames
+        let (left, right) = (square(32, 32, 4, 16), square(32, 32, 16, 28)); // same area, apart
+        let still = motion(0.0, 32, 32);
+        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        // Frames until the next keyframe, counting it.
+        let gap = |k: &mut Keyframer| {
+            while k.reason(&rules, &left, &still).is_none() {
+                k.since_keyframe += 1;
+            }
+            k.since_keyframe + 1
+        };
+        let gaps_after = |k: &mut Keyframer, reason, carried: &Mask, mask: &Mask, times| {
+            (0..times)
+                .map(|_| {
+                    k.keyframe_taken(&rules, Some(reason), Some(carried), mask);
+                    gap(k)
+                })
+                .collect::<Vec<_>>()
+        };
+        k.keyframe_taken(&rules, Some(Reason::First), None, &left);
+        assert_eq!(gap(&mut k), 1, "the model runs on a shot's second frame too");
+        assert_eq!(gaps_after(&mut k, Reason::Gap, &left, &left, 4), [2, 4, 8, 8]);
+        assert_eq!(gaps_after(&mut k, Reason::Gap, &left, &right, 5), [4, 2, 1, 1, 1]);
+        assert_eq!(gaps_after(&mut k, Reason::Gap, &left, &left, 1), [2]);
+        assert_eq!(gaps_after(&mut k, Reason::Cut, &right, &left, 1), [1], "a new shot earns its gaps again");
+    }
+
     #[test]
     fn without_a_subject_the_model_runs_more_often() {
         let rules = Rules::default();
         let empty = square(32, 32, 0, 0);
-        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        let mut k = trusted(rules, 30.0);
         k.keyframe_coverage = empty.coverage();
         k.since_keyframe = rules.max_gap_without_subject - 2;
         assert_eq!(k.reason(&rules, &empty, &motion(0.0, 32, 32)), None);
@@ -705,7 +781,7 @@ mod tests {
         // Three carried frames of band(16), then a keyframe with `mask` found for `reason`, then
         // confirming runs finding `confirms`. Returns the gap's centres once it is settled.
         let run = |reason: Reason, mask: Mask, confirms: &[Mask]| {
-            let mut k = Keyframer::with_rules(Some(rules), 30.0);
+            let mut k = trusted(rules, 30.0);
             k.keyframe_taken(&rules, Some(Reason::First), None, &band(16.0));
             for _ in 0..3 {
                 assert!(k.settle(frame(), carried(band(16.0), still())).is_empty(), "a carried frame waits");
@@ -737,7 +813,7 @@ mod tests {
         let glitch = run(Reason::Gap, half.clone(), &[band(17.0), band(17.0)]);
         assert!(glitch.iter().all(|&c| c == carried_centre), "a glitch: left as carried");
         // At the end of the video the open gap is returned as carried.
-        let mut k = Keyframer::with_rules(Some(rules), 30.0);
+        let mut k = trusted(rules, 30.0);
         assert!(k.settle(frame(), carried(band(16.0), still())).is_empty());
         assert_eq!(k.finish().len(), 1);
     }

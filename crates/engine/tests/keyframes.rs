@@ -1,11 +1,13 @@
 //! Adaptive keyframes on real footage, end to end through the pipeline: the model runs on a
 //! fraction of the frames, the matte stays close to the every-frame one, a scene cut forces a
-//! keyframe, and the cheap tier opts out.
+//! keyframe, the cheap tier opts out, and a stretch of keyframes is the every-frame matte.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
+use clearbg_engine::keyframes::{Keyframer, Rules};
+use clearbg_engine::matte::{shipped_mode, Matter};
 use clearbg_engine::{Background, Keyframes, OutputFormat, Tier};
 use common::*;
 
@@ -77,4 +79,32 @@ fn a_scene_cut_forces_a_keyframe_and_light_runs_every_frame() {
     assert!(human.keyframes.keyframes < 24, "{:?}", human.keyframes);
     let (light, _) = matte(Tier::Light, &joined, Keyframes::Adaptive, dir.path());
     assert_eq!(light.keyframes.keyframes, 24, "light opts out: {:?}", light.keyframes);
+}
+
+/// Where the planner runs the model on every frame anyway (here its gap bound is one frame; on
+/// footage where keyframes keep finding the carried mask wrong it gets there by itself), the
+/// shipped matte is the every-frame matte byte for byte: the stabiliser is handed the motion it
+/// would have measured itself.
+#[test]
+fn a_stretch_of_keyframes_is_the_every_frame_matte() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = frames_of(&carphone_clip(dir.path(), "0.5"));
+    let mattes = |rules: Option<Rules>| {
+        let (mut seg, mut planner) = (segmenter(Tier::Human), Keyframer::with_rules(rules, 30.0));
+        let mut matter = Matter::new(Tier::Human, shipped_mode(Tier::Human));
+        let mut alphas = Vec::new();
+        for frame in frames.iter().cloned() {
+            for (frame, segmented) in planner.push(&mut seg, frame).unwrap() {
+                alphas.push(matter.alpha_of(&frame, segmented));
+            }
+        }
+        assert!(planner.finish().is_empty(), "every frame settled at once");
+        (planner.stats().keyframes, alphas)
+    };
+    let (ran, every) = mattes(None);
+    let (ran_adaptive, adaptive) = mattes(Some(Rules { max_gap_frames: 1, ..Rules::default() }));
+    let n = frames.len() as u64;
+    assert!(n >= 10, "{n} frames decoded");
+    assert_eq!((ran, ran_adaptive), (n, n), "the model on each frame");
+    assert!(adaptive == every, "the same alpha on every frame");
 }

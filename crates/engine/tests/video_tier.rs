@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use clearbg_engine::frame::YuvFrame;
-use clearbg_engine::{matte, model, video, Background, Home, Limits, OutputFormat, Runtime, Segmenter, Tier};
+use clearbg_engine::{matte, model, Background, Home, OutputFormat, Runtime, Segmenter, Tier};
 use common::*;
 
 /// The video tier's segmenter, or `None` (with a note on stderr) when it is not installed.
@@ -60,25 +57,6 @@ fn the_video_tier_mattes_a_person_in_real_footage() {
         let face = mean_over(w * 4 / 10..w * 6 / 10, h * 3 / 10..h * 5 / 10);
         assert!(face > 0.95, "frame {i}: face alpha {face:.2}");
     }
-}
-
-/// Frames of `path` as the pipeline decodes them.
-fn frames_of(path: &Path) -> Vec<YuvFrame> {
-    let info = clearbg_engine::probe(path, &Limits::default(), &|| false).unwrap();
-    let mut child = std::process::Command::new("ffmpeg")
-        .args(video::decoder_args(path, &info))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = video::FrameReader::new(child.stdout.take().unwrap(), &info);
-    let mut frames = Vec::new();
-    while let Some(frame) = reader.next_frame().unwrap() {
-        frames.push(frame);
-    }
-    child.wait().unwrap();
-    frames
 }
 
 /// Two different shots back to back: on the cut the recurrent state is dropped, so from there on

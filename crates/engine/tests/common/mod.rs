@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use clearbg_engine::frame::YuvFrame;
 use clearbg_engine::{
-    remove_background, Background, Composition, Home, Limits, OutputFormat, RemoveRequest, Result, Runtime, Segmenter,
-    Summary, Tier,
+    remove_background, video, Background, Composition, Home, Limits, OutputFormat, RemoveRequest, Result, Runtime,
+    Segmenter, Summary, Tier,
 };
 
 /// The set-up step's home; the tests need it installed (`make test` runs `make setup` first).
@@ -198,4 +199,23 @@ pub fn files_in(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
+}
+
+/// Frames of `path` as the pipeline decodes them.
+pub fn frames_of(path: &Path) -> Vec<YuvFrame> {
+    let info = clearbg_engine::probe(path, &Limits::default(), &|| false).unwrap();
+    let mut child = std::process::Command::new("ffmpeg")
+        .args(video::decoder_args(path, &info))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = video::FrameReader::new(child.stdout.take().unwrap(), &info);
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.next_frame().unwrap() {
+        frames.push(frame);
+    }
+    child.wait().unwrap();
+    frames
 }
