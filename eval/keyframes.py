@@ -3,7 +3,8 @@ costs in quality, against the model on every frame.
 
 For each tier and clip, `matte_eval` runs once as the reference (`--keyframes every`, the model's
 usual size) and once per variant: `adaptive` (the pipeline's default), `every@768` (every frame,
-first model at reference side 768), `adaptive@768`, ... Each run's shipped matte (stabilised +
+first model at reference side 768), `adaptive@768`, `adaptive+agreement=0.8` (the keyframe planner's
+rules changed, as `CLEARBG_KEYFRAME_RULES` takes them; `+` between several), ... Each run's shipped matte (stabilised +
 guided) is compared with the reference's frame by frame: IoU of alpha >= 0.5 (mean and worst
 frame). Ground-truth clips (eval/clips.py) also get MAD and dtSSD of both against the truth.
 Real footage without ground truth: carphone (a man in a car), bunny (Big Buck Bunny, 720p) and
@@ -15,7 +16,7 @@ changes its mind from frame to frame), and the share of the picture the subject'
 stdout, eval/out/keyframes.md and eval/out/keyframes.json.
 
     python eval/keyframes.py [--tiers human,original,pro] [--variants adaptive] [--frames 50]
-        [--clips carphone,bunny,bikes,astronaut-bikes,cameraman-garage,astronaut-bunny]
+        [--variants adaptive,adaptive+agreement=0] [--clips carphone,bunny,bikes,astronaut-bikes,cameraman-garage,astronaut-bunny]
 """
 
 import argparse
@@ -45,12 +46,13 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(tier, video, out, frames, keyframes, side):
+def run(tier, video, out, frames, keyframes, side, rules=""):
     cmd = [str(MATTE_EVAL), tier, str(video), str(out), "--frames", str(frames), "--keyframes", keyframes]
     if side:
         cmd += ["--side", str(side)]
+    env = dict(os.environ, CLEARBG_KEYFRAME_RULES=rules)
     t0 = time.time()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     wall = time.time() - t0
     meta = json.loads((out / "meta.json").read_text())
     shape = (meta["frames"], meta["height"], meta["width"])
@@ -61,10 +63,12 @@ def run(tier, video, out, frames, keyframes, side):
 
 
 def parse_variant(text):
-    keyframes, _, side = text.partition("@")
-    if keyframes not in ("every", "adaptive"):
-        raise SystemExit(f"eval: variant {text!r}: expected every|adaptive[@SIDE]")
-    return keyframes, int(side) if side else None
+    """`adaptive@768+agreement=0.8+subject_shift=0.02` -> ("adaptive", 768, "agreement=0.8,subject_shift=0.02")."""
+    head, *rules = text.split("+")
+    keyframes, _, side = head.partition("@")
+    if keyframes not in ("every", "adaptive") or (rules and keyframes != "adaptive"):
+        raise SystemExit(f"eval: variant {text!r}: expected every[@SIDE] or adaptive[@SIDE][+RULE=VALUE...]")
+    return keyframes, int(side) if side else None, ",".join(rules)
 
 
 def per_frame_iou(a, b):
@@ -128,9 +132,9 @@ def main():
                 "dtssd": metrics.dtssd(a.astype(np.float32) / 255, truth),
             }
             ref_gt = gt(ref)
-            for label, keyframes, side in variants:
-                meta, alpha, wall = run(tier, video, work / tier / name / label.replace("@", "-"), args.frames,
-                                        keyframes, side)
+            for label, keyframes, side, rules in variants:
+                folder = label.replace("@", "-").replace("+", "_")
+                meta, alpha, wall = run(tier, video, work / tier / name / folder, args.frames, keyframes, side, rules)
                 iou = per_frame_iou(alpha, ref)
                 steady = np.array(ref_meta["carried_iou"] or [1.0])
                 row = {
