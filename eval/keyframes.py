@@ -3,11 +3,11 @@ costs in quality, against the model on every frame.
 
 For each tier and clip, `matte_eval` runs once as the reference (`--keyframes every`, the model's
 usual size) and once per variant: `adaptive` (the pipeline's default), `every@768` (every frame,
-first model at reference side 768), `adaptive@768`, `adaptive+agreement=0.8` (the keyframe planner's
-rules changed, as `CLEARBG_KEYFRAME_RULES` takes them; `+` between several), ... Each run's shipped matte (stabilised +
-guided) is compared with the reference's frame by frame: IoU of alpha >= 0.5 (mean and worst
-frame). Ground-truth clips (eval/clips.py) also get MAD and dtSSD of both against the truth.
-Real footage without ground truth: carphone (a man in a car), bunny (Big Buck Bunny, 720p) and
+first model at reference side 768), `adaptive@768`, `adaptive+agreement=0.8` (the keyframe
+planner's rules changed, as `CLEARBG_KEYFRAME_RULES` takes them; `+` between several), ... Each
+run's shipped matte (stabilised + guided) is compared with the reference's frame by frame: IoU
+of alpha >= 0.5 (mean and worst frame). Ground-truth clips (eval/clips.py) also get MAD and
+dtSSD of both against the truth. Real footage without ground truth: carphone (a man in a car), bunny (Big Buck Bunny, 720p) and
 bikes (street footage with cuts). Two columns describe the reference itself: how well the
 model's mask on each frame agrees with its mask on the frame before carried along the motion
 (IoU on the mask's grid, within a shot: what a carried frame can score against a model that
@@ -15,8 +15,8 @@ changes its mind from frame to frame), and the share of the picture the subject'
 (what running the model on a crop around the subject could save at most). Results: a table on
 stdout, eval/out/keyframes.md and eval/out/keyframes.json.
 
-    python eval/keyframes.py [--tiers human,original,pro] [--variants adaptive] [--frames 50]
-        [--variants adaptive,adaptive+agreement=0] [--clips carphone,bunny,bikes,astronaut-bikes,cameraman-garage,astronaut-bunny]
+    python eval/keyframes.py [--tiers human,original,pro] [--variants adaptive,adaptive+agreement=0]
+        [--frames 50] [--clips carphone,bunny,bikes,astronaut-bikes,cameraman-garage,astronaut-bunny]
 """
 
 import argparse
@@ -63,7 +63,7 @@ def run(tier, video, out, frames, keyframes, side, rules=""):
 
 
 def parse_variant(text):
-    """`adaptive@768+agreement=0.8+subject_shift=0.02` -> ("adaptive", 768, "agreement=0.8,subject_shift=0.02")."""
+    """`adaptive@768+agreement=0.8+cut=0.05` -> ("adaptive", 768, "agreement=0.8,cut=0.05")."""
     head, *rules = text.split("+")
     keyframes, _, side = head.partition("@")
     if keyframes not in ("every", "adaptive") or (rules and keyframes != "adaptive"):

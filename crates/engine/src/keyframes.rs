@@ -23,11 +23,12 @@
 //! Each keyframe also checks the carrying: how far the model's new mask agrees with the mask
 //! carried to the same frame ([`Rules::agreement`]). Where they disagree, the carried frames in
 //! between were as wrong, whatever the rules above saw: the next gap is halved, down to the model
-//! on every frame. Each keyframe that agrees doubles it, up to its bound; a shot starts with
-//! none (the model on its first two frames, then 1, 3 and 7 carried frames between keyframes), so carrying is
-//! trusted only where it has been seen to work. Footage on which the model changes its mind
-//! from frame to frame (a portrait model on an animated rabbit) so runs it on nearly every
-//! frame, rather than carrying masks the model would not have drawn.
+//! on every frame. Each keyframe that agrees doubles it, up to its bound, and a shot starts with
+//! no gap at all (the model on its first two frames, then 1, 3 and 7 carried frames between
+//! keyframes while they agree), so carrying is trusted only where it has been seen to work.
+//! Footage on which the model changes its mind from frame to frame (a portrait model on an
+//! animated rabbit) so runs it on nearly every frame, rather than carrying masks the model would
+//! not have drawn.
 //!
 //! A mask carried forward falls behind a subject that moves slowly (block motion is measured a
 //! little short), and the next keyframe then catches up in one step: the matte moves in jerks
@@ -432,7 +433,8 @@ impl Keyframer {
         self.confirms_in_a_row = if reason == Some(Reason::Confirm) { self.confirms_in_a_row + 1 } else { 0 };
         self.confirm = self.confirms_in_a_row < MAX_CONFIRMS
             && carried.is_some_and(|c| area_differs(c.coverage(), mask.coverage(), rules.area_drift));
-        // A shot earns its gaps: nothing yet says that carrying works on it.
+        // A new shot starts with no gap (nothing yet says that carrying works on it); after
+        // that, each keyframe halves or doubles the gap by how far the carrying agreed with it.
         self.gap_bound = match (reason, carried) {
             (Some(Reason::First | Reason::Cut), _) | (_, None) => 1,
             (_, Some(carried)) if carried.agreement(mask) < rules.agreement => (self.gap_bound / 2).max(1),
@@ -652,7 +654,8 @@ mod tests {
     /// run is confirmed in turn, and the chain stops after [`MAX_CONFIRMS`] runs.
     #[test]
     fn a_confirming_run_that_disagrees_is_confirmed_in_turn() {
-        let rules = Rules { agreement: 0.0, ..Rules::default() }; // gaps kept at their bound: shortened gaps are the next test's
+        // Gaps kept at their bound: how disagreement shortens them is the next test's.
+        let rules = Rules { agreement: 0.0, ..Rules::default() };
         let (whole, part) = (square(32, 32, 8, 24), square(32, 32, 8, 19));
         let mut k = trusted(rules, 30.0);
         let still = motion(0.0, 32, 32);

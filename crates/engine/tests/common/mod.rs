@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use clearbg_engine::frame::YuvFrame;
 use clearbg_engine::{
@@ -204,11 +204,11 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 /// Frames of `path` as the pipeline decodes them.
 pub fn frames_of(path: &Path) -> Vec<YuvFrame> {
     let info = clearbg_engine::probe(path, &Limits::default(), &|| false).unwrap();
-    let mut child = std::process::Command::new("ffmpeg")
+    let mut child = Command::new("ffmpeg")
         .args(video::decoder_args(path, &info))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut reader = video::FrameReader::new(child.stdout.take().unwrap(), &info);
