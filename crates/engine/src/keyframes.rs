@@ -37,7 +37,11 @@
 //! the new keyframe's mask carried back, weighted by how near each keyframe is: the two errors
 //! point opposite ways and cancel. A gap ended by a cut keeps the forward masks, and so does one
 //! ended by a keyframe whose mask disagrees with the carried one unless its confirming runs
-//! bear it out. The wait is one gap and its confirming runs at most
+//! bear it out. So does a gap without a subject whose keyframe finds one: nothing was carried
+//! that lags, and the new mask carried back would draw the subject before the model saw it (on
+//! bikes, ISNet takes a box on the road from about alpha 0.1 to nearly 1 from one frame to the
+//! next, and the every-frame matte eases it in after). The wait is one gap and its confirming
+//! runs at most
 //! ([`Rules::max_gap_frames`] + [`MAX_CONFIRMS`] frames), so memory stays bounded.
 //!
 //! The motion measured here is handed to the matting step, whose stabiliser would otherwise
@@ -236,6 +240,8 @@ pub struct Keyframer {
     keyframe_coverage: f64,
     /// The last keyframe disagreed with the carried mask: run the model on the next frame too.
     confirm: bool,
+    /// The last keyframe found a subject after one without (coverage below [`NO_SUBJECT`]).
+    appeared: bool,
     /// Confirming runs since the keyframe they confirm.
     confirms_in_a_row: u32,
     stats: Stats,
@@ -266,6 +272,7 @@ impl Keyframer {
             shift: 0.0,
             keyframe_coverage: 0.0,
             confirm: false,
+            appeared: false,
             confirms_in_a_row: 0,
             stats: Stats::default(),
             pool: None,
@@ -314,7 +321,7 @@ impl Keyframer {
     /// A keyframe whose mask disagrees with the carried one may be the model's glitch: the gap
     /// then waits for the confirming runs, and is blended towards the keyframe only if the last
     /// of them agrees with it. Across a cut the next shot's mask means nothing to the frames
-    /// before, so such a gap is not blended at all.
+    /// before, and a subject that appeared was not in them: such gaps are not blended at all.
     fn settle(&mut self, frame: YuvFrame, segmented: Segmented) -> Vec<(YuvFrame, Segmented)> {
         let reason = segmented.keyframe;
         self.gap.push((frame, segmented));
@@ -326,6 +333,7 @@ impl Keyframer {
                 let drift = self.rules.map_or(0.0, |r| r.area_drift);
                 !area_differs(disputed.coverage(), last.coverage(), drift)
             }),
+            Some(Reason::Gap | Reason::Drift | Reason::Moved | Reason::Area) if self.appeared => None,
             Some(Reason::Gap | Reason::Drift | Reason::Moved | Reason::Area) if self.confirm => {
                 self.disputed = Some(self.gap.len() - 1);
                 return Vec::new();
@@ -433,6 +441,7 @@ impl Keyframer {
         self.confirms_in_a_row = if reason == Some(Reason::Confirm) { self.confirms_in_a_row + 1 } else { 0 };
         self.confirm = self.confirms_in_a_row < MAX_CONFIRMS
             && carried.is_some_and(|c| area_differs(c.coverage(), mask.coverage(), rules.area_drift));
+        self.appeared = self.keyframe_coverage < NO_SUBJECT && mask.coverage() >= NO_SUBJECT;
         // A new shot starts with no gap (nothing yet says that carrying works on it); after
         // that, each keyframe halves or doubles the gap by how far the carrying agreed with it.
         self.gap_bound = match (reason, carried) {
@@ -773,12 +782,15 @@ mod tests {
         }
     }
 
+    fn tiny_frame() -> YuvFrame {
+        YuvFrame { width: 2, height: 2, color: Default::default(), data: vec![0; 6] }
+    }
+
     /// Carried frames wait for their gap's keyframe and are blended towards it; not across a
     /// cut, and towards a keyframe that disagrees with the carried mask only once a confirming
     /// run bears it out.
     #[test]
     fn a_gap_is_released_at_its_keyframe_and_blended_only_within_a_shot() {
-        let frame = || YuvFrame { width: 2, height: 2, color: Default::default(), data: vec![0; 6] };
         let still = || moved_right(0.0);
         let rules = Rules::default();
         // Three carried frames of band(16), then a keyframe with `mask` found for `reason`, then
@@ -787,7 +799,7 @@ mod tests {
             let mut k = trusted(rules, 30.0);
             k.keyframe_taken(&rules, Some(Reason::First), None, &band(16.0));
             for _ in 0..3 {
-                assert!(k.settle(frame(), carried(band(16.0), still())).is_empty(), "a carried frame waits");
+                assert!(k.settle(tiny_frame(), carried(band(16.0), still())).is_empty(), "a carried frame waits");
             }
             let mut previous = band(16.0);
             let mut settled = Vec::new();
@@ -797,7 +809,7 @@ mod tests {
                 assert!(settled.is_empty(), "settled before its confirmation");
                 k.keyframe_taken(&rules, Some(reason), Some(&previous), &mask);
                 previous = mask.clone();
-                settled = k.settle(frame(), Segmented { keyframe: Some(reason), ..carried(mask, still()) });
+                settled = k.settle(tiny_frame(), Segmented { keyframe: Some(reason), ..carried(mask, still()) });
             }
             assert_eq!(settled.len(), 4 + confirms.len(), "the gap, its keyframe and its confirmations, in order");
             assert_eq!(settled[3].1.keyframe, Some(reason));
@@ -817,8 +829,39 @@ mod tests {
         assert!(glitch.iter().all(|&c| c == carried_centre), "a glitch: left as carried");
         // At the end of the video the open gap is returned as carried.
         let mut k = trusted(rules, 30.0);
-        assert!(k.settle(frame(), carried(band(16.0), still())).is_empty());
+        assert!(k.settle(tiny_frame(), carried(band(16.0), still())).is_empty());
         assert_eq!(k.finish().len(), 1);
+    }
+
+    /// The carried frames had no subject and the keyframe finds one: the model had not seen it
+    /// on them, so they are not blended towards it (and need not wait for its confirmation).
+    #[test]
+    fn a_gap_without_a_subject_is_not_blended_towards_one_that_appears() {
+        let rules = Rules::default();
+        let (empty, still) = (Mask { width: 64, height: 16, data: vec![0.0; 64 * 16] }, moved_right(0.0));
+        let mut k = trusted(rules, 30.0);
+        k.keyframe_taken(&rules, Some(Reason::First), None, &empty);
+        for _ in 0..2 {
+            assert!(k.settle(tiny_frame(), carried(empty.clone(), still.clone())).is_empty());
+        }
+        k.keyframe_taken(&rules, Some(Reason::Gap), Some(&empty), &band(16.0));
+        let settled =
+            k.settle(tiny_frame(), Segmented { keyframe: Some(Reason::Gap), ..carried(band(16.0), still.clone()) });
+        assert_eq!(settled.len(), 3, "the gap and its keyframe, at once");
+        assert!(settled[..2].iter().all(|(_, s)| s.mask.coverage() == 0.0), "the gap stays without a subject");
+        // The keyframe is still confirmed, as any keyframe that disagrees with the carried mask.
+        assert_eq!(k.reason(&rules, &band(16.0), &still), Some(Reason::Confirm));
+        // Once there is a subject, a gap is blended towards its keyframe again.
+        k.keyframe_taken(&rules, Some(Reason::Confirm), Some(&band(16.0)), &band(16.0));
+        assert_eq!(
+            k.settle(tiny_frame(), Segmented { keyframe: Some(Reason::Confirm), ..carried(band(16.0), still.clone()) })
+                .len(),
+            1
+        );
+        assert!(k.settle(tiny_frame(), carried(band(16.0), still.clone())).is_empty());
+        k.keyframe_taken(&rules, Some(Reason::Gap), Some(&band(16.0)), &band(17.0));
+        let settled = k.settle(tiny_frame(), Segmented { keyframe: Some(Reason::Gap), ..carried(band(17.0), still) });
+        assert!(centre(&settled[0].1.mask) > centre(&band(16.0)), "blended");
     }
 
     #[test]
