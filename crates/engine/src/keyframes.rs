@@ -41,8 +41,7 @@
 //! that lags, and the new mask carried back would draw the subject before the model saw it (on
 //! bikes, ISNet takes a box on the road from about alpha 0.1 to nearly 1 from one frame to the
 //! next, and the every-frame matte eases it in after). The wait is one gap and its confirming
-//! runs at most
-//! ([`Rules::max_gap_frames`] + [`MAX_CONFIRMS`] frames), so memory stays bounded.
+//! runs at most ([`Rules::max_gap_frames`] + [`MAX_CONFIRMS`] frames), so memory stays bounded.
 //!
 //! The motion measured here is handed to the matting step, whose stabiliser would otherwise
 //! search the same motion again, so a carried frame costs one motion search and no model run.
