@@ -7,8 +7,8 @@ first model at reference side 768), `adaptive@768`, `adaptive+agreement=0.8` (th
 planner's rules changed, as `CLEARBG_KEYFRAME_RULES` takes them; `+` between several), ... Each
 run's shipped matte (stabilised + guided) is compared with the reference's frame by frame: IoU
 of alpha >= 0.5 (mean and worst frame). Ground-truth clips (eval/clips.py) also get MAD and
-dtSSD of both against the truth. Real footage without ground truth: carphone (a man in a car), bunny (Big Buck Bunny, 720p) and
-bikes (street footage with cuts). Two columns describe the reference itself: how well the
+dtSSD of both against the truth. Real footage without ground truth: carphone (a man in a car),
+bunny (Big Buck Bunny, 720p) and bikes (street footage with cuts). Two columns describe the reference itself: how well the
 model's mask on each frame agrees with its mask on the frame before carried along the motion
 (IoU on the mask's grid, within a shot: what a carried frame can score against a model that
 changes its mind from frame to frame), and the share of the picture the subject's box takes

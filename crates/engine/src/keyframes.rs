@@ -437,10 +437,11 @@ impl Keyframer {
     /// is what the previous frame's mask would have become.
     fn keyframe_taken(&mut self, rules: &Rules, reason: Option<Reason>, carried: Option<&Mask>, mask: &Mask) {
         self.count(reason);
+        let coverage = mask.coverage();
         self.confirms_in_a_row = if reason == Some(Reason::Confirm) { self.confirms_in_a_row + 1 } else { 0 };
         self.confirm = self.confirms_in_a_row < MAX_CONFIRMS
-            && carried.is_some_and(|c| area_differs(c.coverage(), mask.coverage(), rules.area_drift));
-        self.appeared = self.keyframe_coverage < NO_SUBJECT && mask.coverage() >= NO_SUBJECT;
+            && carried.is_some_and(|c| area_differs(c.coverage(), coverage, rules.area_drift));
+        self.appeared = self.keyframe_coverage < NO_SUBJECT && coverage >= NO_SUBJECT;
         // A new shot starts with no gap (nothing yet says that carrying works on it); after
         // that, each keyframe halves or doubles the gap by how far the carrying agreed with it.
         self.gap_bound = match (reason, carried) {
@@ -451,7 +452,7 @@ impl Keyframer {
         self.since_keyframe = 0;
         self.drift = 0.0;
         self.shift = 0.0;
-        self.keyframe_coverage = mask.coverage();
+        self.keyframe_coverage = coverage;
     }
 
     fn count(&mut self, reason: Option<Reason>) {
