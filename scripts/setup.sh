@@ -180,7 +180,12 @@ build_mediapipe() {  # tflite inside the mediapipe wheel (only its 0.10.x wheels
   "$PY" "$SCRIPTS/models/mediapipe_tflite_to_onnx.py" "$tflite_file" "$1" >/dev/null
   rm -f "$tflite_file"
 }
-for m in isnet_fp32_dyn:build_isnet modnet_photographic:build_modnet mp_selfie_256:build_mediapipe; do
+build_isnet_int8() {  # the fp32 model quantised with the committed activation ranges
+  "$PY" "$SCRIPTS/models/isnet_to_int8.py" "$ROOT/models/isnet_fp32_dyn.onnx" "$SCRIPTS/models/isnet_int8_ranges.json" "$1" \
+    >/dev/null 2>&1
+}
+for m in isnet_fp32_dyn:build_isnet isnet_int8_dyn:build_isnet_int8 modnet_photographic:build_modnet \
+         mp_selfie_256:build_mediapipe; do
   ensure "$ROOT/models/${m%%:*}.onnx" "$MODEL_SUMS" "${m#*:}"
   say "ok model ${m%%:*}.onnx"
 done
