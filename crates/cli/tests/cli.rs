@@ -120,7 +120,9 @@ fn models_lists_every_tier_and_that_it_loads() {
         ("light", "mp_selfie_256.onnx"),
         ("human", "modnet_photographic.onnx"),
         ("original", "isnet_fp32_dyn.onnx"),
+        ("original", "isnet_int8_dyn.onnx"),
         ("pro", "isnet_fp32_dyn.onnx"),
+        ("pro", "isnet_int8_dyn.onnx"),
         ("pro", "modnet_photographic.onnx"),
     ] {
         let line = stdout

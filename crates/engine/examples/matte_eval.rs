@@ -4,12 +4,13 @@
 //! ```text
 //! cargo build --release --example matte_eval
 //! target/release/examples/matte_eval <light|human|original|pro|video> INPUT OUTDIR [--frames N] [--threads N]
-//!     [--keyframes every|adaptive] [--side N]
+//!     [--keyframes every|adaptive] [--side N] [--precision int8|fp32]
 //! ```
 //!
 //! `--keyframes` (default `every`) picks where the model runs, through the engine's own
 //! [`Keyframer`] (the pipeline's default is `adaptive`); `--side` runs the first model at another
-//! reference side (ISNet's square side, MODNet's short side) to measure what size costs.
+//! reference side (ISNet's square side, MODNet's short side) to measure what size costs;
+//! `--precision` ISNet's number format (default: the pipeline's on a CPU, int8).
 //!
 //! Frames come from the engine's own probe, decoder flags and frame reader, and each mode goes
 //! through the engine's own [`Matter`], so the `stabilised` output is byte for byte what
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 use clearbg_engine::frame::{Mask, YuvFrame};
 use clearbg_engine::keyframes::{rules_for, Keyframer, Keyframes, Rules, Segmented, MOTION_SIDE};
 use clearbg_engine::matte::{edge_params, unit_floats, EdgeParams, MatteMode, Matter, Motion, TemporalStabiliser};
-use clearbg_engine::{probe, video, Home, Limits, Runtime, Segmenter, Tier};
+use clearbg_engine::{probe, video, Device, Home, Limits, Precision, Runtime, Segmenter, Tier};
 
 const MODES: [(MatteMode, &str); 3] =
     [(MatteMode::Stabilised, "stabilised"), (MatteMode::Guided, "guided"), (MatteMode::Bilinear, "bilinear")];
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), Failure> {
     let usage = "usage: matte_eval <light|human|original|pro|video> INPUT OUTDIR [--frames N] [--threads N] \
-                 [--keyframes every|adaptive] [--side N]";
+                 [--keyframes every|adaptive] [--side N] [--precision int8|fp32]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 || args.len() % 2 == 0 {
         return Err(usage.into());
@@ -61,19 +62,21 @@ fn run() -> Result<(), Failure> {
     let tier: Tier = args[0].parse()?;
     let (input, out_dir) = (PathBuf::from(&args[1]), PathBuf::from(&args[2]));
     let (mut max_frames, mut threads, mut keyframes, mut side) = (u64::MAX, 0usize, Keyframes::Every, None);
+    let mut precision = Precision::for_device(Device::Cpu);
     for pair in args[3..].chunks(2) {
         match pair[0].as_str() {
             "--frames" => max_frames = pair[1].parse()?,
             "--threads" => threads = pair[1].parse()?,
             "--keyframes" => keyframes = pair[1].parse()?,
             "--side" => side = Some(pair[1].parse()?),
+            "--precision" => precision = pair[1].parse()?,
             _ => return Err(usage.into()),
         }
     }
 
     let home = Home::from_env();
     let runtime = Runtime::load(&home, threads)?;
-    let mut segmenter = Segmenter::new(&runtime, &home, tier)?;
+    let mut segmenter = Segmenter::at_precision(&runtime, &home, tier, precision)?;
     if let Some(side) = side {
         segmenter = segmenter.with_input_side(side);
     }

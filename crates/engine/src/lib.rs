@@ -16,7 +16,7 @@
 //!   real video containers, each read with its own demuxer forced and no protocol but `file`.
 //! - [`probe`] reads a video's facts with ffprobe and refuses what we cannot or will not process
 //!   (size, area, rate, a duration that cannot be established), before anything is decoded.
-//! - [`model`] pins, verifies and runs the neural models behind the four tiers.
+//! - [`model`] pins, verifies and runs the neural models behind the tiers (ISNet in int8 on a CPU).
 //! - [`keyframes`] decides on which frames the model runs; between keyframes the mask is carried
 //!   along the picture's motion.
 //! - [`matte`] turns a low-resolution mask into a steady full-resolution alpha matte.
@@ -41,7 +41,7 @@ pub mod video;
 pub use error::{EngineError, Result};
 pub use home::Home;
 pub use keyframes::Keyframes;
-pub use model::{Device, Runtime, Segmenter, Tier};
+pub use model::{Device, Precision, Runtime, Segmenter, Tier};
 pub use output::{Anchor, Background, Composition, OutputFormat};
 pub use pipeline::{remove_background, Progress, RemoveRequest, StageTimes, Summary};
 pub use probe::{probe, Limits, VideoInfo};

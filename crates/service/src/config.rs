@@ -94,6 +94,10 @@ pub struct Config {
     /// feature and the GPU libraries of `make setup-cuda`.
     #[arg(long, env = "CLEARBG_DEVICE", default_value = "cpu")]
     pub device: clearbg_engine::Device,
+    /// ISNet's number format (original, pro): `int8` or `fp32`; unset: int8 on a CPU (about 2x
+    /// faster), fp32 on a GPU.
+    #[arg(long, env = "CLEARBG_PRECISION")]
+    pub precision: Option<clearbg_engine::Precision>,
     /// Inference threads per worker (0: one per core).
     #[arg(long, env = "CLEARBG_THREADS", default_value_t = 0)]
     pub threads: usize,

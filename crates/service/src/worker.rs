@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use clearbg_engine::{Background, EngineError, Home, Progress, RemoveRequest, Runtime, Segmenter, Tier, VideoInfo};
+use clearbg_engine::{
+    Background, EngineError, Home, Precision, Progress, RemoveRequest, Runtime, Segmenter, Tier, VideoInfo,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -416,13 +418,16 @@ impl Worker {
             tracing::info!(model = %spec.model, tier = %tier, "served by the --human-model tier");
         }
         let (home, runtime, segmenters) = (self.home.clone(), self.runtime.clone(), self.segmenters.clone());
+        let precision = self.app.config.precision.unwrap_or_else(|| Precision::for_device(runtime.device()));
         let span = tracing::Span::current();
         let summary = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let mut segmenters = segmenters.lock().unwrap_or_else(|p| p.into_inner());
             let segmenter = match segmenters.entry(tier) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => v.insert(Segmenter::new(&runtime, &home, tier)?),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Segmenter::at_precision(&runtime, &home, tier, precision)?)
+                }
             };
             clearbg_engine::remove_background(segmenter, &request, shared.as_ref())
         })

@@ -60,6 +60,7 @@ fn admin_routes_manage_keys_and_disabling_is_immediate() {
     expect_error(admin(Method::GET, "/v1/admin/keys", Some("wrong"), None), 403, "forbidden");
     let config = json_ok(admin(Method::GET, "/v1/admin/config", Some(ADMIN_TOKEN), None));
     assert!(!config.to_string().contains(ADMIN_TOKEN), "the config hides secrets");
+    assert_eq!(config["precision"], "int8", "ISNet in int8 on a CPU unless told otherwise: {config}");
 
     let created = json_ok(admin(
         Method::POST,

@@ -15,7 +15,7 @@ fn home_without_video(dir: &Path) -> PathBuf {
     let home = dir.join("home");
     std::fs::create_dir_all(home.join("models")).unwrap();
     std::os::unix::fs::symlink(real.join("lib"), home.join("lib")).unwrap();
-    for model in ["mp_selfie_256.onnx", "modnet_photographic.onnx", "isnet_fp32_dyn.onnx"] {
+    for model in ["mp_selfie_256.onnx", "modnet_photographic.onnx", "isnet_fp32_dyn.onnx", "isnet_int8_dyn.onnx"] {
         std::os::unix::fs::symlink(real.join("models").join(model), home.join("models").join(model)).unwrap();
     }
     home

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `light` | MediaPipe selfie segmentation, 256x256 | people; fastest; coarse edges | ~5 ms |
 //! | `human` | MODNet portrait matting, short side 512 | people, real hair matte | ~0.5 s at 720p |
-//! | `original` | ISNet (DIS), 1024x1024 | any salient subject | ~0.75-2 s |
+//! | `original` | ISNet (DIS), 1024x1024, int8 on a CPU ([`Precision`]) | any salient subject | ~0.4-1 s (fp32: ~0.75-2 s) |
 //! | `pro` | ISNet 1024 fused with MODNet near the subject, finer edges | best quality | ~1-2.4 s |
 //! | `video` (opt-in, GPL-3.0) | Robust Video Matting, recurrent, long side <= 512 | people in video, steady | see bench/RESULTS.md |
 
@@ -15,7 +15,7 @@ mod recurrent;
 mod runtime;
 mod segmenter;
 
-pub use catalogue::{ModelFile, ModelStatus, Tier, MODEL_FILES};
+pub use catalogue::{ModelFile, ModelStatus, Precision, Tier, MODEL_FILES};
 pub use runtime::{Device, Runtime};
 pub use segmenter::{Interrupt, Segmenter};
 

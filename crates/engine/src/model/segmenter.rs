@@ -8,7 +8,7 @@ use ndarray::Array4;
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
-use super::catalogue::{verify, Tier, MODNET, RVM, SELFIE};
+use super::catalogue::{verify, Precision, Tier, MODNET, RVM, SELFIE};
 use super::recurrent::{self, Recurrent};
 use super::runtime::Runtime;
 use crate::error::{EngineError, Result};
@@ -126,11 +126,16 @@ impl Interrupt {
 }
 
 impl Segmenter {
-    /// Verifies and loads the model files of `tier`.
+    /// Verifies and loads the model files of `tier`, at the runtime's device's [`Precision`].
     pub fn new(runtime: &Runtime, home: &Home, tier: Tier) -> Result<Segmenter> {
+        Segmenter::at_precision(runtime, home, tier, Precision::for_device(runtime.device()))
+    }
+
+    /// The same at `precision` (the CLI's `--precision`; the evaluation's fp32 reference).
+    pub fn at_precision(runtime: &Runtime, home: &Home, tier: Tier, precision: Precision) -> Result<Segmenter> {
         let dir = home.models_dir();
         let nets = tier
-            .files()
+            .files_at(precision)
             .iter()
             .map(|file| {
                 let sha256 = verify(&dir, file)?;

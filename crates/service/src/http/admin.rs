@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use clearbg_engine::{OutputFormat, Tier};
+use clearbg_engine::{OutputFormat, Precision, Tier};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -135,6 +135,9 @@ pub(crate) struct Settings {
     human_model: &'static str,
     #[schema(value_type = wire::Keyframes)]
     keyframes: &'static str,
+    /// ISNet's number format in the workers (`CLEARBG_PRECISION`, else the device's default):
+    /// `int8` or `fp32`.
+    precision: &'static str,
     initial_credits: Credits,
     /// `model=credits,…`, as `CLEARBG_PRICES` takes it.
     prices_credits_per_minute: String,
@@ -173,6 +176,7 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Settings> {
         models: crate::jobs::MODELS.map(Tier::name).to_vec(),
         human_model: c.human_model.name(),
         keyframes: c.keyframes.name(),
+        precision: c.precision.unwrap_or_else(|| Precision::for_device(c.device)).name(),
         initial_credits: Credits(c.initial_credits),
         prices_credits_per_minute: c.prices.to_string(),
         output_formats: OutputFormat::ALL.map(OutputFormat::name).to_vec(),
