@@ -57,13 +57,14 @@ run() {
     local extra=()
     [[ -n "$preview" ]] && extra=(--preview "$preview")
     # Python's getrusage gives the peak RSS of the largest process (clearbg or one ffmpeg) on
-    # any machine, GNU time or not.
+    # any machine, GNU time or not. fp32 on both devices (a CPU's default is int8), so that the
+    # alpha check compares the same model.
     line=$(CLEARBG_LOG=warn,clearbg_engine::pipeline=debug LD_LIBRARY_PATH="$LIBS" "$PY" -c '
 import resource, subprocess, sys
 code = subprocess.run(sys.argv[1:]).returncode
 print(f"peak_rss_kb={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}", file=sys.stderr)
 sys.exit(code)' "$CLEARBG" remove "$CLIP" -o "$out" --format matte --model "$tier" \
-        --keyframes "$mode" --device "$device" -q "${extra[@]}" 2>"$out.log" | tail -n 1) || { cat "$out.log" >&2; return 1; }
+        --keyframes "$mode" --device "$device" --precision fp32 -q "${extra[@]}" 2>"$out.log" | tail -n 1) || { cat "$out.log" >&2; return 1; }
     # "N frames, F fps, S s, … model on K frames)"
     awk '{ for (i = 1; i <= NF; i++) if ($i == "on") k = $(i + 1); print $1, $3, $5, k + 0 }' <<<"$line"
 }

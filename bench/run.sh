@@ -12,7 +12,9 @@
 #                                         dependency are optimised there too) instead of release
 #
 # The heavy tiers (human, original, pro) run twice: with adaptive keyframes (the default, tool
-# `clearbg`) and with the model on every frame (`--keyframes every`, tool `every`).
+# `clearbg`) and with the model on every frame (`--keyframes every`, tool `every`); original and
+# pro a third time, every frame with ISNet in fp32 (`--precision fp32`, tool `every_fp32`: the
+# per-frame pipeline before int8).
 #
 # Writes bench/out/results.md (also printed), the clips, every output and per-run logs.
 set -euo pipefail
@@ -140,7 +142,7 @@ measure() {
         read -r wall rss user sys <"$LOGS/$tag.time"
         read -r tree own <"$LOGS/$tag.rss"
         case "$tool" in
-            clearbg | every) # "300 frames, 41.2 fps, 7.3 s, ...": fps from the seconds, as the printed
+            clearbg | every | every_fp32) # "300 frames, 41.2 fps, 7.3 s, ...": fps from the seconds, as the printed
                 # fps has a single decimal (0.2 fps could be 0.15 or 0.25 for the heavy tiers).
                 read -r frames _ _ _ job_s _ <"$LOGS/$tag.out"
                 fps=$(awk -v f="$frames" -v s="$job_s" 'BEGIN { printf "%.3f", f / (s > 0 ? s : 1e-9) }') ;;
@@ -200,6 +202,12 @@ for tier in $TIERS; do
             "$CLEARBG" remove "$SHORT" -o "$o.every.webm" --model "$tier" --keyframes every -q
         check_output "$tier" every "$SECONDS_SHORT" "$o.every.webm" "$SHORT_FRAMES"
     fi
+    if [[ "$tier" == original || "$tier" == pro ]]; then
+        # ISNet in fp32 on every frame: the per-frame pipeline as it was before int8.
+        measure "$tier" every_fp32 "$SECONDS_SHORT" "$o.every_fp32.webm" -- \
+            "$CLEARBG" remove "$SHORT" -o "$o.every_fp32.webm" --model "$tier" --keyframes every --precision fp32 -q
+        check_output "$tier" every_fp32 "$SECONDS_SHORT" "$o.every_fp32.webm" "$SHORT_FRAMES"
+    fi
     measure "$tier" infer_only "$SECONDS_SHORT" - -- "$INFER" "$tier" "$SHORT"
     measure "$tier" baseline "$SECONDS_SHORT" "$o.baseline.webm" -- \
         "$PY" bench/baseline.py "$tier" "$SHORT" "$o.baseline.webm"
@@ -256,15 +264,19 @@ def ratio(tier, other, goal):
 # per-frame baseline.
 EVERY_GOAL = {"human": 2.0, "original": 3.0, "pro": 2.0}
 BASELINE_GOAL = {"human": 1.5, "original": 2.0}
+# "every-frame": the model on every frame at the tier's precision (keyframes alone); "every-frame
+# fp32": also ISNet in fp32, the per-frame pipeline as issue 13 measured it (original, pro).
 print("| tier | frames | clearbg fps | real-time factor | wall s | peak RSS MB clearbg / with ffmpeg | "
-      "÷ every-frame [goal] | ÷ Python baseline [goal] | ÷ inference alone | ÷ ffmpeg transcode [≥ 0.8] |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "÷ every-frame [goal] | ÷ every-frame fp32 [goal] | ÷ Python baseline [goal] | ÷ inference alone | "
+      "÷ ffmpeg transcode [≥ 0.8] |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for t in tiers:
     c = rows[t, "clearbg", short]
     every = f"{ratio(t, 'every', EVERY_GOAL[t])} [≥ {EVERY_GOAL[t]}]" if t in EVERY_GOAL else "–"
+    fp32 = f"{ratio(t, 'every_fp32', EVERY_GOAL[t])} [≥ {EVERY_GOAL[t]}]" if t in EVERY_GOAL else "–"
     base = f"{ratio(t, 'baseline', BASELINE_GOAL.get(t, 1.5))} [≥ {BASELINE_GOAL.get(t, 1.5)}]"
     print(f"| {t} | {c['frames']} | {c['fps']:.1f} | {c['fps'] / clip_fps:.2f} | {c['wall']:.1f} | "
-          f"{c['own']:.0f} / {c['tree']:.0f} | {every} | {base} | "
+          f"{c['own']:.0f} / {c['tree']:.0f} | {every} | {fp32} | {base} | "
           f"{ratio(t, 'infer_only', 0.0).split()[0]} | {ratio(t, 'ffmpeg', 0.8)} |")
 for t in tiers:
     a, b = rows.get((t, "clearbg", short)), rows.get((t, "clearbg", long_))

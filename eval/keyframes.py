@@ -2,9 +2,11 @@
 costs in quality, against the model on every frame.
 
 For each tier and clip, `matte_eval` runs once as the reference (`--keyframes every`, the model's
-usual size) and once per variant: `adaptive` (the pipeline's default), `every@768` (every frame,
-first model at reference side 768), `adaptive@768`, `adaptive+agreement=0.8` (the keyframe
-planner's rules changed, as `CLEARBG_KEYFRAME_RULES` takes them; `+` between several), ... Each
+usual size, fp32) and once per variant: `adaptive` (the pipeline's default, at its precision:
+ISNet in int8 on a CPU), `every@768` (every frame, first model at reference side 768),
+`adaptive@768`, `every:int8` or `adaptive:fp32` (ISNet's number format), `adaptive+agreement=0.8`
+(the keyframe planner's rules changed, as `CLEARBG_KEYFRAME_RULES` takes them; `+` between
+several), ... Each
 run's shipped matte (stabilised + guided) is compared with the reference's frame by frame: IoU
 of alpha >= 0.5 (mean and worst frame). Ground-truth clips (eval/clips.py) also get MAD and
 dtSSD of both against the truth. Real footage without ground truth: carphone (a man in a car),
@@ -46,10 +48,12 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(tier, video, out, frames, keyframes, side, rules=""):
+def run(tier, video, out, frames, keyframes, side, precision, rules=""):
     cmd = [str(MATTE_EVAL), tier, str(video), str(out), "--frames", str(frames), "--keyframes", keyframes]
     if side:
         cmd += ["--side", str(side)]
+    if precision:
+        cmd += ["--precision", precision]
     env = dict(os.environ, CLEARBG_KEYFRAME_RULES=rules)
     t0 = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
@@ -63,12 +67,15 @@ def run(tier, video, out, frames, keyframes, side, rules=""):
 
 
 def parse_variant(text):
-    """`adaptive@768+agreement=0.8+cut=0.05` -> ("adaptive", 768, "agreement=0.8,cut=0.05")."""
+    """`adaptive@768:fp32+agreement=0.8+cut=0.05` -> ("adaptive", 768, "fp32", "agreement=0.8,cut=0.05")."""
     head, *rules = text.split("+")
+    head, _, precision = head.partition(":")
     keyframes, _, side = head.partition("@")
-    if keyframes not in ("every", "adaptive") or (rules and keyframes != "adaptive"):
-        raise SystemExit(f"eval: variant {text!r}: expected every[@SIDE] or adaptive[@SIDE][+RULE=VALUE...]")
-    return keyframes, int(side) if side else None, ",".join(rules)
+    if (keyframes not in ("every", "adaptive") or (rules and keyframes != "adaptive")
+            or precision not in ("", "int8", "fp32")):
+        raise SystemExit(f"eval: variant {text!r}: expected every[@SIDE][:int8|fp32] or "
+                         "adaptive[@SIDE][:int8|fp32][+RULE=VALUE...]")
+    return keyframes, int(side) if side else None, precision or None, ",".join(rules)
 
 
 def per_frame_iou(a, b):
@@ -125,16 +132,17 @@ def main():
     rows = []
     for tier in split(args.tiers):
         for name, (video, truth_file) in sources.items():
-            ref_meta, ref, ref_wall = run(tier, video, work / tier / name / "every", args.frames, "every", None)
+            ref_meta, ref, ref_wall = run(tier, video, work / tier / name / "every", args.frames, "every", None, "fp32")
             truth = None if truth_file is None else np.load(truth_file)[: ref_meta["frames"]].astype(np.float32) / 255
             gt = lambda a: {} if truth is None else {
                 "mad": metrics.mad(a.astype(np.float32) / 255, truth),
                 "dtssd": metrics.dtssd(a.astype(np.float32) / 255, truth),
             }
             ref_gt = gt(ref)
-            for label, keyframes, side, rules in variants:
-                folder = label.replace("@", "-").replace("+", "_")
-                meta, alpha, wall = run(tier, video, work / tier / name / folder, args.frames, keyframes, side, rules)
+            for label, keyframes, side, precision, rules in variants:
+                folder = label.replace("@", "-").replace("+", "_").replace(":", "-")
+                meta, alpha, wall = run(tier, video, work / tier / name / folder, args.frames, keyframes, side,
+                                        precision, rules)
                 iou = per_frame_iou(alpha, ref)
                 steady = np.array(ref_meta["carried_iou"] or [1.0])
                 row = {
