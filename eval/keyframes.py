@@ -6,9 +6,8 @@ usual size, fp32) and once per variant: `adaptive` (the pipeline's default, at i
 ISNet in int8 on a CPU), `every@768` (every frame, first model at reference side 768),
 `adaptive@768`, `every:int8` or `adaptive:fp32` (ISNet's number format), `adaptive+agreement=0.8`
 (the keyframe planner's rules changed, as `CLEARBG_KEYFRAME_RULES` takes them; `+` between
-several), ... Each
-run's shipped matte (stabilised + guided) is compared with the reference's frame by frame: IoU
-of alpha >= 0.5 (mean and worst frame). Ground-truth clips (eval/clips.py) also get MAD and
+several), ... Each run's shipped matte (stabilised + guided) is compared with the reference's
+frame by frame: IoU of alpha >= 0.5 (mean and worst frame). Ground-truth clips (eval/clips.py) also get MAD and
 dtSSD of both against the truth. Real footage without ground truth: carphone (a man in a car),
 bunny (Big Buck Bunny, 720p) and bikes (street footage with cuts). Two columns describe the reference itself: how well the
 model's mask on each frame agrees with its mask on the frame before carried along the motion

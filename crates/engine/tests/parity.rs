@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use clearbg_engine::frame::RgbFrame;
-use clearbg_engine::{Home, Precision, Runtime, Segmenter, Tier};
+use clearbg_engine::{Device, Home, Precision, Runtime, Segmenter, Tier};
 use common::*;
 
 /// Frame 60 of the carphone clip, as raw RGB.
@@ -22,8 +22,9 @@ fn person_frame() -> RgbFrame {
     RgbFrame { width: 176, height: 144, data: out.stdout }
 }
 
+/// At the precision the pipeline runs on a CPU.
 fn assert_matches_reference(tier: Tier, net: &str, file: &str) {
-    assert_matches_reference_at(tier, Precision::Int8, net, file);
+    assert_matches_reference_at(tier, Precision::for_device(Device::Cpu), net, file);
 }
 
 fn assert_matches_reference_at(tier: Tier, precision: Precision, net: &str, file: &str) {

@@ -195,6 +195,11 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 impl Config {
+    /// ISNet's number format in force: `--precision` where given, else the device's default.
+    pub fn precision_in_force(&self) -> clearbg_engine::Precision {
+        self.precision.unwrap_or_else(|| clearbg_engine::Precision::for_device(self.device))
+    }
+
     /// The object storage URL in use.
     pub fn storage_url(&self) -> String {
         self.storage_url.clone().unwrap_or_else(|| {

@@ -16,9 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use clearbg_engine::{
-    Background, EngineError, Home, Precision, Progress, RemoveRequest, Runtime, Segmenter, Tier, VideoInfo,
-};
+use clearbg_engine::{Background, EngineError, Home, Progress, RemoveRequest, Runtime, Segmenter, Tier, VideoInfo};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -418,7 +416,7 @@ impl Worker {
             tracing::info!(model = %spec.model, tier = %tier, "served by the --human-model tier");
         }
         let (home, runtime, segmenters) = (self.home.clone(), self.runtime.clone(), self.segmenters.clone());
-        let precision = self.app.config.precision.unwrap_or_else(|| Precision::for_device(runtime.device()));
+        let precision = self.app.config.precision_in_force();
         let span = tracing::Span::current();
         let summary = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();

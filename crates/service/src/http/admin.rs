@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use clearbg_engine::{OutputFormat, Precision, Tier};
+use clearbg_engine::{OutputFormat, Tier};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -176,7 +176,7 @@ pub async fn config(State(app): State<App>, _: Admin) -> Json<Settings> {
         models: crate::jobs::MODELS.map(Tier::name).to_vec(),
         human_model: c.human_model.name(),
         keyframes: c.keyframes.name(),
-        precision: c.precision.unwrap_or_else(|| Precision::for_device(c.device)).name(),
+        precision: c.precision_in_force().name(),
         initial_credits: Credits(c.initial_credits),
         prices_credits_per_minute: c.prices.to_string(),
         output_formats: OutputFormat::ALL.map(OutputFormat::name).to_vec(),
