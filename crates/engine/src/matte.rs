@@ -24,55 +24,83 @@ pub fn box_mean(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
     // Rows, then strips of columns, each on whichever core is free: every output pixel is the
     // same sum in the same order as on one core, so the result does not depend on the cores.
     let mut tmp = vec![0f32; w * h];
-    tmp.par_chunks_mut(w.max(1)).zip(src.par_chunks(w.max(1))).for_each_init(
-        || vec![0f32; w + 1],
-        |row_sum, (out, row)| {
-            for x in 0..w {
-                row_sum[x + 1] = row_sum[x] + row[x];
+    // Columns whose window lies wholly inside the row: there, no clipping to work out per pixel.
+    let inner = r.min(w)..w.saturating_sub(r).max(r.min(w));
+    let window_means = |sums: &[f32], out: &mut [f32]| {
+        for x in (0..inner.start).chain(inner.end..w) {
+            out[x] = (sums[(x + r + 1).min(w)] - sums[x.saturating_sub(r)]) * inv_x[x];
+        }
+        if !inner.is_empty() {
+            let (above, below) = (&sums[inner.start + r + 1..], &sums[inner.start - r..]);
+            for (((o, hi), lo), inv) in out[inner.clone()].iter_mut().zip(above).zip(below).zip(&inv_x[inner.clone()]) {
+                *o = (hi - lo) * inv;
             }
-            for x in 0..w {
-                out[x] = (row_sum[(x + r + 1).min(w)] - row_sum[x.saturating_sub(r)]) * inv_x[x];
+        }
+    };
+    // Prefix sums of four rows at once: each row's is a chain of additions that must stay in
+    // order (for the same result), and four independent chains keep the adder busy.
+    tmp.par_chunks_mut(4 * w.max(1)).zip(src.par_chunks(4 * w.max(1))).for_each_init(
+        || vec![0f32; 4 * (w + 1)],
+        |sums, (out, rows)| {
+            if rows.len() == 4 * w {
+                let (s0, rest) = sums.split_at_mut(w + 1);
+                let (s1, rest) = rest.split_at_mut(w + 1);
+                let (s2, s3) = rest.split_at_mut(w + 1);
+                let (r0, r1, r2, r3) = (&rows[..w], &rows[w..2 * w], &rows[2 * w..3 * w], &rows[3 * w..]);
+                let (s0, s1, s2, s3) = (&mut s0[1..], &mut s1[1..], &mut s2[1..], &mut s3[1..]);
+                let (mut a0, mut a1, mut a2, mut a3) = (0f32, 0f32, 0f32, 0f32);
+                for x in 0..w {
+                    a0 += r0[x];
+                    a1 += r1[x];
+                    a2 += r2[x];
+                    a3 += r3[x];
+                    (s0[x], s1[x], s2[x], s3[x]) = (a0, a1, a2, a3);
+                }
+            } else {
+                for (row, sums) in rows.chunks(w).zip(sums.chunks_mut(w + 1)) {
+                    for x in 0..w {
+                        sums[x + 1] = sums[x] + row[x];
+                    }
+                }
+            }
+            for (sums, out) in sums.chunks(w + 1).zip(out.chunks_mut(w)) {
+                window_means(sums, out);
             }
         },
     );
-    // Running column sums over the vertical window, row by row, one strip of columns at a time.
-    let strips: Vec<Vec<f32>> = (0..w.div_ceil(STRIP))
-        .into_par_iter()
-        .map(|s| {
-            let columns = s * STRIP..((s + 1) * STRIP).min(w);
-            let sw = columns.len();
-            let mut col_sum = vec![0f32; sw];
-            let mut strip = vec![0f32; sw * h];
-            let mut top = 0usize;
-            let mut bottom = 0usize; // rows [top, bottom) are in col_sum
-            let row_of = |y: usize| &tmp[y * w + columns.start..y * w + columns.end];
-            for y in 0..h {
-                let (lo, hi) = (y.saturating_sub(r), (y + r + 1).min(h));
-                while bottom < hi {
-                    for (c, v) in col_sum.iter_mut().zip(row_of(bottom)) {
-                        *c += v;
-                    }
-                    bottom += 1;
-                }
-                while top < lo {
-                    for (c, v) in col_sum.iter_mut().zip(row_of(top)) {
-                        *c -= v;
-                    }
-                    top += 1;
-                }
-                let inv = inv_y[y];
-                for (o, c) in strip[y * sw..(y + 1) * sw].iter_mut().zip(&col_sum) {
-                    *o = c * inv;
-                }
-            }
-            strip
-        })
-        .collect();
+    // Running column sums over the vertical window, row by row, one strip of columns at a time,
+    // written straight into the strip's part of each output row.
     let mut out = vec![0f32; w * h];
-    out.par_chunks_mut(w.max(1)).enumerate().for_each(|(y, row)| {
-        for (s, strip) in strips.iter().enumerate() {
-            let sw = strip.len() / h;
-            row[s * STRIP..s * STRIP + sw].copy_from_slice(&strip[y * sw..(y + 1) * sw]);
+    let mut strips: Vec<Vec<&mut [f32]>> = (0..w.div_ceil(STRIP)).map(|_| Vec::with_capacity(h)).collect();
+    for out_row in out.chunks_mut(w.max(1)) {
+        for (strip, part) in strips.iter_mut().zip(out_row.chunks_mut(STRIP)) {
+            strip.push(part);
+        }
+    }
+    strips.into_par_iter().enumerate().for_each(|(s, mut strip)| {
+        let columns = s * STRIP..((s + 1) * STRIP).min(w);
+        let mut col_sum = vec![0f32; columns.len()];
+        let mut top = 0usize;
+        let mut bottom = 0usize; // rows [top, bottom) are in col_sum
+        let row_of = |y: usize| &tmp[y * w + columns.start..y * w + columns.end];
+        for (y, out_part) in strip.iter_mut().enumerate() {
+            let (lo, hi) = (y.saturating_sub(r), (y + r + 1).min(h));
+            while bottom < hi {
+                for (c, v) in col_sum.iter_mut().zip(row_of(bottom)) {
+                    *c += v;
+                }
+                bottom += 1;
+            }
+            while top < lo {
+                for (c, v) in col_sum.iter_mut().zip(row_of(top)) {
+                    *c -= v;
+                }
+                top += 1;
+            }
+            let inv = inv_y[y];
+            for (o, c) in out_part.iter_mut().zip(&col_sum) {
+                *o = c * inv;
+            }
         }
     });
     out
@@ -477,14 +505,39 @@ pub fn is_scene_cut(prev: &[f32], cur: &[f32], w: usize, h: usize) -> bool {
 
 /// Bilinear sample of `img` at (x, y), clamped to the image.
 fn sample(img: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
-    let x = x.clamp(0.0, (w - 1) as f32);
-    let y = y.clamp(0.0, (h - 1) as f32);
-    let (x0, y0) = (x as usize, y as usize);
-    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let top = img[y0 * w + x0] + fx * (img[y0 * w + x1] - img[y0 * w + x0]);
-    let bottom = img[y1 * w + x0] + fx * (img[y1 * w + x1] - img[y1 * w + x0]);
-    top + fy * (bottom - top)
+    RowPair::at(img, w, h, y).sample(x)
+}
+
+/// The two rows of an image that a bilinear sample at height `y` reads, and the weight between
+/// them: worked out once for a run of samples at the same height (block motion moves whole runs
+/// of a row by the same vector), then [`RowPair::sample`] per pixel, with the same arithmetic
+/// as [`sample`].
+struct RowPair<'a> {
+    top: &'a [f32],
+    bottom: &'a [f32],
+    fy: f32,
+}
+
+impl<'a> RowPair<'a> {
+    #[inline]
+    fn at(img: &'a [f32], w: usize, h: usize, y: f32) -> RowPair<'a> {
+        let y = y.clamp(0.0, (h - 1) as f32);
+        let y0 = y as usize;
+        let y1 = (y0 + 1).min(h - 1);
+        RowPair { top: &img[y0 * w..(y0 + 1) * w], bottom: &img[y1 * w..(y1 + 1) * w], fy: y - y0 as f32 }
+    }
+
+    #[inline]
+    fn sample(&self, x: f32) -> f32 {
+        let w = self.top.len();
+        let x = x.clamp(0.0, (w - 1) as f32);
+        let x0 = x as usize;
+        let x1 = (x0 + 1).min(w - 1);
+        let fx = x - x0 as f32;
+        let top = self.top[x0] + fx * (self.top[x1] - self.top[x0]);
+        let bottom = self.bottom[x0] + fx * (self.bottom[x1] - self.bottom[x0]);
+        top + self.fy * (bottom - top)
+    }
 }
 
 /// Area-average downscale by an integer factor (the remainder rows and columns are dropped).
@@ -615,34 +668,47 @@ fn compensate(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) -> (
     let block_px = BLOCK * factor; // a block's side on the mask's grid
                                    // Candidates: the pixel's own block's motion, then its four neighbours'.
     const OFFSETS: [(isize, isize); 5] = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)];
-    let candidates: Vec<_> = OFFSETS
+    // A candidate's motion on the mask's grid, for the pixels of block column `column`, row `y`.
+    let vector = |(ox, oy): (isize, isize), column: usize, y: usize| -> (f32, f32) {
+        let bx = (column as isize + ox).clamp(0, bw as isize - 1) as usize;
+        let by = ((y / block_px) as isize + oy).clamp(0, bh as isize - 1) as usize;
+        let (vx, vy) = vectors[by * bw + bx];
+        (vx * factor as f32, vy * factor as f32)
+    };
+    // Each candidate's score plane; where each pixel's content came from is worked out again
+    // for the winner only (the same arithmetic, so the same numbers), not stored per candidate.
+    let scores: Vec<Vec<f32>> = OFFSETS
         .par_iter()
-        .map(|&(ox, oy)| {
-            let vector_at = |x: usize, y: usize| -> (f32, f32) {
-                let bx = ((x / block_px) as isize + ox).clamp(0, bw as isize - 1) as usize;
-                let by = ((y / block_px) as isize + oy).clamp(0, bh as isize - 1) as usize;
-                let (vx, vy) = vectors[by * bw + bx];
-                (vx * factor as f32, vy * factor as f32)
-            };
-            let mut from = vec![(0f32, 0f32); w * h];
+        .map(|&offset| {
             let mut diff = vec![0f32; w * h];
-            from.par_chunks_mut(w).zip(diff.par_chunks_mut(w)).enumerate().for_each(|(y, (from_row, diff_row))| {
-                for x in 0..w {
-                    let (vx, vy) = vector_at(x, y);
-                    let (sx, sy) = (x as f32 - vx, y as f32 - vy);
-                    from_row[x] = (sx, sy);
-                    diff_row[x] = (cur[y * w + x] - sample(prev, w, h, sx, sy)).abs();
+            diff.par_chunks_mut(w).zip(cur.par_chunks(w)).enumerate().for_each(|(y, (diff_row, cur_row))| {
+                let runs = diff_row.chunks_mut(block_px).zip(cur_row.chunks(block_px));
+                for (column, (diff_run, cur_run)) in runs.enumerate() {
+                    let (vx, vy) = vector(offset, column, y);
+                    let rows = RowPair::at(prev, w, h, y as f32 - vy);
+                    for (i, (d, &c)) in diff_run.iter_mut().zip(cur_run).enumerate() {
+                        let x = column * block_px + i;
+                        *d = (c - rows.sample(x as f32 - vx)).abs();
+                    }
                 }
             });
-            (from, box_mean(&diff, w, h, 1))
+            box_mean(&diff, w, h, 1)
         })
         .collect();
     // Each pixel weighs the candidates in the order above, wherever it is computed.
-    best.par_iter_mut().zip(&mut source).enumerate().for_each(|(k, (best, source))| {
-        for (from, score) in &candidates {
-            if score[k] + MARGIN < *best {
-                *best = score[k];
-                *source = from[k];
+    best.par_chunks_mut(w).zip(source.par_chunks_mut(w)).enumerate().for_each(|(y, (best_row, source_row))| {
+        for (x, (best, source)) in best_row.iter_mut().zip(source_row).enumerate() {
+            let k = y * w + x;
+            let mut winner = None;
+            for (offset, score) in OFFSETS.iter().zip(&scores) {
+                if score[k] + MARGIN < *best {
+                    *best = score[k];
+                    winner = Some(*offset);
+                }
+            }
+            if let Some(offset) = winner {
+                let (vx, vy) = vector(offset, x / block_px, y);
+                *source = (x as f32 - vx, y as f32 - vy);
             }
         }
     });
@@ -776,20 +842,22 @@ mod tests {
 
     #[test]
     fn box_mean_matches_a_direct_sum() {
-        // Wider than two strips of the vertical pass, with a part strip at the end.
-        let (w, h, r) = (2 * STRIP + 7, 5usize, 2usize);
-        let src: Vec<f32> = (0..w * h).map(|i| ((i * 37) % 11) as f32).collect();
-        let fast = box_mean(&src, w, h, r);
-        for y in 0..h {
-            for x in 0..w {
-                let (mut s, mut n) = (0.0, 0.0);
-                for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
-                    for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
-                        s += src[yy * w + xx];
-                        n += 1.0;
+        // Wider than two strips of the vertical pass with a part strip at the end, rows in fours
+        // and one over, windows wider than the picture, and no window at all.
+        for (w, h, r) in [(2 * STRIP + 7, 5usize, 2usize), (3, 9, 2), (5, 4, 3), (1, 1, 1), (6, 7, 0)] {
+            let src: Vec<f32> = (0..w * h).map(|i| ((i * 37) % 11) as f32).collect();
+            let fast = box_mean(&src, w, h, r);
+            for y in 0..h {
+                for x in 0..w {
+                    let (mut s, mut n) = (0.0, 0.0);
+                    for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
+                        for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
+                            s += src[yy * w + xx];
+                            n += 1.0;
+                        }
                     }
+                    assert!((fast[y * w + x] - s / n).abs() < 1e-4, "{w}x{h} r={r}: ({x},{y})");
                 }
-                assert!((fast[y * w + x] - s / n).abs() < 1e-4, "({x},{y})");
             }
         }
     }
