@@ -665,8 +665,9 @@ fn compensate(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) -> (
     let Some((vectors, bw, bh)) = motion else {
         return (best, source);
     };
-    let block_px = BLOCK * factor; // a block's side on the mask's grid
-                                   // Candidates: the pixel's own block's motion, then its four neighbours'.
+    // A block's side on the mask's grid.
+    let block_px = BLOCK * factor;
+    // Candidates: the pixel's own block's motion, then its four neighbours'.
     const OFFSETS: [(isize, isize); 5] = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)];
     // A candidate's motion on the mask's grid, for the pixels of block column `column`, row `y`.
     let vector = |(ox, oy): (isize, isize), column: usize, y: usize| -> (f32, f32) {
