@@ -282,8 +282,9 @@ impl TemporalStabiliser {
                         || motion.row_buffers(),
                         |(residual, source), (y, row)| {
                             motion.fill_row(y, residual, source);
+                            let mut previous = Sampler::new(prev_alpha, w, h);
                             for ((alpha, &m), &(sx, sy)) in row.iter_mut().zip(residual.iter()).zip(source.iter()) {
-                                let prev = sample(prev_alpha, w, h, sx, sy);
+                                let prev = previous.at(sx, sy);
                                 let moving = ((m - still) / span).clamp(0.0, 1.0);
                                 let weight = moving + (1.0 - moving) * follow;
                                 *alpha = prev + weight * (*alpha - prev);
@@ -469,9 +470,10 @@ impl Motion {
             || self.row_buffers(),
             |(residual, source), (y, row)| {
                 self.fill_row(y, residual, source);
+                let mut mask = Sampler::new(&mask.data, w, h);
                 for (x, (value, &source)) in row.iter_mut().zip(source.iter()).enumerate() {
                     let (sx, sy) = from((x as f32, y as f32), source);
-                    *value = sample(&mask.data, w, h, sx, sy);
+                    *value = mask.at(sx, sy);
                 }
             },
         );
@@ -503,15 +505,40 @@ pub fn is_scene_cut(prev: &[f32], cur: &[f32], w: usize, h: usize) -> bool {
     shot_change(prev, cur, w, h) >= SHOT_CHANGE
 }
 
-/// Bilinear sample of `img` at (x, y), clamped to the image.
-fn sample(img: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
-    RowPair::at(img, w, h, y).sample(x)
+/// Bilinear samples of one image, clamped to it. Samples in a row usually come in runs at the
+/// same height (block motion moves whole runs of pixels by one vector), and those share the
+/// work on the two rows they read.
+struct Sampler<'a> {
+    img: &'a [f32],
+    w: usize,
+    h: usize,
+    /// The last sample's height (its bits: any value, NaN included, gives the same rows again)
+    /// and its rows.
+    last: Option<(u32, RowPair<'a>)>,
+}
+
+impl<'a> Sampler<'a> {
+    fn new(img: &'a [f32], w: usize, h: usize) -> Sampler<'a> {
+        Sampler { img, w, h, last: None }
+    }
+
+    #[inline]
+    fn at(&mut self, x: f32, y: f32) -> f32 {
+        match &self.last {
+            Some((bits, rows)) if *bits == y.to_bits() => rows.sample(x),
+            _ => {
+                let rows = RowPair::at(self.img, self.w, self.h, y);
+                let value = rows.sample(x);
+                self.last = Some((y.to_bits(), rows));
+                value
+            }
+        }
+    }
 }
 
 /// The two rows of an image that a bilinear sample at height `y` reads, and the weight between
 /// them: worked out once for a run of samples at the same height (block motion moves whole runs
-/// of a row by the same vector), then [`RowPair::sample`] per pixel, with the same arithmetic
-/// as [`sample`].
+/// of a row by the same vector), then [`RowPair::sample`] per pixel.
 struct RowPair<'a> {
     top: &'a [f32],
     bottom: &'a [f32],
