@@ -537,8 +537,7 @@ impl<'a> Sampler<'a> {
 }
 
 /// The two rows of an image that a bilinear sample at height `y` reads, and the weight between
-/// them: worked out once for a run of samples at the same height (block motion moves whole runs
-/// of a row by the same vector), then [`RowPair::sample`] per pixel.
+/// them: what a [`Sampler`] keeps for a run of samples at one height.
 struct RowPair<'a> {
     top: &'a [f32],
     bottom: &'a [f32],
@@ -710,13 +709,14 @@ fn compensate(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) -> (
         .map(|&offset| {
             let mut diff = vec![0f32; w * h];
             diff.par_chunks_mut(w).zip(cur.par_chunks(w)).enumerate().for_each(|(y, (diff_row, cur_row))| {
+                let mut previous = Sampler::new(prev, w, h);
                 let runs = diff_row.chunks_mut(block_px).zip(cur_row.chunks(block_px));
                 for (column, (diff_run, cur_run)) in runs.enumerate() {
                     let (vx, vy) = vector(offset, column, y);
-                    let rows = RowPair::at(prev, w, h, y as f32 - vy);
+                    let sy = y as f32 - vy;
                     for (i, (d, &c)) in diff_run.iter_mut().zip(cur_run).enumerate() {
                         let x = column * block_px + i;
-                        *d = (c - rows.sample(x as f32 - vx)).abs();
+                        *d = (c - previous.at(x as f32 - vx, sy)).abs();
                     }
                 }
             });
