@@ -547,7 +547,7 @@ impl Motion {
                 self.fill_row(y, residual, source);
                 let mut mask = Sampler::new(&mask.data, w, h);
                 for (x, (value, &source)) in row.iter_mut().zip(source.iter()).enumerate() {
-                    let (sx, sy) = from((x as f32, y as f32), source);
+                    let (sx, sy) = from((coordinate(x), y as f32), source);
                     *value = mask.at(sx, sy);
                 }
             },
@@ -613,32 +613,46 @@ impl<'a> Sampler<'a> {
 
 /// The two rows of an image that a bilinear sample at height `y` reads, and the weight between
 /// them: what a [`Sampler`] keeps for a run of samples at one height.
+///
+/// Positions go through `i32`, not `usize`: x86-64 converts between floats and signed integers
+/// in one instruction, and between floats and `usize` (unsigned 64-bit) in several.
 struct RowPair<'a> {
     top: &'a [f32],
     bottom: &'a [f32],
     fy: f32,
+    /// The last column, as a float.
+    right: f32,
 }
 
 impl<'a> RowPair<'a> {
     #[inline]
     fn at(img: &'a [f32], w: usize, h: usize, y: f32) -> RowPair<'a> {
         let y = y.clamp(0.0, (h - 1) as f32);
-        let y0 = y as usize;
+        let y0 = y as i32;
+        let fy = y - y0 as f32;
+        let y0 = y0 as usize;
         let y1 = (y0 + 1).min(h - 1);
-        RowPair { top: &img[y0 * w..(y0 + 1) * w], bottom: &img[y1 * w..(y1 + 1) * w], fy: y - y0 as f32 }
+        RowPair { top: &img[y0 * w..(y0 + 1) * w], bottom: &img[y1 * w..(y1 + 1) * w], fy, right: (w - 1) as f32 }
     }
 
     #[inline]
     fn sample(&self, x: f32) -> f32 {
-        let w = self.top.len();
-        let x = x.clamp(0.0, (w - 1) as f32);
-        let x0 = x as usize;
-        let x1 = (x0 + 1).min(w - 1);
+        let x = x.clamp(0.0, self.right);
+        let x0 = x as i32;
         let fx = x - x0 as f32;
+        let x0 = x0 as usize;
+        let x1 = (x0 + 1).min(self.top.len() - 1);
         let top = self.top[x0] + fx * (self.top[x1] - self.top[x0]);
         let bottom = self.bottom[x0] + fx * (self.bottom[x1] - self.bottom[x0]);
         top + self.fy * (bottom - top)
     }
+}
+
+/// A pixel's index as a float coordinate. Through `u32`: x86-64 converts that in one
+/// instruction, a `usize` (unsigned 64-bit) in several, and the samplers do it per pixel.
+#[inline]
+fn coordinate(index: usize) -> f32 {
+    index as u32 as f32
 }
 
 /// Area-average downscale by an integer factor (the remainder rows and columns are dropped).
@@ -667,24 +681,37 @@ fn block_motion(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) ->
     // Mean absolute difference per candidate vector, and the same plus the length penalty.
     let mut differences = vec![f32::INFINITY; side * side];
     let mut costs = vec![f32::INFINITY; side * side];
+    // An interior block's sums for one vertical displacement, by horizontal displacement from +r
+    // down to -r (so that they read the previous row left to right).
+    let mut row_sums = vec![0f32; side];
     for by in 0..bh {
         for bx in 0..bw {
             let (x0, y0) = (bx * BLOCK, by * BLOCK);
             // Most blocks lie so far inside that every displacement stays in the picture: sum
-            // them without bounds checks (same order of additions, so the same result).
+            // them without bounds checks, and all horizontal displacements side by side (each
+            // sum is a chain of additions waiting on the one before; side by side, the chains
+            // run together and in vector registers). Each sum adds the same terms in the same
+            // order as the general loop below, so the result is the same.
             let interior = x0 >= search && x0 + BLOCK + search <= w && y0 >= search && y0 + BLOCK + search <= h;
             for dy in -r..=r {
+                if interior {
+                    row_sums.fill(0.0);
+                    for y in y0..y0 + BLOCK {
+                        let py = (y as isize - dy) as usize;
+                        let cur_run = &cur[y * w + x0..][..BLOCK];
+                        // Everything the displacements read on this row: x0 - r .. x0 + BLOCK + r.
+                        let prev_span = &prev[py * w + x0 - search..][..BLOCK + 2 * search];
+                        for (i, &c) in cur_run.iter().enumerate() {
+                            for (sum, &p) in row_sums.iter_mut().zip(&prev_span[i..i + side]) {
+                                *sum += (c - p).abs();
+                            }
+                        }
+                    }
+                }
                 for dx in -r..=r {
                     let (mut sad, mut n) = (0f32, 0u32);
                     if interior {
-                        for y in y0..y0 + BLOCK {
-                            let (py, px0) = ((y as isize - dy) as usize, (x0 as isize - dx) as usize);
-                            let cur_run = &cur[y * w + x0..y * w + x0 + BLOCK];
-                            let prev_run = &prev[py * w + px0..py * w + px0 + BLOCK];
-                            for (c, p) in cur_run.iter().zip(prev_run) {
-                                sad += (c - p).abs();
-                            }
-                        }
+                        sad = row_sums[(r - dx) as usize];
                         n = (BLOCK * BLOCK) as u32;
                     }
                     for y in (y0..y0 + BLOCK).filter(|_| !interior) {
@@ -790,8 +817,8 @@ fn compensate(prev: &[f32], cur: &[f32], w: usize, h: usize, search: usize) -> (
                     let (vx, vy) = vector(offset, column, y);
                     let sy = y as f32 - vy;
                     for (i, (d, &c)) in diff_run.iter_mut().zip(cur_run).enumerate() {
-                        let x = column * block_px + i;
-                        *d = (c - previous.at(x as f32 - vx, sy)).abs();
+                        let x = coordinate(column * block_px + i);
+                        *d = (c - previous.at(x - vx, sy)).abs();
                     }
                 }
             });
