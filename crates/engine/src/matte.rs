@@ -231,12 +231,22 @@ fn apply_upsampled(a: &[f32], b: &[f32], w: usize, h: usize, guide: &[u8], width
             }
             let (a, b) = sums.split_at(width);
             for (((alpha, &i), a), b) in alpha.iter_mut().zip(guide).zip(a).zip(b) {
-                // In 0.5..=255.5 after the clamp: the cast through i32 only drops the fraction.
-                *alpha = ((a * (i as f32 * (1.0 / 255.0)) + b).clamp(0.0, 1.0) * 255.0 + 0.5) as i32 as u8;
+                *alpha = unit_to_byte(a * (i as f32 * (1.0 / 255.0)) + b);
             }
         },
     );
     alpha
+}
+
+/// A value in [0, 1] (clamped; NaN counts as 0) as 8 bits, rounded to the nearest.
+#[inline]
+#[allow(clippy::manual_clamp)] // clamp keeps NaN, which the conversion below must not see
+fn unit_to_byte(v: f32) -> u8 {
+    // `max`/`min`, unlike `clamp`, turn NaN into 0, so `v` ends finite and within 0.5..=255.5.
+    let v = v.max(0.0).min(1.0) * 255.0 + 0.5;
+    // SAFETY: `v` is finite and within i32's range (above). A plain `as` would saturate, which
+    // x86-64 does one value at a time; this lets the loops over a row run in vector registers.
+    unsafe { v.to_int_unchecked::<i32>() as u8 }
 }
 
 /// Which input pixels, with which weights, make each output pixel when one axis is resized with
@@ -922,7 +932,7 @@ impl Matter {
         let Segmented { mut mask, luma, motion, .. } = segmented;
         if self.mode == MatteMode::Bilinear {
             let full = resize_plane(&mut self.resizer, &mask.data, mask.width, mask.height, frame.width, frame.height);
-            return full.iter().map(|a| (a.clamp(0.0, 1.0) * 255.0 + 0.5) as u8).collect();
+            return full.iter().map(|&a| unit_to_byte(a)).collect();
         }
         // The segmenter's resized Y plane is on the mask's grid whenever the model's output is as
         // large as its input (all models here); otherwise resize the frame's own.
