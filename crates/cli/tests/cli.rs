@@ -165,6 +165,55 @@ fn a_missing_runtime_is_an_error_that_names_the_setup_command() {
     assert!(text(&models.stdout).contains("make setup"));
 }
 
+/// ONNX Runtime's saved optimised graph is laid out for the vector width of the CPU it was made
+/// on. A process that sees other vector instructions (here this CPU with AVX-512 and VNNI hidden
+/// from CPUID by scripts/avx2_only.c, as an AVX2-only CPU would show it) must make its own
+/// graph, not load that one and fail every inference. It did, when the graph's name was keyed
+/// on `/proc/cpuinfo`, which the library does not change.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_process_that_sees_other_vector_instructions_makes_its_own_optimised_graph() {
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        eprintln!("SKIPPED: this CPU has no AVX-512 to hide");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shim = dir.path().join("avx2_only.so");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/avx2_only.c");
+    run("gcc", &["-O2", "-shared", "-fPIC", source.to_str().unwrap(), "-o", shim.to_str().unwrap()]);
+    let faulting = Command::new("true").env("LD_PRELOAD", &shim).status().unwrap();
+    if !faulting.success() {
+        eprintln!("SKIPPED: no CPUID faulting on this machine, so nothing can be hidden");
+        return;
+    }
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    for sub in ["lib", "models"] {
+        std::os::unix::fs::symlink(common::clearbg_home().join(sub), home.join(sub)).unwrap();
+    }
+    let input = clip(dir.path());
+    let out = dir.path().join("matte.mp4");
+    let saved_graph = || {
+        let names: Vec<_> =
+            std::fs::read_dir(home.join("optimized")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        names[0].clone()
+    };
+    let mut graphs = Vec::new();
+    for preload in [Path::new(""), &shim] {
+        let ran = Command::new(env!("CARGO_BIN_EXE_clearbg"))
+            .env("CLEARBG_HOME", &home)
+            .env("LD_PRELOAD", preload)
+            .args(["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "human"])
+            .args(["--format", "matte", "-q"])
+            .output()
+            .unwrap();
+        assert!(ran.status.success(), "LD_PRELOAD={preload:?}: {}", text(&ran.stderr));
+        graphs.push(saved_graph());
+    }
+    assert_ne!(graphs[0], graphs[1], "the AVX2 path's own graph replaced the AVX-512 one");
+}
+
 #[test]
 fn a_device_this_build_cannot_use_is_refused_at_start_up() {
     let dir = tempfile::tempdir().unwrap();

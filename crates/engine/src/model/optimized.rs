@@ -86,18 +86,38 @@ impl OptimizedGraphs {
 }
 
 /// A hash of what a saved graph depends on besides the model: the ONNX Runtime build and the
-/// CPU (its model and instruction-set flags).
+/// CPU (its model and instruction-set flags, and the vector instructions this process can use).
 fn machine_key(runtime_build: &str) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let first = |field: &str| {
         cpuinfo.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_once(':')).map_or("", |(_, v)| v.trim())
     };
+    let vectors = vector_features();
     let mut hasher = Sha256::new();
-    for part in [runtime_build, std::env::consts::ARCH, first("model name"), first("flags")] {
+    for part in [runtime_build, std::env::consts::ARCH, first("model name"), first("flags"), vectors.as_str()] {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
     hex::encode(&hasher.finalize()[..8])
+}
+
+/// The vector instruction sets this process may use, as the CPU's CPUID and the kernel's
+/// register state say: what ONNX Runtime reads to choose its kernels and the NCHWc block width
+/// the saved layout is built for. The kernel's `/proc/cpuinfo` is not always the same (CPUID
+/// hidden or changed under a process, as scripts/avx2_only.c does; `clearcpuid=`); a graph laid
+/// out for AVX-512's 16-channel blocks then fails every inference on an AVX2 path.
+fn vector_features() -> String {
+    let mut features = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! detect {
+            ($($feature:tt),*) => {
+                $(if std::arch::is_x86_feature_detected!($feature) { features.push($feature); })*
+            };
+        }
+        detect!("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni", "avx512bf16");
+    }
+    features.join(" ")
 }
 
 #[cfg(test)]
