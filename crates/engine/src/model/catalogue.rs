@@ -100,6 +100,9 @@ impl std::fmt::Display for Tier {
 /// output channel, activations with ranges measured once on the set-up's test footage, see
 /// scripts/models/isnet_to_int8.py), ONNX Runtime runs its convolutions as int8 kernels: about
 /// 2.3x faster on a CPU with VNNI, with masks at IoU 0.99 and more against fp32's (eval/RESULTS.md).
+/// A CPU without VNNI runs them with AVX2, which gains less (1.4-1.7x for ISNet alone, measured
+/// on that path with scripts/avx2_only.c) with masks as close to fp32's, so int8 stays the
+/// default on every CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     /// ISNet quantised to int8: the default on a CPU.
