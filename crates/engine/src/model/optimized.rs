@@ -106,18 +106,22 @@ fn machine_key(runtime_build: &str) -> String {
 /// the saved layout is built for. The kernel's `/proc/cpuinfo` is not always the same (CPUID
 /// hidden or changed under a process, as scripts/avx2_only.c does; `clearcpuid=`); a graph laid
 /// out for AVX-512's 16-channel blocks then fails every inference on an AVX2 path.
+#[cfg(target_arch = "x86_64")]
 fn vector_features() -> String {
     let mut features = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! detect {
-            ($($feature:tt),*) => {
-                $(if std::arch::is_x86_feature_detected!($feature) { features.push($feature); })*
-            };
-        }
-        detect!("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni", "avx512bf16");
+    macro_rules! detect {
+        ($($feature:tt),*) => {
+            $(if std::arch::is_x86_feature_detected!($feature) { features.push($feature); })*
+        };
     }
+    detect!("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni", "avx512bf16");
     features.join(" ")
+}
+
+/// Off x86-64 nothing is detected here; the key keeps what `/proc/cpuinfo` says of the CPU.
+#[cfg(not(target_arch = "x86_64"))]
+fn vector_features() -> String {
+    String::new()
 }
 
 #[cfg(test)]
