@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+import metrics
+
 ROOT = Path(__file__).resolve().parent.parent
 HOME = Path(os.environ.get("CLEARBG_HOME", Path.home() / ".cache" / "clearbg"))
 MODELS = HOME / "models"
@@ -82,11 +84,8 @@ def run_worker(prefix, model, inputs, out, env=None):
 
 def compare(reference, alpha):
     """IoU of alpha >= 0.5 (1 when both are empty), mean and largest |difference|."""
-    r, a = reference >= 0.5, alpha >= 0.5
-    union = (r | a).sum()
-    iou = (r & a).sum() / union if union else 1.0
     diff = np.abs(reference - alpha)
-    return f"{iou:.4f} | {diff.mean():.4f} | {diff.max():.2f}"
+    return f"{metrics.iou(alpha, reference):.4f} | {diff.mean():.4f} | {diff.max():.2f}"
 
 
 def main():
