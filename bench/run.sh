@@ -146,7 +146,7 @@ measure() {
                 # fps has a single decimal (0.2 fps could be 0.15 or 0.25 for the heavy tiers).
                 read -r frames _ _ _ job_s _ <"$LOGS/$tag.out"
                 fps=$(awk -v f="$frames" -v s="$job_s" 'BEGIN { printf "%.3f", f / (s > 0 ? s : 1e-9) }') ;;
-            infer_only | baseline) # {"frames":N,"seconds":S,"fps":F}
+            infer_only | baseline | ffmpeg_pipes) # {"frames":N,"seconds":S,"fps":F}
                 frames=$(sed -n 's/.*"frames": *\([0-9]*\).*/\1/p' "$LOGS/$tag.out")
                 fps=$(sed -n 's/.*"fps": *\([0-9.]*\).*/\1/p' "$LOGS/$tag.out") ;;
             ffmpeg | ffmpeg_alpha)
@@ -229,7 +229,15 @@ for tier in $TIERS; do
             -i "$o.alpha.gray" -filter_complex '[0:v]format=yuva420p[v];[v][1:v]alphamerge[out]' \
             -map '[out]' -map '0:a?' "${VP9[@]}" -c:a libopus -b:a 96k -f webm "$o.ffmpeg_alpha.webm"
         check_output light ffmpeg_alpha "$SECONDS_SHORT" "$o.ffmpeg_alpha.webm" "$SHORT_FRAMES"
-        rm -f "$o.alpha.gray"
+        # clearbg's own two ffmpeg children, their command lines taken from a debug log of the
+        # same job (untimed), joined by a pass-through that appends that alpha: light with its
+        # model and matte costing nothing, the ceiling of its design (bench/ffmpeg_pipes.py).
+        CLEARBG_LOG=clearbg_engine=debug "$CLEARBG" remove "$SHORT" -o "$o.commands.webm" --model light -q \
+            2>"$LOGS/light_commands.log" >/dev/null
+        measure light ffmpeg_pipes "$SECONDS_SHORT" "$o.ffmpeg_pipes.webm" -- \
+            "$PY" bench/ffmpeg_pipes.py "$LOGS/light_commands.log" "$o.alpha.gray" "$o.ffmpeg_pipes.webm"
+        check_output light ffmpeg_pipes "$SECONDS_SHORT" "$o.ffmpeg_pipes.webm" "$SHORT_FRAMES"
+        rm -f "$o.alpha.gray" "$o.commands.webm"
     fi
     if [[ " $LONG_TIERS " == *" $tier "* ]]; then
         # Constant memory: the same tier on a clip 6x as long.
@@ -253,7 +261,10 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
         "$(rustc --version | cut -d' ' -f1-2); clearbg at $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit')" \
         "$([[ -n "$(git status --porcelain 2>/dev/null)" ]] && echo '(uncommitted changes)')"
     echo "- binaries: $TARGET ($PROFILE profile)"
-    echo "- clips: 1280x720 ${FPS} fps H.264 + AAC, ${SECONDS_SHORT} s ($SHORT_FRAMES frames), and ${SECONDS_LONG} s for the memory check (light, video); best of $REPEAT run(s)"
+    long_run=""
+    for tier in $TIERS; do [[ " $LONG_TIERS " == *" $tier "* ]] && long_run+="${long_run:+, }$tier"; done
+    [[ -n "$long_run" ]] && long_run=", and ${SECONDS_LONG} s for the memory check ($long_run)"
+    echo "- clips: 1280x720 ${FPS} fps H.264 + AAC, ${SECONDS_SHORT} s ($SHORT_FRAMES frames)$long_run; best of $REPEAT run(s)"
     echo
     "$PY" - "$RESULTS" "$FPS" "$SECONDS_SHORT" "$SECONDS_LONG" <<'EOF'
 import sys
@@ -280,8 +291,8 @@ BASELINE_GOAL = {"human": 1.5, "original": 2.0}
 # fp32": also ISNet in fp32, the per-frame pipeline as issue 13 measured it (original, pro).
 print("| tier | frames | clearbg fps | real-time factor | wall s | peak RSS MB clearbg / with ffmpeg | "
       "÷ every-frame [goal] | ÷ every-frame fp32 [goal] | ÷ Python baseline [goal] | ÷ inference alone | "
-      "÷ ffmpeg transcode [≥ 0.8] | ÷ ffmpeg transcode, clearbg's alpha |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "÷ ffmpeg transcode [≥ 0.8] | ÷ ffmpeg transcode, clearbg's alpha | ÷ clearbg's ffmpeg children alone |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for t in tiers:
     c = rows[t, "clearbg", short]
     every = f"{ratio(t, 'every', EVERY_GOAL[t])} [≥ {EVERY_GOAL[t]}]" if t in EVERY_GOAL else "–"
@@ -290,7 +301,11 @@ for t in tiers:
     print(f"| {t} | {c['frames']} | {c['fps']:.1f} | {c['fps'] / clip_fps:.2f} | {c['wall']:.1f} | "
           f"{c['own']:.0f} / {c['tree']:.0f} | {every} | {fp32} | {base} | "
           f"{ratio(t, 'infer_only', 0.0).split()[0]} | {ratio(t, 'ffmpeg', 0.8)} | "
-          f"{ratio(t, 'ffmpeg_alpha', 0.0).split()[0]} |")
+          f"{ratio(t, 'ffmpeg_alpha', 0.0).split()[0]} | {ratio(t, 'ffmpeg_pipes', 0.0).split()[0]} |")
+p, f = rows.get(("light", "ffmpeg_pipes", short)), rows.get(("light", "ffmpeg", short))
+if p and f:
+    print(f"\nlight's ceiling: clearbg's own ffmpeg children and pipes with its alpha, no model or matte "
+          f"(bench/ffmpeg_pipes.py): {p['fps']:.1f} fps = {p['fps'] / f['fps']:.2f} of the plain transcode")
 for t in tiers:
     a, b = rows.get((t, "clearbg", short)), rows.get((t, "clearbg", long_))
     if not (a and b) or short == long_:
