@@ -215,6 +215,43 @@ fn a_process_that_sees_other_vector_instructions_makes_its_own_optimised_graph()
 }
 
 #[test]
+fn a_saved_graph_that_loads_but_fails_to_run_is_made_again_and_the_job_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    for sub in ["lib", "models"] {
+        std::os::unix::fs::symlink(common::clearbg_home().join(sub), home.join(sub)).unwrap();
+    }
+    let input = clip(dir.path());
+    let remove = |model: &str, out: &Path| {
+        let ran = Command::new(env!("CARGO_BIN_EXE_clearbg"))
+            .env("CLEARBG_HOME", &home)
+            .args(["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", model])
+            .args(["--format", "matte", "-q"])
+            .output()
+            .unwrap();
+        assert!(ran.status.success(), "{model}: {}", text(&ran.stderr));
+    };
+    let saved_graph = |stem: &str| {
+        let entries = std::fs::read_dir(home.join("optimized")).unwrap();
+        let names: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+        let mut found = names.iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(stem));
+        found.next().unwrap_or_else(|| panic!("no saved graph of {stem} in {names:?}")).clone()
+    };
+    let (first, again) = (dir.path().join("first.mp4"), dir.path().join("again.mp4"));
+    remove("light", &dir.path().join("light.mp4"));
+    remove("human", &first);
+    // The selfie model's graph under MODNet's name: a valid graph with the same input and output
+    // names, so it loads, and fixed at 256x256, so it fails on MODNet's input. A graph laid out
+    // for vector instructions this process lacks did the same before the name held them.
+    let (selfie, modnet) = (saved_graph("mp_selfie_256-"), saved_graph("modnet_photographic-"));
+    std::fs::copy(&selfie, &modnet).unwrap();
+    remove("human", &again);
+    assert_eq!(sha256_of(&again), sha256_of(&first), "the same matte as with the graph made in the first place");
+    assert_ne!(std::fs::read(&modnet).unwrap(), std::fs::read(&selfie).unwrap(), "MODNet's graph was saved again");
+}
+
+#[test]
 fn a_device_this_build_cannot_use_is_refused_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let worker = |device: &str| {

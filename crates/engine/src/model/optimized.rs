@@ -10,8 +10,9 @@
 //! (ONNX Runtime warns so when it writes one), so a file's name carries a hash of both beside the
 //! model's sha256: another CPU or a runtime upgrade finds no file, writes its own and removes the
 //! stale one. A file is written under a temporary name and renamed, so a worker never reads one
-//! half written by another; a file that does not load is removed and made again. Only for the
-//! CPU: a GPU session assigns the graph's nodes to its provider as it is made.
+//! half written by another; a file that does not load, or loads and then fails a model run, is
+//! removed and made again. Only for the CPU: a GPU session assigns the graph's nodes to its
+//! provider as it is made.
 
 use std::path::{Path, PathBuf};
 
@@ -78,9 +79,9 @@ impl OptimizedGraphs {
         }
     }
 
-    /// Removes a saved graph that failed to load, so the next load makes it again.
-    pub(crate) fn discard(&self, saved: &Path, why: &dyn std::fmt::Display) {
-        tracing::warn!(path = %saved.display(), error = %why, "a saved optimised graph did not load; making it again");
+    /// Removes a saved graph that failed to load or to run (`why`), so it is made again.
+    pub(crate) fn discard(&self, saved: &Path, why: &str) {
+        tracing::warn!(path = %saved.display(), why, "a saved optimised graph is no good; making it again");
         let _ = std::fs::remove_file(saved);
     }
 }

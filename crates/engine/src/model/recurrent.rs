@@ -66,9 +66,9 @@ impl Recurrent {
     }
 
     /// Runs the network on one frame (`src` as [`input_size`] made it), carrying the states.
-    pub fn run(&mut self, session: &mut Session, src: Array4<f32>, options: &RunOptions) -> Result<Mask> {
+    pub fn run(&mut self, session: &mut Session, src: &Array4<f32>, options: &RunOptions) -> Result<Mask> {
         let (h, w) = (src.shape()[2], src.shape()[3]);
-        let luma = luma_of(&src);
+        let luma = luma_of(src);
         let carried = match &self.previous_luma {
             Some((pw, ph, prev)) if (*pw, *ph) == (w, h) => {
                 if matte::is_scene_cut(prev, &luma, w, h) {
@@ -86,7 +86,7 @@ impl Recurrent {
         }
         self.previous_luma = Some((w, h, luma));
         let zeros = Tensor::from_array(([1usize, 1, 1, 1], vec![0f32]))?;
-        let mut inputs = ort::inputs!["src" => TensorRef::from_array_view(&src)?];
+        let mut inputs = ort::inputs!["src" => TensorRef::from_array_view(src)?];
         for (k, name) in STATE_INPUTS.iter().enumerate() {
             let state = match &self.states {
                 Some(states) => (&states[k]).into(),

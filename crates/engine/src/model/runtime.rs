@@ -57,6 +57,14 @@ impl std::fmt::Display for Device {
     }
 }
 
+/// An opened model, and where its graph came from.
+pub(crate) struct ModelSession {
+    pub(crate) session: Session,
+    /// Loaded from a saved optimised graph (not optimised from the model in this process): if
+    /// it misbehaves, [`Runtime::session_remade`] makes it again from the model.
+    pub(crate) from_saved_graph: bool,
+}
+
 /// A handle on the loaded ONNX Runtime; cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
@@ -107,32 +115,44 @@ impl Runtime {
     /// Opens a model file (whose bytes hash to `sha256`) as a session tuned for frame-by-frame
     /// inference; `tiny` models run on one thread. On the CPU the optimised graph is saved on
     /// the first open and loaded from then on (see [`super::optimized`]).
-    pub(crate) fn session(&self, path: &Path, sha256: &str, tiny: bool) -> Result<Session> {
+    pub(crate) fn session(&self, path: &Path, sha256: &str, tiny: bool) -> Result<ModelSession> {
         if self.device != Device::Cpu {
-            return Ok(self
-                .builder(tiny)?
-                .with_optimization_level(GraphOptimizationLevel::Level3)?
-                .commit_from_file(path)?);
+            let session =
+                self.builder(tiny)?.with_optimization_level(GraphOptimizationLevel::Level3)?.commit_from_file(path)?;
+            return Ok(ModelSession { session, from_saved_graph: false });
         }
         let saved = self.optimized.path_for(path, sha256);
         if saved.is_file() {
             match self.builder(tiny)?.with_optimization_level(GraphOptimizationLevel::Disable)?.commit_from_file(&saved)
             {
-                Ok(session) => return Ok(session),
-                Err(e) => self.optimized.discard(&saved, &e),
+                Ok(session) => return Ok(ModelSession { session, from_saved_graph: true }),
+                Err(e) => self.optimized.discard(&saved, &format!("it did not load: {e}")),
             }
         }
+        self.optimised_session(path, &saved, tiny).map(|session| ModelSession { session, from_saved_graph: false })
+    }
+
+    /// The same model opened afresh from its file, after its saved graph (which loaded) failed
+    /// at inference with `why`: the saved graph goes, and a new one is optimised and saved.
+    pub(crate) fn session_remade(&self, path: &Path, sha256: &str, tiny: bool, why: &EngineError) -> Result<Session> {
+        let saved = self.optimized.path_for(path, sha256);
+        self.optimized.discard(&saved, &format!("a model run on it failed: {why}"));
+        self.optimised_session(path, &saved, tiny)
+    }
+
+    /// Optimises the model online, saving the optimised graph at `saved` where the home allows.
+    fn optimised_session(&self, path: &Path, saved: &Path, tiny: bool) -> Result<Session> {
         let online = || -> Result<SessionBuilder> {
             Ok(self.builder(tiny)?.with_optimization_level(GraphOptimizationLevel::Level3)?)
         };
-        let Some(scratch) = self.optimized.scratch_for(&saved) else { return Ok(online()?.commit_from_file(path)?) };
+        let Some(scratch) = self.optimized.scratch_for(saved) else { return Ok(online()?.commit_from_file(path)?) };
         // ONNX Runtime warns that a graph saved at this level fits only this machine: the file
         // name carries the machine's key for exactly that reason.
         let mut saving =
             online()?.with_log_level(ort::logging::LogLevel::Error)?.with_optimized_model_path(&scratch)?;
         match saving.commit_from_file(path) {
             Ok(session) => {
-                self.optimized.keep(scratch, &saved);
+                self.optimized.keep(scratch, saved);
                 Ok(session)
             }
             // Not a reason to fail the model: it may be the saving (a full disk) that failed.

@@ -1,6 +1,8 @@
 //! Frame → foreground mask at the model's own resolution, with each model's exact pre- and
 //! post-processing (see `shared/reference/models.md` §3).
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -91,6 +93,20 @@ struct LoadedNet {
     session: Session,
     /// The states a recurrent network carries between frames.
     recurrent: Option<Recurrent>,
+    /// The model file and its sha256, to open it afresh.
+    file: PathBuf,
+    sha256: String,
+    /// The session was loaded from a saved optimised graph, not yet shown to run.
+    from_saved_graph: bool,
+}
+
+impl LoadedNet {
+    fn run(&mut self, input: &Array4<f32>, options: &RunOptions) -> Result<Mask> {
+        match &mut self.recurrent {
+            Some(recurrent) => recurrent.run(&mut self.session, input, options),
+            None => run(&mut self.session, input, options),
+        }
+    }
 }
 
 /// Runs a tier's model(s) on frames. Not thread-safe; one per pipeline.
@@ -99,7 +115,9 @@ pub struct Segmenter {
     device: crate::model::Device,
     nets: Vec<LoadedNet>,
     resizer: Resizer,
-    run_options: Arc<RunOptions>,
+    interrupt: Interrupt,
+    /// To open a model afresh when its saved graph fails.
+    runtime: Runtime,
     /// Overrides the first model's reference side ([`Segmenter::with_input_side`]).
     side: Option<u32>,
 }
@@ -107,21 +125,35 @@ pub struct Segmenter {
 /// Stops the model run in progress of one [`Segmenter`], from another thread: a large model
 /// takes seconds a frame, and a cancelled job should not wait for it.
 #[derive(Clone)]
-pub struct Interrupt(Arc<RunOptions>);
+pub struct Interrupt {
+    options: Arc<RunOptions>,
+    /// Set while the runs are stopped: a run that fails then failed for that, not for its model.
+    fired: Arc<AtomicBool>,
+}
 
 impl Interrupt {
+    fn new() -> Result<Interrupt> {
+        Ok(Interrupt { options: Arc::new(RunOptions::new()?), fired: Arc::new(AtomicBool::new(false)) })
+    }
+
     /// Makes the current (and every later) run fail at once, until [`Interrupt::reset`].
     pub fn fire(&self) {
-        if let Err(e) = self.0.terminate() {
+        self.fired.store(true, Ordering::SeqCst);
+        if let Err(e) = self.options.terminate() {
             tracing::warn!(error = %e, "interrupting a model run");
         }
     }
 
     /// Lets runs go ahead again (before the next video).
     pub fn reset(&self) {
-        if let Err(e) = self.0.unterminate() {
+        if let Err(e) = self.options.unterminate() {
             tracing::warn!(error = %e, "resetting a model interrupt");
         }
+        self.fired.store(false, Ordering::SeqCst);
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
     }
 }
 
@@ -140,7 +172,7 @@ impl Segmenter {
             .map(|file| {
                 let sha256 = verify(&dir, file)?;
                 let net = Net::from_file(file);
-                let session = runtime.session(&dir.join(file), &sha256, net.is_tiny()).map_err(|e| {
+                let opened = runtime.session(&dir.join(file), &sha256, net.is_tiny()).map_err(|e| {
                     // The file was verified above: on a GPU, a failure is the device's.
                     if runtime.device() == crate::model::Device::Cpu {
                         EngineError::ModelMissing {
@@ -151,7 +183,14 @@ impl Segmenter {
                         EngineError::DeviceUnavailable { device: runtime.device().to_string(), reason: e.to_string() }
                     }
                 })?;
-                Ok(LoadedNet { net, session, recurrent: (net == Net::Rvm).then(Recurrent::default) })
+                Ok(LoadedNet {
+                    net,
+                    session: opened.session,
+                    recurrent: (net == Net::Rvm).then(Recurrent::default),
+                    file: dir.join(file),
+                    sha256,
+                    from_saved_graph: opened.from_saved_graph,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Segmenter {
@@ -159,7 +198,8 @@ impl Segmenter {
             device: runtime.device(),
             nets,
             resizer: Resizer::new(),
-            run_options: Arc::new(RunOptions::new()?),
+            interrupt: Interrupt::new()?,
+            runtime: runtime.clone(),
             side: None,
         })
     }
@@ -174,7 +214,7 @@ impl Segmenter {
 
     /// A handle that interrupts this segmenter's model runs from another thread.
     pub fn interrupt(&self) -> Interrupt {
-        Interrupt(self.run_options.clone())
+        self.interrupt.clone()
     }
 
     /// The tier this segmenter runs.
@@ -236,10 +276,21 @@ impl Segmenter {
         for (i, loaded) in self.nets.iter_mut().enumerate() {
             let side = if i == 0 { self.side } else { None };
             let input = prepare(&mut self.resizer, loaded.net, side)?;
-            masks.push(match &mut loaded.recurrent {
-                Some(recurrent) => recurrent.run(&mut loaded.session, input, &self.run_options)?,
-                None => run(&mut loaded.session, input, &self.run_options)?,
-            });
+            let options = &self.interrupt.options;
+            let mask = match loaded.run(&input, options) {
+                // A graph saved by an earlier process loaded but does not run here (one laid out
+                // for vector instructions this process lacks did so): made again from the model
+                // and the frame run once more, rather than failing every job of the tier.
+                Err(e) if loaded.from_saved_graph && !self.interrupt.fired() => {
+                    loaded.session =
+                        self.runtime.session_remade(&loaded.file, &loaded.sha256, loaded.net.is_tiny(), &e)?;
+                    loaded.run(&input, options)?
+                }
+                result => result?,
+            };
+            // Once it has run, a later failure is not the saved graph's.
+            loaded.from_saved_graph = false;
+            masks.push(mask);
         }
         match self.tier {
             Tier::Pro => {
@@ -307,8 +358,8 @@ fn normalise(net: Net, w: u32, h: u32, rgb: impl Iterator<Item = [f32; 3]>) -> A
 }
 
 /// Runs one network; every model here has one input `input` and a [1,1,H,W] output `output`.
-fn run(session: &mut Session, input: Array4<f32>, options: &RunOptions) -> Result<Mask> {
-    let outputs = session.run_with_options(ort::inputs!["input" => TensorRef::from_array_view(&input)?], options)?;
+fn run(session: &mut Session, input: &Array4<f32>, options: &RunOptions) -> Result<Mask> {
+    let outputs = session.run_with_options(ort::inputs!["input" => TensorRef::from_array_view(input)?], options)?;
     let (shape, data) = outputs["output"].try_extract_tensor::<f32>()?;
     let dims: Vec<i64> = shape.iter().copied().collect();
     let [1, 1, h, w] = dims[..] else {
