@@ -16,6 +16,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A clearbg home in `dir` with the set-up's runtime and models but its own saved graphs.
+fn home_of_its_own(dir: &Path) -> PathBuf {
+    let home = dir.join("home");
+    std::fs::create_dir(&home).unwrap();
+    for sub in ["lib", "models"] {
+        std::os::unix::fs::symlink(common::clearbg_home().join(sub), home.join(sub)).unwrap();
+    }
+    home
+}
+
 /// Half a second of ffmpeg's test pattern with a tone: fast to make and to process.
 fn clip(dir: &Path) -> PathBuf {
     let path = dir.join("in.mp4");
@@ -186,11 +196,7 @@ fn a_process_that_sees_other_vector_instructions_makes_its_own_optimised_graph()
         eprintln!("SKIPPED: no CPUID faulting on this machine, so nothing can be hidden");
         return;
     }
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    for sub in ["lib", "models"] {
-        std::os::unix::fs::symlink(common::clearbg_home().join(sub), home.join(sub)).unwrap();
-    }
+    let home = home_of_its_own(dir.path());
     let input = clip(dir.path());
     let out = dir.path().join("matte.mp4");
     let saved_graph = || {
@@ -217,11 +223,7 @@ fn a_process_that_sees_other_vector_instructions_makes_its_own_optimised_graph()
 #[test]
 fn a_saved_graph_that_loads_but_fails_to_run_is_made_again_and_the_job_succeeds() {
     let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    for sub in ["lib", "models"] {
-        std::os::unix::fs::symlink(common::clearbg_home().join(sub), home.join(sub)).unwrap();
-    }
+    let home = home_of_its_own(dir.path());
     let input = clip(dir.path());
     let remove = |model: &str, out: &Path| {
         let ran = Command::new(env!("CARGO_BIN_EXE_clearbg"))
