@@ -26,6 +26,18 @@ fn home_of_its_own(dir: &Path) -> PathBuf {
     home
 }
 
+/// `clearbg remove INPUT -o OUT --model MODEL --format matte` with `home` as its home and
+/// `preload` as LD_PRELOAD (empty: none).
+fn matte_in(home: &Path, preload: &Path, input: &Path, out: &Path, model: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clearbg"))
+        .env("CLEARBG_HOME", home)
+        .env("LD_PRELOAD", preload)
+        .args(["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", model])
+        .args(["--format", "matte", "-q"])
+        .output()
+        .unwrap()
+}
+
 /// Half a second of ffmpeg's test pattern with a tone: fast to make and to process.
 fn clip(dir: &Path) -> PathBuf {
     let path = dir.join("in.mp4");
@@ -207,13 +219,7 @@ fn a_process_that_sees_other_vector_instructions_makes_its_own_optimised_graph()
     };
     let mut graphs = Vec::new();
     for preload in [Path::new(""), &shim] {
-        let ran = Command::new(env!("CARGO_BIN_EXE_clearbg"))
-            .env("CLEARBG_HOME", &home)
-            .env("LD_PRELOAD", preload)
-            .args(["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "human"])
-            .args(["--format", "matte", "-q"])
-            .output()
-            .unwrap();
+        let ran = matte_in(&home, preload, &input, &out, "human");
         assert!(ran.status.success(), "LD_PRELOAD={preload:?}: {}", text(&ran.stderr));
         graphs.push(saved_graph());
     }
@@ -226,12 +232,7 @@ fn a_saved_graph_that_loads_but_fails_to_run_is_made_again_and_the_job_succeeds(
     let home = home_of_its_own(dir.path());
     let input = clip(dir.path());
     let remove = |model: &str, out: &Path| {
-        let ran = Command::new(env!("CARGO_BIN_EXE_clearbg"))
-            .env("CLEARBG_HOME", &home)
-            .args(["remove", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", model])
-            .args(["--format", "matte", "-q"])
-            .output()
-            .unwrap();
+        let ran = matte_in(&home, Path::new(""), &input, out, model);
         assert!(ran.status.success(), "{model}: {}", text(&ran.stderr));
     };
     let saved_graph = |stem: &str| {
